@@ -1,0 +1,5 @@
+import sys
+
+from mobile_bert_distill.cli import main
+
+sys.exit(main())

@@ -1,0 +1,65 @@
+"""`mbd`: the command-line shell over the library.
+
+Each verb lives in ``mobile_bert_distill/commands/<verb>.py`` and exposes
+``register(subparsers)``, which adds its parser and sets ``func``. Any
+:class:`~mobile_bert_distill.errors.UserError` becomes one line on stderr and
+exit code 2.
+"""
+
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+
+from mobile_bert_distill import __version__
+from mobile_bert_distill.errors import UserError
+
+
+def _quiet_tensorflow():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+
+
+def build_parser():
+    from mobile_bert_distill import commands
+
+    parser = argparse.ArgumentParser(
+        prog="mbd",
+        description=(
+            "mobile-bert-distill: learn a small student vocabulary, distil a BERT "
+            "teacher into a tiny student (dual-vocabulary training + shared "
+            "projections), export it to LiteRT and benchmark it."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"mbd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"mobile_bert_distill.commands.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv=None):
+    _quiet_tensorflow()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except UserError as e:
+        msg = " ".join(str(e).split())
+        print(f"mbd: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mbd: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
