@@ -1,0 +1,322 @@
+"""An export-friendly re-expression of a keras-hub BERT, with the same weights.
+
+keras-hub's ``BertBackbone`` converts to TFLite, but the graph it lowers to is
+hostile to integer quantization: ``LayerNormalization`` becomes a
+``MEAN``/``SQUARED_DIFFERENCE``/``RSQRT``/``NEG`` chain whose ``NEG`` stays
+float, the attention mask is a ``-1e9`` additive bias that wrecks the int8
+range of the attention scores, and the query scaling is a separate ``MUL``.
+
+:class:`ExportBert` rebuilds the same function from plain TensorFlow ops with
+the weights copied out of the Keras model:
+
+* the ``1/sqrt(head_dim)`` scaling is folded into the query kernel and bias;
+* LayerNorm is ``d = x - mean(x); d * rsqrt(mean(d*d) + eps) * gamma + beta``;
+* GELU is the builtin ``GELU`` op (one int8 lookup table) instead of a chain
+  of ``MUL``/``ADD``/``TANH``;
+* the padding mask is a bias of ``mask_bias`` (default ``-30``, which is
+  ``exp(-30) ~ 1e-13`` after the softmax, so float results match Keras),
+  computed once and shared by every layer;
+* attention can be written per head (``attention="per_head"``) so that
+  every matmul is a rank-3 ``BATCH_MATMUL`` with no transposes.
+
+Float outputs match the Keras model to ~1e-5 (checked by the tests).
+
+Example::
+
+    import keras_hub
+    from mobile_bert_distill.bert_graph import ExportBert, GraphOptions
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16,
+        intermediate_dim=32, max_sequence_length=64)
+    module = ExportBert.from_keras(backbone, task="encoder", seq_len=16)
+    outputs = module.serve(input_ids, segment_ids, padding_mask)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+TASKS = ("mlm", "encoder")
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphOptions:
+    """How the exported graph expresses each block (same maths, different ops).
+
+    gelu: ``"builtin"`` (one ``GELU`` op) or ``"tanh"`` (the explicit formula).
+    attention: ``"heads"`` (reshape/transpose to ``[B, heads, S, d]``, rank-4
+        ``BATCH_MATMUL``) or ``"per_head"`` (one rank-3 matmul per head,
+        heads concatenated before the output projection).
+    mask_bias: the additive bias of masked keys before the softmax.
+    fuse_qkv: compute query/key/value with one ``FULLY_CONNECTED`` of width
+        ``3 * hidden`` and split, instead of three.
+    """
+
+    gelu: str = "builtin"
+    attention: str = "per_head"
+    mask_bias: float = -30.0
+    fuse_qkv: bool = False
+
+    def __post_init__(self):
+        if self.gelu not in ("builtin", "tanh"):
+            raise ValueError(f"gelu must be 'builtin' or 'tanh', not {self.gelu!r}")
+        if self.attention not in ("heads", "per_head"):
+            raise ValueError(f"attention must be 'heads' or 'per_head', not {self.attention!r}")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _np(variable):
+    return np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable, dtype=np.float32)
+
+
+def split_masked_lm(model):
+    """Return ``(backbone, mlm_head_or_None)`` for a ``BertMaskedLM`` or ``BertBackbone``."""
+    import keras_hub
+
+    if isinstance(model, keras_hub.models.BertMaskedLM):
+        return model.backbone, model.masked_lm_head
+    if isinstance(model, keras_hub.models.BertBackbone):
+        return model, None
+    raise TypeError(
+        f"expected a keras_hub BertMaskedLM or BertBackbone, got {type(model).__name__}"
+    )
+
+
+def extract_weights(model, task):
+    """Copy every weight the forward pass needs out of a keras-hub BERT as numpy arrays."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, not {task!r}")
+    backbone, head = split_masked_lm(model)
+    if task == "mlm" and head is None:
+        raise ValueError("task 'mlm' needs a BertMaskedLM (a backbone has no MLM head)")
+    w = {
+        "token_embedding": _np(backbone.token_embedding.embeddings),
+        "position_embedding": _np(backbone.position_embedding.position_embeddings),
+        "segment_embedding": _np(backbone.segment_embedding.embeddings),
+        "emb_ln": _ln(backbone.embeddings_layer_norm),
+        "pooled": (_np(backbone.pooled_dense.kernel), _np(backbone.pooled_dense.bias)),
+        "layers": [],
+    }
+    for layer in backbone.transformer_layers:
+        att = layer._self_attention_layer
+        w["layers"].append(
+            {
+                "q": (_np(att._query_dense.kernel), _np(att._query_dense.bias)),
+                "k": (_np(att._key_dense.kernel), _np(att._key_dense.bias)),
+                "v": (_np(att._value_dense.kernel), _np(att._value_dense.bias)),
+                "o": (_np(att._output_dense.kernel), _np(att._output_dense.bias)),
+                "att_ln": _ln(layer._self_attention_layer_norm),
+                "ff1": (
+                    _np(layer._feedforward_intermediate_dense.kernel),
+                    _np(layer._feedforward_intermediate_dense.bias),
+                ),
+                "ff2": (
+                    _np(layer._feedforward_output_dense.kernel),
+                    _np(layer._feedforward_output_dense.bias),
+                ),
+                "ff_ln": _ln(layer._feedforward_layer_norm),
+            }
+        )
+    if task == "mlm":
+        if head.token_embedding is not None:
+            out_kernel = _np(head.token_embedding.embeddings).T
+        else:
+            out_kernel = _np(head._kernel)
+        w["mlm"] = {
+            "dense": (_np(head._intermediate_dense.kernel), _np(head._intermediate_dense.bias)),
+            "dense_activation": str(getattr(head, "intermediate_activation", "gelu")),
+            "ln": _ln(head._intermediate_layer_norm),
+            "out": (out_kernel, _np(head._bias)),
+        }
+    cfg = {
+        "vocabulary_size": int(backbone.vocabulary_size),
+        "num_layers": int(backbone.num_layers),
+        "num_heads": int(backbone.num_heads),
+        "hidden_dim": int(backbone.hidden_dim),
+        "intermediate_dim": int(backbone.intermediate_dim),
+        "max_sequence_length": int(backbone.max_sequence_length),
+        "num_segments": int(backbone.num_segments),
+    }
+    return w, cfg
+
+
+def _ln(layer):
+    return (_np(layer.gamma), _np(layer.beta), float(layer.epsilon))
+
+
+class ExportBert:
+    """Builds a ``tf.Module`` whose ``serve`` signature is the export graph.
+
+    Use :meth:`from_keras`; :attr:`module` is what gets saved and converted.
+    """
+
+    def __init__(self, weights, config, *, task, seq_len, batch_size=1, options=None):
+        import tensorflow as tf
+
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, not {task!r}")
+        self.task = task
+        self.seq_len = int(seq_len)
+        self.batch_size = int(batch_size)
+        self.config = dict(config)
+        self.options = options or GraphOptions()
+        if self.seq_len > config["max_sequence_length"]:
+            raise ValueError(
+                f"seq_len {seq_len} exceeds the model's max_sequence_length "
+                f"{config['max_sequence_length']}"
+            )
+        heads = config["num_heads"]
+        hidden = config["hidden_dim"]
+        self.head_dim = hidden // heads
+        scale = 1.0 / math.sqrt(self.head_dim)
+
+        module = tf.Module()
+        const = {}
+
+        def var(name, value):
+            v = tf.Variable(np.asarray(value, dtype=np.float32), trainable=False, name=name)
+            setattr(module, name, v)
+            const[name] = v
+            return v
+
+        var("token_embedding", weights["token_embedding"])
+        var("position_embedding", weights["position_embedding"][: self.seq_len])
+        var("segment_embedding", weights["segment_embedding"])
+        self._emb_ln = self._ln_vars(var, "emb_ln", weights["emb_ln"])
+        self._layers = []
+        for i, lw in enumerate(weights["layers"]):
+            qk, qb = lw["q"]
+            qk, qb = qk * scale, qb * scale  # fold 1/sqrt(d) into the query projection
+            layer = {}
+            flat = lambda k: k.reshape(hidden, hidden)  # noqa: E731  [H, heads, d] -> [H, H]
+            if self.options.attention == "per_head":
+                for name, (k, b) in (("q", (qk, qb)), ("k", lw["k"]), ("v", lw["v"])):
+                    layer[name] = [
+                        (var(f"l{i}_{name}{h}_k", k[:, h, :]), var(f"l{i}_{name}{h}_b", b[h]))
+                        for h in range(heads)
+                    ]
+            elif self.options.fuse_qkv:
+                kernel = np.concatenate([flat(qk), flat(lw["k"][0]), flat(lw["v"][0])], axis=1)
+                bias = np.concatenate([qb.reshape(-1), lw["k"][1].reshape(-1), lw["v"][1].reshape(-1)])
+                layer["qkv"] = (var(f"l{i}_qkv_k", kernel), var(f"l{i}_qkv_b", bias))
+            else:
+                for name, (k, b) in (("q", (qk, qb)), ("k", lw["k"]), ("v", lw["v"])):
+                    layer[name] = (var(f"l{i}_{name}_k", flat(k)), var(f"l{i}_{name}_b", b.reshape(-1)))
+            ok, ob = lw["o"]
+            layer["o"] = (var(f"l{i}_o_k", ok.reshape(hidden, hidden)), var(f"l{i}_o_b", ob))
+            layer["att_ln"] = self._ln_vars(var, f"l{i}_att_ln", lw["att_ln"])
+            layer["ff1"] = (var(f"l{i}_ff1_k", lw["ff1"][0]), var(f"l{i}_ff1_b", lw["ff1"][1]))
+            layer["ff2"] = (var(f"l{i}_ff2_k", lw["ff2"][0]), var(f"l{i}_ff2_b", lw["ff2"][1]))
+            layer["ff_ln"] = self._ln_vars(var, f"l{i}_ff_ln", lw["ff_ln"])
+            self._layers.append(layer)
+        if task == "encoder":
+            self._pooled = (var("pooled_k", weights["pooled"][0]), var("pooled_b", weights["pooled"][1]))
+        else:
+            m = weights["mlm"]
+            self._mlm_dense = (var("mlm_dense_k", m["dense"][0]), var("mlm_dense_b", m["dense"][1]))
+            self._mlm_exact_gelu = "approximate" not in m["dense_activation"]
+            self._mlm_ln = self._ln_vars(var, "mlm_ln", m["ln"])
+            self._mlm_out = (var("mlm_out_k", m["out"][0]), var("mlm_out_b", m["out"][1]))
+
+        spec = [
+            tf.TensorSpec([self.batch_size, self.seq_len], tf.int32, name=n)
+            for n in ("input_ids", "segment_ids", "padding_mask")
+        ]
+        module.serve = tf.function(self._forward, input_signature=spec)
+        self.module = module
+
+    @classmethod
+    def from_keras(cls, model, *, task, seq_len, batch_size=1, options=None):
+        weights, config = extract_weights(model, task)
+        return cls(weights, config, task=task, seq_len=seq_len, batch_size=batch_size, options=options)
+
+    @staticmethod
+    def _ln_vars(var, name, ln):
+        gamma, beta, eps = ln
+        return var(name + "_g", gamma), var(name + "_b", beta), eps
+
+    # --- building blocks -------------------------------------------------
+    @staticmethod
+    def _dense(x, kb):
+        import tensorflow as tf
+
+        k, b = kb
+        shape = tf.shape(x)
+        y = tf.matmul(tf.reshape(x, [-1, k.shape[0]]), k) + b
+        return tf.reshape(y, tf.concat([shape[:-1], [k.shape[1]]], axis=0))
+
+    @staticmethod
+    def _layer_norm(x, ln):
+        import tensorflow as tf
+
+        gamma, beta, eps = ln
+        mean = tf.reduce_mean(x, axis=-1, keepdims=True)
+        d = x - mean
+        var = tf.reduce_mean(d * d, axis=-1, keepdims=True)
+        return d * tf.math.rsqrt(var + eps) * gamma + beta
+
+    def _gelu(self, x, exact=False):
+        import tensorflow as tf
+
+        if self.options.gelu == "builtin":
+            return tf.nn.gelu(x, approximate=not exact)
+        if exact:
+            return 0.5 * x * (1.0 + tf.math.erf(x * (1.0 / math.sqrt(2.0))))
+        c = math.sqrt(2.0 / math.pi)
+        return 0.5 * x * (1.0 + tf.math.tanh(c * (x + 0.044715 * x * x * x)))
+
+    def _attention(self, x, layer, bias):
+        import tensorflow as tf
+
+        B, S = self.batch_size, self.seq_len
+        heads, d = self.config["num_heads"], self.head_dim
+        hidden = self.config["hidden_dim"]
+        if self.options.attention == "per_head":
+            ctx = []
+            for h in range(heads):
+                q = self._dense(x, layer["q"][h])
+                k = self._dense(x, layer["k"][h])
+                v = self._dense(x, layer["v"][h])
+                s = tf.matmul(q, k, transpose_b=True) + bias  # [B, S, S]
+                p = tf.nn.softmax(s, axis=-1)
+                ctx.append(tf.matmul(p, v))
+            c = tf.concat(ctx, axis=-1)
+        else:
+            if self.options.fuse_qkv:
+                q, k, v = tf.split(self._dense(x, layer["qkv"]), 3, axis=-1)
+            else:
+                q, k, v = (self._dense(x, layer[n]) for n in ("q", "k", "v"))
+
+            def heads_first(t):
+                return tf.transpose(tf.reshape(t, [B, S, heads, d]), [0, 2, 1, 3])
+
+            q, k, v = heads_first(q), heads_first(k), heads_first(v)
+            s = tf.matmul(q, k, transpose_b=True) + bias[:, None]  # [B, h, S, S]
+            p = tf.nn.softmax(s, axis=-1)
+            c = tf.reshape(tf.transpose(tf.matmul(p, v), [0, 2, 1, 3]), [B, S, hidden])
+        return self._dense(c, layer["o"])
+
+    def _forward(self, input_ids, segment_ids, padding_mask):
+        import tensorflow as tf
+
+        m = self.module
+        x = tf.gather(m.token_embedding, input_ids)
+        x = x + m.position_embedding + tf.gather(m.segment_embedding, segment_ids)
+        x = self._layer_norm(x, self._emb_ln)
+        keep = tf.cast(padding_mask, tf.float32)  # [B, S]
+        bias = ((1.0 - keep) * self.options.mask_bias)[:, None, :]  # [B, 1, S]
+        for layer in self._layers:
+            x = self._layer_norm(x + self._attention(x, layer, bias), layer["att_ln"])
+            h = self._gelu(self._dense(x, layer["ff1"]))
+            x = self._layer_norm(x + self._dense(h, layer["ff2"]), layer["ff_ln"])
+        if self.task == "encoder":
+            pooled = tf.math.tanh(self._dense(x[:, 0, :], self._pooled))
+            return {"sequence_output": x, "pooled_output": pooled}
+        h = self._gelu(self._dense(x, self._mlm_dense), exact=self._mlm_exact_gelu)
+        h = self._layer_norm(h, self._mlm_ln)
+        return {"logits": self._dense(h, self._mlm_out)}

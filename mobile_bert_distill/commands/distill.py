@@ -1,0 +1,32 @@
+"""`mbd distill`: train teacher and student together from a YAML config."""
+
+
+def register(sub):
+    p = sub.add_parser(
+        "distill", help="distil a teacher into the student (dual training + shared projections)",
+        description="Train the dual-vocabulary teacher and the student together: "
+                    "L = L_p + epsilon * (L_ce_student + L_ce_teacher). Writes OUT/student (keras-hub preset), "
+                    "OUT/teacher, history.json, TensorBoard logs and the resolved config.yaml. "
+                    "A killed run resumes from its last checkpoint when the same command is run again.")
+    p.add_argument("--config", required=True, metavar="CONFIG.yaml", help="run configuration (see configs/)")
+    p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override config keys, e.g. mode=nokd train.steps=200 dual.p_dt=0.3")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: the config's output_dir)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--restart", action="store_true", help="discard an interrupted run instead of resuming it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from mobile_bert_distill import config
+    from mobile_bert_distill.training import distill
+
+    data, base = config.load_yaml(args.config)
+    cfg = config.resolve(data, args.override, base_dir=base)
+    summary = distill(cfg, out_dir=args.out, overwrite=args.overwrite, restart=args.restart,
+                      progress=not args.no_progress)
+    final = summary.get("final", {})
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "step" and isinstance(v, float))
+    print(f"done: {summary['steps']} steps in {summary['seconds']} s; {shown}")
+    return 0

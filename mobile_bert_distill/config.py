@@ -1,0 +1,207 @@
+"""Distillation configuration: YAML with defaults, ``--override key=value``, strict keys.
+
+Every knob of the method lives here. Unknown keys are an error (a typo must
+not silently fall back to a default).
+
+Example:
+>>> cfg = resolve({"data": {"corpus": ["a.txt"], "student_vocab": "v.txt"}}, ["train.steps=10", "mode=nokd"])
+>>> cfg["train"]["steps"], cfg["mode"]
+(10, 'nokd')
+"""
+
+import copy
+import os
+
+import yaml
+
+from mobile_bert_distill.errors import UserError
+
+MODES = ("nokd", "dual", "dual+down", "dual+up")
+STRATEGIES = ("default", "mirrored", "tpu")
+PRECISIONS = (None, "float32", "mixed_float16", "mixed_bfloat16")
+
+DEFAULTS = {
+    # nokd | dual | dual+down | dual+up
+    "mode": "dual+up",
+    "seed": 0,
+    "output_dir": "out",
+    "data": {
+        "corpus": [],  # training text files, one paragraph per line
+        "heldout": None,  # optional held-out text file, evaluated every train.eval_every steps
+        "student_vocab": None,  # vocab.txt written by `mbd vocab`
+        "seq_len": 128,
+        "max_predictions": 20,  # masked positions per sequence
+        "mask_rate": 0.15,
+        "skip_bad_lines": False,
+        "heldout_batches": 8,  # batches of held-out data per evaluation
+    },
+    "teacher": {
+        # keras-hub preset name or directory, a local Hugging Face BERT folder,
+        # or a teacher checkpoint from an earlier run; null with `random` below.
+        "source": None,
+        # Random initialisation instead of `source` (tests, speed studies):
+        # {vocabulary: vocab.txt, num_layers, hidden_dim, num_heads, intermediate_dim}
+        "random": None,
+        "trainable": True,
+        "dropout": None,  # null keeps the preset's value
+    },
+    "student": {
+        "hidden_dim": 48,
+        "num_layers": None,  # null: the teacher's depth (the projections pair layers 1:1)
+        "num_heads": 4,
+        "intermediate_dim": None,  # null: 4 x hidden_dim
+        "dropout": 0.1,
+        "max_sequence_length": 512,
+    },
+    "dual": {
+        "p_dt": 0.5,  # probability that a word is segmented with the student vocabulary
+        "p_dt_start": None,  # with ramp_steps: linear ramp from p_dt_start to p_dt
+        "ramp_steps": 0,
+    },
+    "projection": {
+        "layer_map": None,  # {student_layer: teacher_layer}; required when depths differ
+    },
+    "loss": {
+        "epsilon": 1.0,  # L = L_p + epsilon * (L_ce_student + L_ce_teacher)
+    },
+    "train": {
+        "steps": 1000,
+        "batch_size": 32,  # global batch (split over replicas)
+        "learning_rate": 1e-3,
+        "warmup_steps": 100,
+        "weight_decay": 0.01,
+        "clipnorm": 1.0,
+        "log_every": 10,
+        "eval_every": 0,  # 0: only at the end (when data.heldout is set)
+        "checkpoint_every": 100,
+        "keep_checkpoints": 2,
+        "strategy": "default",  # default | mirrored | tpu
+        "mixed_precision": None,  # null | mixed_float16 | mixed_bfloat16
+        "jit_compile": False,
+        "deterministic": False,  # tf op determinism (slower; exact resume equality)
+    },
+}
+
+_FREE_FORM = {("teacher", "random"), ("projection", "layer_map")}
+
+
+def _merge(base, update, path=()):
+    for key, value in update.items():
+        where = ".".join(path + (str(key),))
+        if key not in base:
+            raise UserError(f"unknown config key '{where}'")
+        if isinstance(base[key], dict) and (path + (key,)) not in _FREE_FORM:
+            if not isinstance(value, dict):
+                raise UserError(f"config key '{where}' must be a mapping")
+            _merge(base[key], value, path + (key,))
+        else:
+            base[key] = value
+
+
+def parse_override(text):
+    if "=" not in text:
+        raise UserError(f"--override expects key=value, got '{text}'")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    node = value
+    for part in reversed(key.strip().split(".")):
+        node = {part: node}
+    return node
+
+
+def load_yaml(path):
+    if not os.path.isfile(path):
+        raise UserError(f"config file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the config must be a mapping")
+    base = os.path.dirname(os.path.abspath(path))
+    return data, base
+
+
+def _rel(path, base):
+    if path is None or base is None or os.path.isabs(path):
+        return path
+    candidate = os.path.join(base, path)
+    return candidate if os.path.exists(candidate) and not os.path.exists(path) else path
+
+
+def resolve(data, overrides=(), base_dir=None):
+    """Defaults <- ``data`` <- overrides; checks values; returns a plain dict."""
+    cfg = copy.deepcopy(DEFAULTS)
+    _merge(cfg, data)
+    for text in overrides:
+        _merge(cfg, parse_override(text))
+    d = cfg["data"]
+    if isinstance(d["corpus"], str):
+        d["corpus"] = [d["corpus"]]
+    d["corpus"] = [_rel(p, base_dir) for p in d["corpus"]]
+    d["heldout"] = _rel(d["heldout"], base_dir)
+    d["student_vocab"] = _rel(d["student_vocab"], base_dir)
+    t = cfg["teacher"]
+    if t["source"] and base_dir and not os.path.isabs(str(t["source"])):
+        t["source"] = _rel(str(t["source"]), base_dir)
+    if isinstance(t["random"], dict) and t["random"].get("vocabulary"):
+        t["random"]["vocabulary"] = _rel(t["random"]["vocabulary"], base_dir)
+    validate(cfg)
+    return cfg
+
+
+def _check(cond, msg):
+    if not cond:
+        raise UserError(msg)
+
+
+def validate(cfg):
+    _check(cfg["mode"] in MODES, f"mode must be one of {', '.join(MODES)} (got {cfg['mode']!r})")
+    d, tr, dual = cfg["data"], cfg["train"], cfg["dual"]
+    _check(d["corpus"], "data.corpus: give at least one training text file")
+    _check(d["student_vocab"], "data.student_vocab: give the vocab.txt written by `mbd vocab`")
+    for name in ("p_dt", "p_dt_start"):
+        v = dual[name]
+        if v is None and name == "p_dt_start":
+            continue
+        _check(isinstance(v, (int, float)) and 0.0 <= float(v) <= 1.0,
+               f"dual.{name} must be a number in [0, 1] (got {v!r})")
+    _check(isinstance(dual["ramp_steps"], int) and dual["ramp_steps"] >= 0, "dual.ramp_steps must be an integer >= 0")
+    for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
+        _check(isinstance(tr[name], int) and tr[name] >= 1, f"train.{name} must be a positive integer")
+    _check(isinstance(tr["eval_every"], int) and tr["eval_every"] >= 0, "train.eval_every must be an integer >= 0")
+    _check(tr["steps"] % tr["log_every"] == 0, "train.steps must be a multiple of train.log_every")
+    _check(tr["checkpoint_every"] % tr["log_every"] == 0, "train.checkpoint_every must be a multiple of train.log_every")
+    _check(tr["eval_every"] % tr["log_every"] == 0, "train.eval_every must be a multiple of train.log_every")
+    _check(tr["strategy"] in STRATEGIES, f"train.strategy must be one of {', '.join(STRATEGIES)}")
+    _check(tr["mixed_precision"] in PRECISIONS, f"train.mixed_precision must be one of {PRECISIONS}")
+    _check(float(tr["learning_rate"]) > 0, "train.learning_rate must be > 0")
+    _check(isinstance(d["seq_len"], int) and d["seq_len"] >= 3, "data.seq_len must be an integer >= 3")
+    _check(isinstance(d["max_predictions"], int) and 1 <= d["max_predictions"] <= d["seq_len"],
+           "data.max_predictions must be in [1, seq_len]")
+    _check(0.0 < float(d["mask_rate"]) < 1.0, "data.mask_rate must be in (0, 1)")
+    s = cfg["student"]
+    _check(isinstance(s["hidden_dim"], int) and s["hidden_dim"] > 0, "student.hidden_dim must be a positive integer")
+    _check(isinstance(s["num_heads"], int) and s["hidden_dim"] % s["num_heads"] == 0,
+           "student.num_heads must divide student.hidden_dim")
+    _check(s["max_sequence_length"] >= d["seq_len"], "student.max_sequence_length must be >= data.seq_len")
+    t = cfg["teacher"]
+    if cfg["mode"] != "nokd":
+        _check(bool(t["source"]) != bool(t["random"]),
+               "teacher: set exactly one of teacher.source (preset/directory) and teacher.random")
+        if t["random"]:
+            r = t["random"]
+            allowed = {"vocabulary", "num_layers", "hidden_dim", "num_heads", "intermediate_dim", "max_sequence_length"}
+            unknown = set(r) - allowed
+            _check(not unknown, f"unknown config key(s) teacher.random.{', teacher.random.'.join(sorted(unknown))}")
+            for k in ("vocabulary", "num_layers", "hidden_dim", "num_heads"):
+                _check(k in r, f"teacher.random.{k} is required")
+    return cfg
+
+
+def dump(cfg):
+    return yaml.safe_dump(cfg, sort_keys=False)

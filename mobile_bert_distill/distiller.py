@@ -1,0 +1,214 @@
+"""The distiller: one Keras model whose ``train_step`` is the paper's loss.
+
+``L = L_p + ε · (L_ce_student + L_ce_teacher)``
+
+* ``L_ce_student``: the student's MLM cross-entropy on its own segmentation;
+* ``L_ce_teacher``: the teacher's MLM cross-entropy on the mixed segmentation,
+  every masked piece scored by the head of the vocabulary that produced it
+  (both heads' terms summed, divided by all masked teacher pieces);
+* ``L_p``: the shared-projection loss (:mod:`mobile_bert_distill.projections`).
+
+Modes (one key apart): ``nokd`` (student alone: no teacher is built),
+``dual`` (no ``L_p``), ``dual+down``, ``dual+up``.
+
+Under ``tf.distribute`` every replica divides its summed cross-entropy by the
+*global* number of masked pieces (an all-reduce of the counts) and ``L_p`` by
+the number of replicas; the optimizer sums gradients over replicas, so one step
+equals the single-device step on the same global batch.
+
+Example:
+>>> import numpy as np, keras
+>>> from mobile_bert_distill.student import build_student
+>>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefgh")
+>>> student = build_student(vocab, hidden_dim=8, num_layers=1, num_heads=1, seq_len=6)
+>>> d = Distiller(student, mode="nokd")
+>>> d.compile(optimizer=keras.optimizers.Adam(1e-3))
+>>> batch = {"s_token_ids": np.array([[2, 4, 6, 3, 0, 0]]), "s_padding_mask": np.array([[1, 1, 1, 1, 0, 0]]),
+...          "s_mask_positions": np.array([[1]]), "s_mask_ids": np.array([[5]]),
+...          "s_mask_weights": np.array([[1.0]], "float32")}
+>>> logs = d.train_on_batch(batch, return_dict=True)
+>>> sorted(logs)
+['l_ce_student', 'loss', 'student_acc']
+"""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from mobile_bert_distill.errors import UserError
+from mobile_bert_distill.projections import SharedProjections, transformer_weight_pairs
+
+MODES = ("nokd", "dual", "dual+down", "dual+up")
+
+
+def _replica_context():
+    return tf.distribute.get_replica_context()
+
+
+def _num_replicas():
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _global_sum(x):
+    """Sum of a per-replica scalar over all replicas (identity on one device)."""
+    ctx = _replica_context()
+    if ctx is None:
+        return x
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, x)
+
+
+def _masked_ce(logits, labels, weights):
+    """(sum of weighted CE, sum of weighted top-1 hits) over masked positions."""
+    logits = ops.cast(logits, "float32")
+    ce = ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    hits = ops.cast(ops.equal(ops.cast(ops.argmax(logits, -1), labels.dtype), labels), "float32")
+    return ops.sum(ce * weights), ops.sum(hits * weights)
+
+
+class Distiller(keras.Model):
+    """Trains a keras-hub ``BertMaskedLM`` student with (optionally) a dual-vocabulary teacher.
+
+    Args:
+        student: a ``keras_hub.models.BertMaskedLM`` (the student).
+        teacher: a :class:`~mobile_bert_distill.teacher.DualVocabTeacher` whose
+            student embedding is ``student.backbone.token_embedding``; ``None``
+            for ``nokd``.
+        mode: one of ``nokd``, ``dual``, ``dual+down``, ``dual+up``.
+        epsilon: ``ε``, the weight of the cross-entropy terms.
+        layer_map: student layer -> teacher layer for the projections (needed
+            when depths differ).
+        teacher_trainable: train the teacher (default) or freeze its encoder.
+    """
+
+    def __init__(self, student, teacher=None, mode="dual+up", epsilon=1.0, layer_map=None,
+                 teacher_trainable=True, use_student_loss=True, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in MODES:
+            raise UserError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
+        if mode == "nokd" and teacher is not None:
+            raise ValueError("nokd trains the student alone: pass teacher=None")
+        if mode != "nokd" and teacher is None:
+            raise ValueError(f"mode {mode} needs a teacher")
+        self.student = student
+        self.teacher = teacher
+        self.mode = mode
+        self.epsilon = float(epsilon)
+        self.use_student_loss = use_student_loss  # off only for cost studies (teacher-only step)
+        self.projections = None
+        if mode in ("dual+down", "dual+up"):
+            pairs = transformer_weight_pairs(teacher.backbone, student.backbone, layer_map)
+            self.projections = SharedProjections(mode.split("+")[1], pairs, name="shared_projections")
+        if teacher is not None and not teacher_trainable:
+            teacher.backbone.trainable = False
+        names = ["loss"]
+        if self.use_student_loss:
+            names += ["l_ce_student", "student_acc"]
+        if teacher is not None:
+            names += ["l_ce_teacher", "l_ce_teacher_tvocab", "l_ce_teacher_svocab",
+                      "teacher_acc_tvocab", "teacher_acc_svocab", "teacher_svocab_share"]
+        if self.projections is not None:
+            names += ["l_p"]
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def call(self, inputs, training=False):
+        return self.student(self._student_inputs(inputs), training=training)
+
+    @staticmethod
+    def _student_inputs(batch):
+        ids = batch["s_token_ids"]
+        return {"token_ids": ids, "segment_ids": ops.zeros_like(ids),
+                "padding_mask": batch["s_padding_mask"], "mask_positions": batch["s_mask_positions"]}
+
+    # ------------------------------------------------------------- the loss
+    def compute_terms(self, batch, training=False):
+        """Every loss term of one (per-replica) batch.
+
+        Returns ``(loss_for_gradients, values)``: the first is this replica's
+        share of ``L`` (sums over the global number of masked pieces, ``L_p``
+        split over replicas); ``values`` holds the global value of every term
+        and accuracy, for metrics.
+        """
+        replicas = _num_replicas()
+        values, weights = {}, {}
+        loss_ce = 0.0
+        value_ce = 0.0
+        if self.use_student_loss:
+            logits = self.call(batch, training=training)
+            w = ops.cast(batch["s_mask_weights"], "float32")
+            ce_sum, hits = _masked_ce(logits, batch["s_mask_ids"], w)
+            n = ops.maximum(_global_sum(ops.sum(w)), 1.0)
+            loss_ce = loss_ce + ce_sum / n
+            values["l_ce_student"] = _global_sum(ops.stop_gradient(ce_sum)) / n
+            values["student_acc"] = _global_sum(hits) / n
+            weights["student_acc"] = n
+            value_ce = value_ce + values["l_ce_student"]
+        if self.teacher is not None:
+            x = self.teacher.encode(batch["t_token_ids"], batch["t_is_student"], batch["t_padding_mask"],
+                                    training=training)
+            logits_t, logits_s = self.teacher.heads(x, batch["t_mask_positions"])
+            w = ops.cast(batch["t_mask_weights"], "float32")
+            is_s = ops.cast(batch["t_mask_is_student"], "float32")
+            labels = batch["t_mask_ids"]
+            w_t, w_s = w * (1.0 - is_s), w * is_s
+            ce_t, hits_t = _masked_ce(logits_t, ops.where(is_s > 0, 0, labels), w_t)
+            ce_s, hits_s = _masked_ce(logits_s, ops.where(is_s > 0, labels, 0), w_s)
+            n = ops.maximum(_global_sum(ops.sum(w)), 1.0)
+            n_t = _global_sum(ops.sum(w_t))
+            n_s = _global_sum(ops.sum(w_s))
+            loss_ce = loss_ce + (ce_t + ce_s) / n
+            g_ce_t = _global_sum(ops.stop_gradient(ce_t))
+            g_ce_s = _global_sum(ops.stop_gradient(ce_s))
+            values["l_ce_teacher"] = (g_ce_t + g_ce_s) / n
+            values["l_ce_teacher_tvocab"] = g_ce_t / ops.maximum(n_t, 1.0)
+            values["l_ce_teacher_svocab"] = g_ce_s / ops.maximum(n_s, 1.0)
+            values["teacher_acc_tvocab"] = _global_sum(hits_t) / ops.maximum(n_t, 1.0)
+            values["teacher_acc_svocab"] = _global_sum(hits_s) / ops.maximum(n_s, 1.0)
+            values["teacher_svocab_share"] = n_s / n
+            weights.update(l_ce_teacher_tvocab=n_t, l_ce_teacher_svocab=n_s,
+                           teacher_acc_tvocab=n_t, teacher_acc_svocab=n_s)
+            value_ce = value_ce + values["l_ce_teacher"]
+        loss = self.epsilon * loss_ce
+        value = self.epsilon * value_ce
+        if self.projections is not None:
+            l_p = self.projections.loss()
+            loss = loss + l_p / replicas
+            values["l_p"] = ops.stop_gradient(l_p)
+            value = value + values["l_p"]
+        values["loss"] = value
+        return loss, values, weights
+
+    def _update_metrics(self, values, weights):
+        for name, tracker in self.trackers.items():
+            if name in values:
+                w = weights.get(name)
+                tracker.update_state(values[name], sample_weight=w)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    # ------------------------------------------------- forward → loss → grads
+    @staticmethod
+    def _unpack(batch):
+        # fit() passes the dataset element; train_on_batch/evaluate wrap it as (x, y, w).
+        while isinstance(batch, (tuple, list)):
+            batch = batch[0]
+        return batch
+
+    def train_step(self, batch):
+        batch = self._unpack(batch)
+        with tf.GradientTape() as tape:
+            loss, values, weights = self.compute_terms(batch, training=True)
+            scaled_loss = self.optimizer.scale_loss(loss)
+        variables = self.trainable_variables
+        grads = tape.gradient(scaled_loss, variables)
+        # The poolers take no part in MLM: they get no gradient and are left out.
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        return self._update_metrics(values, weights)
+
+    def test_step(self, batch):
+        batch = self._unpack(batch)
+        _, values, weights = self.compute_terms(batch, training=False)
+        return self._update_metrics(values, weights)

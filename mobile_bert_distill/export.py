@@ -1,0 +1,456 @@
+"""Export a keras-hub BERT (the distilled student, or any BertMaskedLM/BertBackbone) to LiteRT.
+
+Two entry points:
+
+* :func:`export_keras_model` takes an in-memory ``BertMaskedLM`` / ``BertBackbone``;
+* :func:`export_student` takes the student preset directory that ``mbd distill``
+  writes, calibrates/validates on text, and is what ``mbd export`` runs.
+
+Both write the ``.tflite`` atomically, load it back in the LiteRT interpreter,
+run it once, and return (and write beside it as ``<name>.report.json``) a
+report: op histogram, QUANTIZE/DEQUANTIZE and float-op counts, size, params
+and a parity block against the float Keras model.
+
+The graph is not the Keras graph: :mod:`mobile_bert_distill.bert_graph`
+re-expresses the same weights with quantization-friendly ops (``graph="keras"``
+keeps the stock Keras graph, for comparison). Quantization modes:
+
+``float32``  no quantization.
+``float16``  float16 weights (dequantized at load time).
+``dynamic``  int8 weights, float activations (dynamic-range).
+``int8``     full-integer post-training quantization calibrated on real
+             sequences; ``float_ops`` may keep chosen op types in float.
+
+Example::
+
+    import keras_hub
+    from mobile_bert_distill.export import export_keras_model
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=200, num_layers=2, num_heads=2, hidden_dim=16,
+        intermediate_dim=32, max_sequence_length=64)
+    report = export_keras_model(backbone, "enc.tflite", task="encoder",
+                                quantization="dynamic", seq_len=32)
+    print(report["size_bytes"], report["graph_ops"]["ops"])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from mobile_bert_distill.atomic import atomic_file, atomic_write_json
+from mobile_bert_distill.errors import UserError
+
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+TASKS = ("mlm", "encoder")
+INPUT_NAMES = ("input_ids", "segment_ids", "padding_mask")
+OUTPUT_NAMES = {"mlm": ("logits",), "encoder": ("pooled_output", "sequence_output")}
+#: Minimum masked-token top-1 agreement with the float model, per mode (CLI default).
+DEFAULT_MIN_AGREEMENT = {"float32": 0.999, "float16": 0.99, "dynamic": 0.98, "int8": 0.99}
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------
+# sequences
+# --------------------------------------------------------------------------
+def random_sequences(n, seq_len, vocab_size, *, batch=None, seed=0, num_special=5, mask_rate=0.15):
+    """``n`` valid random sequences: ``[CLS] ids.. [SEP] [PAD]..`` with varied lengths.
+
+    Token ids are drawn from ``[num_special, vocab_size)`` (never out of range),
+    and a ``mask_rate`` share of them is replaced by ``[MASK]`` (id 4).
+    Returns a dict of int32 arrays ``[n, seq_len]``.
+    """
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((n, seq_len), np.int32)
+    mask = np.zeros((n, seq_len), np.int32)
+    for i in range(n):
+        length = int(rng.integers(min(8, seq_len), seq_len + 1))
+        body = rng.integers(num_special, vocab_size, size=length - 2)
+        body = np.where(rng.random(length - 2) < mask_rate, 4, body)
+        ids[i, :length] = np.concatenate([[2], body, [3]])
+        mask[i, :length] = 1
+    return {"input_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": mask}
+
+
+def _as_feeds(sequences):
+    """Accept a dict of ``[N, S]`` arrays or a list of dicts of ``[S]``/``[1, S]`` arrays."""
+    if isinstance(sequences, dict):
+        return {k: np.asarray(sequences[k], np.int32) for k in INPUT_NAMES}
+    rows = list(sequences)
+    if not rows:
+        raise ValueError("no sequences given")
+    return {
+        k: np.concatenate([np.asarray(r[k], np.int32).reshape(-1, np.shape(r[k])[-1]) for r in rows])
+        for k in INPUT_NAMES
+    }
+
+
+def _check_feeds(feeds, seq_len, vocab_size):
+    for k in INPUT_NAMES:
+        if feeds[k].ndim != 2 or feeds[k].shape[1] != seq_len:
+            raise ValueError(f"{k} must have shape [N, {seq_len}], got {feeds[k].shape}")
+    ids = feeds["input_ids"]
+    if ids.min() < 0 or ids.max() >= vocab_size:
+        raise ValueError(f"input_ids outside [0, {vocab_size}): min {ids.min()}, max {ids.max()}")
+
+
+# --------------------------------------------------------------------------
+# conversion
+# --------------------------------------------------------------------------
+def _quiet_tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+    with contextlib.suppress(Exception):
+        import absl.logging
+
+        absl.logging.set_verbosity("error")
+    return tf
+
+
+def _keras_saved_model(model, task, seq_len, batch_size, directory):
+    """Stock Keras graph: ``ExportArchive`` (the one Keras 3 path that converts)."""
+    import keras
+    import tensorflow as tf
+
+    from mobile_bert_distill.bert_graph import split_masked_lm
+
+    backbone, _ = split_masked_lm(model)
+    spec = [tf.TensorSpec([batch_size, seq_len], tf.int32, name=n) for n in INPUT_NAMES]
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    if task == "mlm":
+        positions = tf.tile(tf.range(seq_len, dtype=tf.int32)[None], [batch_size, 1])
+
+        def fn(input_ids, segment_ids, padding_mask):
+            logits = model(
+                {"token_ids": input_ids, "segment_ids": segment_ids,
+                 "padding_mask": padding_mask, "mask_positions": positions},
+                training=False,
+            )
+            return {"logits": logits}
+    else:
+
+        def fn(input_ids, segment_ids, padding_mask):
+            out = backbone(
+                {"token_ids": input_ids, "segment_ids": segment_ids, "padding_mask": padding_mask},
+                training=False,
+            )
+            return {"sequence_output": out["sequence_output"], "pooled_output": out["pooled_output"]}
+
+    archive.add_endpoint("serving_default", fn, input_signature=spec)
+    with contextlib.redirect_stdout(open(os.devnull, "w")):
+        archive.write_out(directory)
+
+
+def _friendly_saved_model(model, task, seq_len, batch_size, directory, options):
+    import tensorflow as tf
+
+    from mobile_bert_distill.bert_graph import ExportBert
+
+    built = ExportBert.from_keras(model, task=task, seq_len=seq_len, batch_size=batch_size, options=options)
+    tf.saved_model.save(built.module, directory, signatures={"serving_default": built.module.serve})
+
+
+def convert(model, *, task="mlm", quantization="float32", seq_len=128, batch_size=1,
+            calibration_feeds=None, graph="friendly", graph_options=None, float_ops=(),
+            float_nodes=()):
+    """Convert ``model`` to TFLite flatbuffer bytes (no file is written).
+
+    ``calibration_feeds`` (dict of ``[N, S]`` int32 arrays) is required for
+    ``int8``. ``float_ops`` (op type names, e.g. ``("SOFTMAX",)``) and
+    ``float_nodes`` (tensor names) stay float in an int8 model (selective
+    quantization through TFLite's quantization debugger).
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {quantization!r}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, not {task!r}")
+    if graph not in ("friendly", "keras"):
+        raise ValueError(f"graph must be 'friendly' or 'keras', not {graph!r}")
+    tf = _quiet_tf()
+    with tempfile.TemporaryDirectory(prefix="mbd-export-") as tmp:
+        saved = os.path.join(tmp, "saved_model")
+        if graph == "keras":
+            _keras_saved_model(model, task, seq_len, batch_size, saved)
+        else:
+            _friendly_saved_model(model, task, seq_len, batch_size, saved, graph_options)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        if quantization == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantization == "dynamic":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        elif quantization == "int8":
+            if calibration_feeds is None:
+                raise ValueError("int8 needs calibration_feeds")
+            feeds = calibration_feeds
+            n = len(feeds["input_ids"])
+
+            def representative():
+                for start in range(0, n - batch_size + 1, batch_size):
+                    yield {k: feeds[k][start : start + batch_size] for k in INPUT_NAMES}
+
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = representative
+            if not float_ops and not float_nodes:
+                converter.target_spec.supported_ops = [
+                    tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+            if float_ops or float_nodes:
+                debug_options = tf.lite.experimental.QuantizationDebugOptions(
+                    denylisted_ops=list(float_ops) or None,
+                    denylisted_nodes=list(float_nodes) or None,
+                )
+                debugger = tf.lite.experimental.QuantizationDebugger(
+                    converter=converter, debug_dataset=representative, debug_options=debug_options
+                )
+                return bytes(debugger.get_nonverified_model())
+        return bytes(converter.convert())
+
+
+# --------------------------------------------------------------------------
+# inspection and parity
+# --------------------------------------------------------------------------
+def count_params(model):
+    return int(sum(int(np.prod(w.shape)) for w in model.weights))
+
+
+def inspect_tflite(path_or_bytes):
+    """Graph op histogram (no delegate) and the executed-node view with XNNPACK."""
+    from mobile_bert_distill.tflite_tools import (
+        delegated_nodes, load_interpreter, op_histogram, signature_io)
+
+    kw = {"path": path_or_bytes} if isinstance(path_or_bytes, str) else {"model_content": path_or_bytes}
+    plain, _ = load_interpreter(**kw, xnnpack=False)
+    delegated, runtime = load_interpreter(**kw, xnnpack=True)
+    graph = op_histogram(plain)
+    partitions, outside = delegated_nodes(delegated)
+    return {
+        "runtime": runtime,
+        "signature": signature_io(plain),
+        "graph_ops": graph,
+        "xnnpack": {
+            "delegate_partitions": len(partitions),
+            "nodes_in_delegate": int(sum(len(p) for p in partitions)),
+            "ops_outside_delegate": outside,
+        },
+    }
+
+
+def keras_outputs(model, task, feeds, *, batch=32):
+    """Float reference outputs of the Keras model on ``feeds`` (all positions)."""
+    from mobile_bert_distill.bert_graph import split_masked_lm
+
+    backbone, _ = split_masked_lm(model)
+    n, s = feeds["input_ids"].shape
+    out = {}
+    for start in range(0, n, batch):
+        x = {"token_ids": feeds["input_ids"][start : start + batch],
+             "segment_ids": feeds["segment_ids"][start : start + batch],
+             "padding_mask": feeds["padding_mask"][start : start + batch]}
+        if task == "mlm":
+            m = len(x["token_ids"])
+            x["mask_positions"] = np.tile(np.arange(s, dtype=np.int32), (m, 1))
+            res = {"logits": model.predict_on_batch(x)}
+        else:
+            res = backbone.predict_on_batch(x)
+        for k, v in res.items():
+            out.setdefault(k, []).append(np.asarray(v, np.float32))
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _cosine(a, b):
+    a = a.reshape(-1, a.shape[-1]).astype(np.float64)
+    b = b.reshape(-1, b.shape[-1]).astype(np.float64)
+    num = (a * b).sum(-1)
+    den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12
+    return num / den
+
+
+def parity(task, reference, candidate, feeds, labels=None):
+    """Compare TFLite outputs with the float reference.
+
+    For ``mlm``: positions where ``input_ids == [MASK]`` (id 4) are scored:
+    top-1 agreement, each model's accuracy against ``labels`` (the original
+    ids; ``None`` leaves accuracy out), max/mean |Δlogit| and logit cosine.
+    For ``encoder``: cosine of sequence outputs over non-padding tokens and
+    of pooled outputs, and max/mean |Δ|.
+    """
+    res = {"sequences": int(len(feeds["input_ids"]))}
+    if task == "mlm":
+        where = feeds["input_ids"] == 4
+        if not where.any():
+            where = feeds["padding_mask"].astype(bool)
+        ref = reference["logits"][where]
+        cand = candidate["logits"][where]
+        ref_top = ref.argmax(-1)
+        cand_top = cand.argmax(-1)
+        diff = np.abs(ref - cand)
+        res.update(
+            masked_tokens=int(where.sum()),
+            top1_agreement=float((ref_top == cand_top).mean()),
+            max_abs_logit_diff=float(diff.max()),
+            mean_abs_logit_diff=float(diff.mean()),
+            logit_cosine_mean=float(_cosine(ref, cand).mean()),
+        )
+        if labels is not None:
+            truth = labels[where]
+            res["float_accuracy"] = float((ref_top == truth).mean())
+            res["tflite_accuracy"] = float((cand_top == truth).mean())
+            res["accuracy_drop_points"] = 100.0 * (res["float_accuracy"] - res["tflite_accuracy"])
+    else:
+        keep = feeds["padding_mask"].astype(bool)
+        ref, cand = reference["sequence_output"][keep], candidate["sequence_output"][keep]
+        cos = _cosine(ref, cand)
+        pooled = _cosine(reference["pooled_output"], candidate["pooled_output"])
+        res.update(
+            tokens=int(keep.sum()),
+            sequence_output_cosine_mean=float(cos.mean()),
+            sequence_output_cosine_min=float(cos.min()),
+            pooled_output_cosine_mean=float(pooled.mean()),
+            max_abs_diff=float(np.abs(ref - cand).max()),
+            mean_abs_diff=float(np.abs(ref - cand).mean()),
+        )
+    return res
+
+
+def agreement_of(parity_block):
+    """The single number ``--min-agreement`` is checked against."""
+    if "top1_agreement" in parity_block:
+        return parity_block["top1_agreement"]
+    return parity_block["sequence_output_cosine_mean"]
+
+
+# --------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------
+def export_keras_model(model, out_path, *, task="mlm", quantization="float32", seq_len=128,
+                       batch_size=1, calibration_sequences=None, parity_sequences=None,
+                       parity_labels=None, num_calibration=128, num_parity=64, graph="friendly",
+                       graph_options=None, float_ops=(), float_nodes=(), max_size_mb=None,
+                       min_agreement=None, write_report=True, seed=0, extra_report=None):
+    """Export an in-memory keras-hub ``BertMaskedLM``/``BertBackbone`` to ``out_path``.
+
+    Args:
+        model: ``BertMaskedLM`` (task ``mlm`` or ``encoder``) or ``BertBackbone``
+            (task ``encoder``).
+        task: ``"mlm"`` (output ``logits`` ``[B, S, V]``) or ``"encoder"``
+            (``sequence_output`` ``[B, S, H]``, ``pooled_output`` ``[B, H]``).
+        quantization: ``float32``, ``float16``, ``dynamic`` or ``int8``.
+        seq_len, batch_size: the static input shape ``[batch_size, seq_len]``.
+        calibration_sequences: list of dicts (or one dict of ``[N, S]``
+            arrays) of int32 ``input_ids``/``segment_ids``/``padding_mask``
+            used to calibrate int8; ``None`` draws ``num_calibration`` valid
+            random sequences (ids in the vocabulary, never −128..127 noise).
+        parity_sequences, parity_labels: held-out sequences (with ``[MASK]``
+            tokens for mlm) and the original ids at those positions; ``None``
+            uses random valid sequences (agreement only, no accuracy).
+        graph: ``"friendly"`` (re-expressed graph) or ``"keras"`` (stock).
+        graph_options: :class:`~mobile_bert_distill.bert_graph.GraphOptions`.
+        float_ops, float_nodes: ops/tensors kept float in an int8 model.
+        max_size_mb, min_agreement: raise :class:`UserError` (nothing written)
+            when the file is larger, or parity lower.
+
+    Returns:
+        The report dict (also written as ``<out>.report.json`` unless
+        ``write_report=False``).
+    """
+    from mobile_bert_distill.bert_graph import split_masked_lm
+    from mobile_bert_distill.tflite_tools import load_interpreter, run_batches
+
+    backbone, head = split_masked_lm(model)
+    if task == "mlm" and head is None:
+        raise UserError("task 'mlm' needs a BertMaskedLM; a BertBackbone can only export task 'encoder'")
+    if seq_len < 2 or seq_len > backbone.max_sequence_length:
+        raise UserError(f"--seq-len must be in [2, {backbone.max_sequence_length}], got {seq_len}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    vocab_size = int(backbone.vocabulary_size)
+    if calibration_sequences is None:
+        calib = random_sequences(num_calibration, seq_len, vocab_size, seed=seed)
+        calib_source = "random_ids"
+    else:
+        calib = _as_feeds(calibration_sequences)
+        calib_source = "given"
+    _check_feeds(calib, seq_len, vocab_size)
+    if parity_sequences is None:
+        checks = random_sequences(num_parity, seq_len, vocab_size, seed=seed + 1)
+        parity_source = "random_ids"
+        parity_labels = None
+    else:
+        checks = _as_feeds(parity_sequences)
+        parity_source = "given"
+    _check_feeds(checks, seq_len, vocab_size)
+
+    t0 = time.perf_counter()
+    flat = convert(model, task=task, quantization=quantization, seq_len=seq_len,
+                   batch_size=batch_size, calibration_feeds=calib if quantization == "int8" else None,
+                   graph=graph, graph_options=graph_options, float_ops=float_ops,
+                   float_nodes=float_nodes)
+    convert_s = time.perf_counter() - t0
+    size = len(flat)
+    if max_size_mb is not None and size > max_size_mb * 1e6:
+        raise UserError(
+            f"the {quantization} model would be {size / 1e6:.2f} MB, over --max-size-mb {max_size_mb}; "
+            "nothing written"
+        )
+    info = inspect_tflite(flat)
+    interp, runtime = load_interpreter(model_content=flat, num_threads=1)
+    candidate = run_batches(interp, checks)
+    reference = keras_outputs(model, task, checks)
+    par = parity(task, reference, candidate, checks, parity_labels)
+    par["source"] = parity_source
+    if min_agreement is not None and agreement_of(par) < min_agreement:
+        raise UserError(
+            f"parity {agreement_of(par):.4f} below --min-agreement {min_agreement} "
+            f"({quantization}, {par['sequences']} sequences); nothing written"
+        )
+    report = {
+        "model_file": os.path.basename(str(out_path)),
+        "task": task,
+        "quantization": quantization,
+        "graph": graph,
+        "graph_options": (graph_options.to_dict() if graph_options is not None else
+                          (__import__("mobile_bert_distill.bert_graph", fromlist=["x"]).GraphOptions().to_dict()
+                           if graph == "friendly" else None)),
+        "float_ops": list(float_ops),
+        "float_nodes": list(float_nodes),
+        "seq_len": int(seq_len),
+        "batch_size": int(batch_size),
+        "size_bytes": size,
+        "size_mb": size / 1e6,
+        "params": count_params(model),
+        "vocabulary_size": vocab_size,
+        "calibration": {"source": calib_source, "sequences": int(len(calib["input_ids"]))}
+        if quantization == "int8" else None,
+        "convert_seconds": round(convert_s, 2),
+        **info,
+        "parity": par,
+    }
+    if extra_report:
+        report.update(extra_report)
+    out_path = str(out_path)
+    with atomic_file(out_path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(flat)
+        # the written file must load and run before we call it done
+        check, _ = load_interpreter(tmp, num_threads=1)
+        run_batches(check, {k: v[:1] for k, v in checks.items()})
+    if write_report:
+        atomic_write_json(report_path(out_path), report)
+    return report
+
+
+def report_path(model_path):
+    root, _ = os.path.splitext(str(model_path))
+    return root + ".report.json"

@@ -1,0 +1,802 @@
+#!/usr/bin/env python3
+"""Benchmark LiteRT (.tflite) BERT models: latency, peak RSS, size, params, counted FLOPs.
+
+This file is deliberately standalone: it needs only the Python standard
+library, ``numpy`` and ``ai-edge-litert`` (no TensorFlow, nothing else from
+mobile-bert-distill), so the very same file runs on a Raspberry Pi, a Jetson
+or any aarch64 Linux board. ``benchmarks/on_device_bench.py`` is this file;
+``mbd bench`` uses it too (each measurement in a fresh worker process, so that
+the peak RSS belongs to one interpreter), which is why a board's JSON has the
+same schema as ``mbd bench``'s and merges into its report
+(``mbd bench --merge board.json``).
+
+What it measures, per (model file, sequence length, threads):
+
+* latency of ``invoke()`` over ``--runs`` runs after ``--warmup`` runs:
+  p50/p90/p99/min/mean/max/std in ms. Inputs are valid: token ids drawn from
+  the model's vocabulary (read from its embedding table), ``[CLS] ... [SEP]``
+  with a real length drawn in ``[0.75 * seq, seq]`` and padding after it;
+* peak RSS of the worker process and its increase over the pre-load RSS;
+* XNNPACK delegate partitions and the ops left outside them.
+
+And per model file (read from the flatbuffer, no interpreter needed): size,
+sha256, inputs/outputs, task (``mlm``/``encoder``), quantization mode, static
+sequence length, op histogram, parameters stored in the file, and FLOPs
+counted op by op (``FULLY_CONNECTED``, ``BATCH_MATMUL``, convolutions as
+matmul FLOPs = 2 x MACs; every other arithmetic op by its output elements
+times a per-op cost, see :data:`ELEMENTWISE_COST`).
+
+Run it on a board::
+
+    pip install numpy ai-edge-litert
+    python3 on_device_bench.py --models student.tflite bert_base.tflite \\
+        --seq-len 128 --threads 1,4 --runs 50 --warmup 5 --out board.json
+
+Exit code 2 with a one-line message on bad input (missing file, not a
+.tflite, sequence length above the model's static length, threads <= 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import math
+import os
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+SCHEMA = "mobile-bert-distill/bench/1"
+
+#: FLOPs per output element of the non-matmul arithmetic ops (reductions: per input element).
+ELEMENTWISE_COST = {
+    "ADD": 1, "SUB": 1, "MUL": 1, "DIV": 1, "MAXIMUM": 1, "MINIMUM": 1, "NEG": 1, "ABS": 1,
+    "SQUARE": 1, "SQRT": 1, "RSQRT": 1, "EXP": 1, "LOG": 1, "TANH": 1, "LOGISTIC": 1,
+    "RELU": 1, "RELU6": 1, "RELU_N1_TO_1": 1, "LEAKY_RELU": 1, "PRELU": 1, "POW": 1,
+    "FLOOR_DIV": 1, "FLOOR_MOD": 1, "SIN": 1, "COS": 1, "ERF": 1, "SIGN": 1,
+    "SQUARED_DIFFERENCE": 2, "HARD_SWISH": 3, "ELU": 2,
+    # tanh-approximated GELU: x^3, *0.044715, +x, *sqrt(2/pi), tanh, +1, *0.5, *x
+    "GELU": 8,
+    # max, subtract, exp, sum, divide
+    "SOFTMAX": 5, "LOG_SOFTMAX": 5,
+    "L2_NORMALIZATION": 3,
+}
+#: Reductions cost one FLOP per *input* element.
+REDUCTION_OPS = {"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD"}
+MATMUL_OPS = {"FULLY_CONNECTED", "BATCH_MATMUL", "CONV_2D", "DEPTHWISE_CONV_2D"}
+
+_ID_NAMES = ("input_ids", "token_ids", "input_word_ids")
+_SEGMENT_NAMES = ("segment_ids", "token_type_ids", "input_type_ids")
+_MASK_NAMES = ("padding_mask", "attention_mask", "input_mask")
+
+
+class BenchError(Exception):
+    """Bad input; reported as one line with exit code 2."""
+
+
+# --------------------------------------------------------------------------
+# flatbuffer reading (no interpreter)
+# --------------------------------------------------------------------------
+def _schema():
+    try:
+        from ai_edge_litert import schema_py_generated as fb
+    except ImportError as e:  # pragma: no cover - depends on the board's install
+        raise BenchError(f"ai-edge-litert is not installed ({e}); pip install ai-edge-litert") from e
+    return fb
+
+
+def _enum_names(cls):
+    return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def _text(value):
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else (value or "")
+
+
+def check_model_file(path):
+    """Raise :class:`BenchError` unless ``path`` is a readable TFLite flatbuffer; return its bytes."""
+    if not os.path.exists(path):
+        raise BenchError(f"model file not found: {path}")
+    if not os.path.isfile(path):
+        raise BenchError(f"not a file: {path}")
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise BenchError(f"not a TFLite flatbuffer (no TFL3 identifier): {path}")
+    return data
+
+
+class Graph:
+    """The first subgraph of a .tflite file: tensors, ops and signature, read-only.
+
+    >>> g = Graph.from_file("model.tflite")            # doctest: +SKIP
+    >>> g.op_histogram()["FULLY_CONNECTED"]             # doctest: +SKIP
+    73
+    """
+
+    def __init__(self, data, path=None):
+        fb = _schema()
+        self.path = path
+        self.size_bytes = len(data)
+        try:
+            model = fb.Model.GetRootAs(data, 0)
+            sub = model.Subgraphs(0)
+            if sub is None:
+                raise ValueError("no subgraph")
+            op_names = _enum_names(fb.BuiltinOperator)
+            type_names = _enum_names(fb.TensorType)
+            codes = []
+            for i in range(model.OperatorCodesLength()):
+                oc = model.OperatorCodes(i)
+                code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+                name = op_names.get(code, f"OP_{code}")
+                if name == "CUSTOM":
+                    name = "CUSTOM:" + _text(oc.CustomCode())
+                codes.append(name)
+            constant = []
+            for i in range(model.BuffersLength()):
+                b = model.Buffers(i)
+                constant.append(b.DataLength() > 0 or b.Size() > 0)
+            self.tensors = []
+            for i in range(sub.TensorsLength()):
+                t = sub.Tensors(i)
+                shape = [int(d) for d in t.ShapeAsNumpy()] if t.ShapeLength() else []
+                buf = t.Buffer()
+                self.tensors.append({
+                    "name": _text(t.Name()),
+                    "shape": shape,
+                    "dtype": type_names.get(t.Type(), str(t.Type())).lower(),
+                    "buffer": buf,
+                    "constant": 0 < buf < len(constant) and constant[buf],
+                })
+            self.ops = []
+            for i in range(sub.OperatorsLength()):
+                op = sub.Operators(i)
+                inputs = [int(x) for x in op.InputsAsNumpy()] if op.InputsLength() else []
+                outputs = [int(x) for x in op.OutputsAsNumpy()] if op.OutputsLength() else []
+                entry = {"type": codes[op.OpcodeIndex()], "inputs": inputs, "outputs": outputs}
+                if entry["type"] == "BATCH_MATMUL" and op.BuiltinOptions() is not None:
+                    opts = fb.BatchMatMulOptions()
+                    table = op.BuiltinOptions()
+                    opts.Init(table.Bytes, table.Pos)
+                    entry["adj_x"], entry["adj_y"] = bool(opts.AdjX()), bool(opts.AdjY())
+                self.ops.append(entry)
+            self.inputs = [int(x) for x in sub.InputsAsNumpy()] if sub.InputsLength() else []
+            self.outputs = [int(x) for x in sub.OutputsAsNumpy()] if sub.OutputsLength() else []
+            self.signature_inputs, self.signature_outputs = {}, {}
+            if model.SignatureDefsLength():
+                sig = model.SignatureDefs(0)
+                for j in range(sig.InputsLength()):
+                    self.signature_inputs[_text(sig.Inputs(j).Name())] = sig.Inputs(j).TensorIndex()
+                for j in range(sig.OutputsLength()):
+                    self.signature_outputs[_text(sig.Outputs(j).Name())] = sig.Outputs(j).TensorIndex()
+        except BenchError:
+            raise
+        except Exception as e:  # a corrupt or truncated flatbuffer
+            raise BenchError(f"cannot read the TFLite flatbuffer {path or ''}: {type(e).__name__}: {e}") from e
+
+    @classmethod
+    def from_file(cls, path):
+        return cls(check_model_file(path), path=path)
+
+    # ---- naming -----------------------------------------------------------
+    def input_names(self):
+        """``{tensor index: name}`` of the graph inputs (signature names when present)."""
+        by_index = {v: k for k, v in self.signature_inputs.items()}
+        return {i: by_index.get(i, self.tensors[i]["name"]) for i in self.inputs}
+
+    def output_names(self):
+        by_index = {v: k for k, v in self.signature_outputs.items()}
+        return {i: by_index.get(i, self.tensors[i]["name"]) for i in self.outputs}
+
+    def input_roles(self):
+        """``{"ids"|"segments"|"mask": tensor index}`` for a BERT-style model."""
+        roles = {}
+        for index, name in self.input_names().items():
+            low = name.lower()
+            for role, names in (("ids", _ID_NAMES), ("segments", _SEGMENT_NAMES), ("mask", _MASK_NAMES)):
+                if any(n in low for n in names):
+                    roles[role] = index
+        if "ids" not in roles:
+            raise BenchError(
+                f"{self.path}: no token-id input among {sorted(self.input_names().values())} "
+                f"(expected one of {', '.join(_ID_NAMES)})"
+            )
+        return roles
+
+    def static_seq_len(self):
+        shape = self.tensors[self.input_roles()["ids"]]["shape"]
+        return int(shape[-1]) if shape else None
+
+    def task(self):
+        names = set(self.output_names().values())
+        if "logits" in names:
+            return "mlm"
+        if "sequence_output" in names or "pooled_output" in names:
+            return "encoder"
+        return "unknown"
+
+    # ---- structure --------------------------------------------------------
+    def producers(self):
+        return {t: i for i, op in enumerate(self.ops) for t in op["outputs"]}
+
+    def consumers(self):
+        out = {}
+        for i, op in enumerate(self.ops):
+            for t in op["inputs"]:
+                if t >= 0:
+                    out.setdefault(t, []).append(i)
+        return out
+
+    def op_histogram(self):
+        hist = {}
+        for op in self.ops:
+            hist[op["type"]] = hist.get(op["type"], 0) + 1
+        return dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def token_embedding(self):
+        """``(rows, width)`` of the embedding table gathered by the token ids, or ``None``."""
+        try:
+            start = self.input_roles()["ids"]
+        except BenchError:
+            return None
+        consumers = self.consumers()
+        frontier, seen = [start], {start}
+        for _ in range(6):  # a few index-arithmetic ops may sit between input and GATHER
+            nxt = []
+            for t in frontier:
+                for i in consumers.get(t, []):
+                    op = self.ops[i]
+                    if op["type"] == "GATHER" and len(op["inputs"]) > 1 and op["inputs"][1] == t:
+                        table = self.tensors[op["inputs"][0]]
+                        if len(table["shape"]) == 2:
+                            return int(table["shape"][0]), int(table["shape"][1])
+                    for o in op["outputs"]:
+                        if o not in seen:
+                            seen.add(o)
+                            nxt.append(o)
+            frontier = nxt
+        return None
+
+    def quantization(self):
+        """``float32``, ``float16``, ``dynamic`` (int8 weights, float activations) or ``int8``."""
+        dense = [op for op in self.ops if op["type"] in ("FULLY_CONNECTED", "CONV_2D")]
+        weight_types = {self.tensors[op["inputs"][1]]["dtype"] for op in dense if len(op["inputs"]) > 1}
+        act_types = {self.tensors[op["inputs"][0]]["dtype"] for op in dense}
+        if "int8" in weight_types or "uint8" in weight_types:
+            return "int8" if ({"int8", "uint8"} & act_types) else "dynamic"
+        if any(t["constant"] and t["dtype"] == "float16" for t in self.tensors):
+            return "float16"
+        return "float32"
+
+    def params_in_file(self):
+        """Elements of the constant weight tensors (each tensor once; index/shape operands excluded).
+
+        Counted per tensor, not per buffer: the converter stores identical
+        constants (e.g. all-zero biases of an untrained model) in one buffer.
+        """
+        skip = {  # (op type, input position) that hold shapes, permutations or indices
+            ("RESHAPE", 1), ("TRANSPOSE", 1), ("GATHER", 1), ("STRIDED_SLICE", 1), ("STRIDED_SLICE", 2),
+            ("STRIDED_SLICE", 3), ("SLICE", 1), ("SLICE", 2), ("MEAN", 1), ("SUM", 1), ("PAD", 1),
+            ("CONCATENATION", -1), ("SPLIT", 0), ("SPLIT_V", 1), ("SPLIT_V", 2), ("BROADCAST_TO", 1),
+            ("TILE", 1), ("EXPAND_DIMS", 1), ("GATHER_ND", 1), ("REDUCE_MAX", 1), ("FILL", 0),
+        }
+        seen, total = set(), 0
+        for op in self.ops:
+            for pos, t in enumerate(op["inputs"]):
+                if t < 0:
+                    continue
+                tensor = self.tensors[t]
+                if not tensor["constant"] or t in seen:
+                    continue
+                if (op["type"], pos) in skip or tensor["dtype"] in ("int32", "int64", "bool", "string"):
+                    if not (op["type"] in ("FULLY_CONNECTED", "CONV_2D") and pos == 2):  # int32 bias
+                        continue
+                seen.add(t)
+                total += int(np.prod(tensor["shape"])) if tensor["shape"] else 1
+        return total
+
+    # ---- FLOPs ------------------------------------------------------------
+    def _numel(self, t):
+        shape = self.tensors[t]["shape"]
+        return int(np.prod(shape)) if shape else 1
+
+    def flops(self):
+        """FLOPs counted from the graph: ``{"matmul", "other", "total", "by_op"}``.
+
+        Matmul FLOPs are 2 x MACs of ``FULLY_CONNECTED`` / ``BATCH_MATMUL`` /
+        convolutions (a ``FULLY_CONNECTED`` bias adds its output elements to
+        ``other``). Every other op is costed by :data:`ELEMENTWISE_COST`
+        (reductions by input elements); data-movement ops count zero.
+        """
+        by_op, matmul, other = {}, 0, 0
+        for op in self.ops:
+            kind = op["type"]
+            ins = op["inputs"]
+            out = op["outputs"][0] if op["outputs"] else None
+            mm = el = 0
+            if kind == "FULLY_CONNECTED":
+                k = self.tensors[ins[1]]["shape"][-1]
+                mm = 2 * self._numel(out) * k
+                if len(ins) > 2 and ins[2] >= 0:
+                    el = self._numel(out)
+            elif kind == "BATCH_MATMUL":
+                shape = self.tensors[ins[0]]["shape"]
+                k = shape[-2] if op.get("adj_x") else shape[-1]
+                mm = 2 * self._numel(out) * k
+            elif kind == "CONV_2D":
+                w = self.tensors[ins[1]]["shape"]  # [out, kh, kw, in]
+                mm = 2 * self._numel(out) * w[1] * w[2] * w[3]
+            elif kind == "DEPTHWISE_CONV_2D":
+                w = self.tensors[ins[1]]["shape"]  # [1, kh, kw, out]
+                mm = 2 * self._numel(out) * w[1] * w[2]
+            elif kind in REDUCTION_OPS:
+                el = self._numel(ins[0])
+            elif kind in ELEMENTWISE_COST and out is not None:
+                el = ELEMENTWISE_COST[kind] * self._numel(out)
+            if mm or el:
+                by_op[kind] = by_op.get(kind, 0) + mm + el
+            matmul += mm
+            other += el
+        by_op = dict(sorted(by_op.items(), key=lambda kv: -kv[1]))
+        return {"matmul": int(matmul), "other": int(other), "total": int(matmul + other), "by_op": by_op}
+
+    # ---- description --------------------------------------------------------
+    def describe(self):
+        """Everything the report needs from the file alone (JSON-ready)."""
+        emb = self.token_embedding()
+
+        def io(index_names):
+            return [{"name": n, "shape": self.tensors[i]["shape"], "dtype": self.tensors[i]["dtype"]}
+                    for i, n in index_names.items()]
+
+        hidden = None
+        for i, name in self.output_names().items():
+            if name == "sequence_output":
+                hidden = self.tensors[i]["shape"][-1]
+        if hidden is None and emb:
+            hidden = emb[1]
+        return {
+            "task": self.task(),
+            "quantization": self.quantization(),
+            "static_seq_len": self.static_seq_len(),
+            "vocab_size": emb[0] if emb else None,
+            "hidden_size": hidden,
+            "inputs": io(self.input_names()),
+            "outputs": io(self.output_names()),
+            "num_ops": len(self.ops),
+            "op_histogram": self.op_histogram(),
+            "params_in_file": self.params_in_file(),
+            "flops_counted": self.flops(),
+        }
+
+
+def delegate_partitions(ops_details):
+    """From ``Interpreter._get_ops_details()`` after ``allocate_tensors``: XNNPACK partitions.
+
+    Returns ``{"partitions": n, "delegated_ops": {type: n}, "outside": {type: n}}``:
+    the original ops that run inside a ``DELEGATE`` node and those left to the
+    built-in kernels (each of which splits the graph).
+    """
+    delegates = [o for o in ops_details if o["op_name"] == "DELEGATE"]
+    original = [o for o in ops_details if o["op_name"] != "DELEGATE"]
+    producer = {int(t): o["index"] for o in original for t in o["outputs"]}
+    by_index = {o["index"]: o for o in original}
+    inside = set()
+    for d in delegates:
+        stop = {int(t) for t in d["inputs"]}
+        stack = [int(t) for t in d["outputs"]]
+        seen = set()
+        while stack:
+            t = stack.pop()
+            if t in stop or t in seen or t not in producer:
+                continue
+            seen.add(t)
+            i = producer[t]
+            if i in inside:
+                continue
+            inside.add(i)
+            stack.extend(int(x) for x in by_index[i]["inputs"] if int(x) >= 0)
+    count_in, count_out = {}, {}
+    for o in original:
+        target = count_in if o["index"] in inside else count_out
+        target[o["op_name"]] = target.get(o["op_name"], 0) + 1
+    return {"partitions": len(delegates), "delegated_ops": count_in, "outside": count_out}
+
+
+# --------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------
+def make_inputs(graph, seq_len, rng, *, cls_id=2, sep_id=3, first_id=5):
+    """One valid BERT input at the file's static length with ``seq_len`` usable positions.
+
+    Real length uniform in ``[ceil(0.75 * seq_len), seq_len]``: ``[CLS]``, ids
+    drawn from ``[first_id, vocab)``, ``[SEP]``, then padding (id 0, mask 0).
+    Returns ``{tensor index: int32 array}``.
+    """
+    static = graph.static_seq_len()
+    roles = graph.input_roles()
+    emb = graph.token_embedding()
+    vocab = emb[0] if emb else 100
+    first = first_id if vocab > first_id + 1 else 0
+    length = int(rng.integers(max(2, math.ceil(0.75 * seq_len)), seq_len + 1)) if seq_len > 2 else seq_len
+    ids = np.zeros((1, static), np.int32)
+    ids[0, :length] = rng.integers(first, vocab, size=length)
+    if length >= 2 and vocab > max(cls_id, sep_id):
+        ids[0, 0], ids[0, length - 1] = cls_id, sep_id
+    mask = np.zeros((1, static), np.int32)
+    mask[0, :length] = 1
+    segments = np.zeros((1, static), np.int32)
+    segments[0, length // 2 : length] = 1  # a sentence pair
+    feeds = {roles["ids"]: ids}
+    if "mask" in roles:
+        feeds[roles["mask"]] = mask
+    if "segments" in roles:
+        feeds[roles["segments"]] = segments
+    for index in graph.inputs:
+        if index not in feeds:
+            raise BenchError(f"{graph.path}: unknown input {graph.input_names()[index]!r}")
+        want = graph.tensors[index]["shape"]
+        if list(feeds[index].shape) != list(want):
+            feeds[index] = feeds[index].reshape(want)
+    return feeds
+
+
+def write_input_files(graph, seq_len, directory, *, seed=0):
+    """Write one valid input per model input as raw little-endian int32 (for ``benchmark_model``).
+
+    Returns ``[(tensor name, file path)]`` in the interpreter's input order.
+    """
+    feeds = make_inputs(graph, seq_len, np.random.default_rng(seed))
+    out = []
+    for index in graph.inputs:
+        name = graph.input_names()[index]
+        path = os.path.join(directory, f"{name}.s{seq_len}.bin")
+        feeds[index].astype("<i4").tofile(path)
+        out.append((graph.tensors[index]["name"], path))
+    return out
+
+
+# --------------------------------------------------------------------------
+# measurement
+# --------------------------------------------------------------------------
+def _rss_now_mb():
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _peak_rss_mb():
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def litert_version():
+    try:
+        from importlib.metadata import version
+
+        return version("ai-edge-litert")
+    except Exception:  # pragma: no cover
+        return "unknown"
+
+
+def latency_stats(samples_s):
+    ms = np.asarray(samples_s, np.float64) * 1e3
+    return {
+        "p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
+        "p99": float(np.percentile(ms, 99)), "min": float(ms.min()), "max": float(ms.max()),
+        "mean": float(ms.mean()), "std": float(ms.std()),
+    }
+
+
+def check_settings(graph, seq_len, threads, runs, warmup):
+    static = graph.static_seq_len()
+    if threads < 1:
+        raise BenchError(f"threads must be >= 1, got {threads}")
+    if seq_len < 1:
+        raise BenchError(f"seq-len must be >= 1, got {seq_len}")
+    if static is not None and seq_len > static:
+        raise BenchError(
+            f"seq-len {seq_len} is above the static length {static} of {graph.path}; "
+            "export the model at that length"
+        )
+    if runs < 1:
+        raise BenchError(f"runs must be >= 1, got {runs}")
+    if warmup < 0:
+        raise BenchError(f"warmup must be >= 0, got {warmup}")
+
+
+def measure(path, seq_len, threads, runs, warmup, *, seed=0, graph=None):
+    """Time one model in this process and return a result record (JSON-ready)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    graph = graph or Graph.from_file(path)
+    check_settings(graph, seq_len, threads, runs, warmup)
+    rss_before = _rss_now_mb()
+    try:
+        interp = Interpreter(model_path=path, num_threads=threads)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise BenchError(f"LiteRT cannot load {path}: {' '.join(str(e).split())[:200]}") from e
+    parts = delegate_partitions(interp._get_ops_details())
+    rng = np.random.default_rng(seed)
+    feeds = [make_inputs(graph, seq_len, rng) for _ in range(min(runs + warmup, 16))]
+    times = []
+    for i in range(warmup + runs):
+        for index, value in feeds[i % len(feeds)].items():
+            interp.set_tensor(index, value)
+        t0 = time.perf_counter()
+        interp.invoke()
+        dt = time.perf_counter() - t0
+        if i >= warmup:
+            times.append(dt)
+    peak = _peak_rss_mb()
+    return {
+        "file": os.path.basename(path),
+        "seq_len": int(seq_len),
+        "static_seq_len": graph.static_seq_len(),
+        "threads": int(threads),
+        "runs": int(runs),
+        "warmup": int(warmup),
+        "latency_ms": latency_stats(times),
+        "peak_rss_mb": round(peak, 2),
+        "rss_increase_mb": round(peak - rss_before, 2) if rss_before is not None else None,
+        "xnnpack_partitions": parts["partitions"],
+        "ops_outside_delegate": parts["outside"],
+    }
+
+
+def sha256_of(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_record(path, label=None):
+    """The per-model entry of the results document (file facts, no timing)."""
+    graph = Graph.from_file(path)
+    desc = graph.describe()
+    return {
+        "label": label or os.path.splitext(os.path.basename(path))[0],
+        "file": os.path.basename(path),
+        "path": os.path.abspath(path),
+        "sha256": sha256_of(path),
+        "size_bytes": graph.size_bytes,
+        "role": "model",
+        "source": None,
+        "architecture": None,
+        "params": None,
+        "flops_analytic": None,
+        **desc,
+    }
+
+
+def host_info():
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "litert": litert_version(),
+    }
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def new_document(tool, settings):
+    """An empty results document; ``models`` and ``results`` are filled by :func:`run_benchmark`."""
+    return {
+        "schema": SCHEMA,
+        "tool": tool,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": host_info(),
+        "settings": settings,
+        "models": [],
+        "results": [],
+    }
+
+
+def measure_isolated(path, seq_len, threads, runs, warmup, seed=0, timeout=None):
+    """Run :func:`measure` in a fresh Python process (clean peak RSS); return its record."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", path, str(seq_len), str(threads),
+           str(runs), str(warmup), str(seed)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode == 2:
+        raise BenchError((proc.stderr.strip().splitlines() or ["worker failed"])[-1].split("error: ", 1)[-1])
+    if proc.returncode != 0 or not lines:
+        tail = " ".join(proc.stderr.strip().splitlines()[-3:])
+        raise RuntimeError(f"benchmark worker failed (exit {proc.returncode}) on {path}: {tail}")
+    return json.loads(lines[-1])
+
+
+def plan(models, seq_lens, threads, runs, warmup):
+    """Check every (model, seq, threads) before anything runs; return the job list.
+
+    ``models`` is a list of ``(label, [paths])``: several files under one label
+    are one model exported at several static lengths; each sequence length runs
+    on the smallest file that holds it (padding the rest).
+    """
+    if not models:
+        raise BenchError("no models given")
+    if not seq_lens:
+        raise BenchError("no sequence lengths given")
+    for t in threads:
+        if t < 1:
+            raise BenchError(f"threads must be >= 1, got {t}")
+    for s in seq_lens:
+        if s < 1:
+            raise BenchError(f"seq-len must be >= 1, got {s}")
+    if runs < 1 or warmup < 0:
+        raise BenchError(f"runs must be >= 1 and warmup >= 0 (got {runs}, {warmup})")
+    jobs, graphs = [], {}
+    for label, paths in models:
+        for p in paths:
+            graphs[p] = Graph.from_file(p)
+        by_len = sorted(((graphs[p].static_seq_len(), p) for p in paths), key=lambda x: (x[0] or 0))
+        for s in seq_lens:
+            fits = [(n, p) for n, p in by_len if n is None or n >= s]
+            if not fits:
+                longest = by_len[-1]
+                raise BenchError(
+                    f"seq-len {s} is above the static length {longest[0]} of {longest[1]}; "
+                    "export the model at that length"
+                )
+            for t in threads:
+                jobs.append((label, fits[0][1], s, t))
+    return jobs, graphs
+
+
+def run_benchmark(models, seq_lens, threads, runs, warmup, *, tool, seed=0, isolate=True,
+                  progress=None, done=None, source=None):
+    """Measure every job and return the results document.
+
+    ``progress(label, path, seq, threads)`` is called before each measurement
+    and ``done(record)`` after it.
+    """
+    jobs, graphs = plan(models, seq_lens, threads, runs, warmup)
+    doc = new_document(tool, {"seq_lens": list(seq_lens), "threads": list(threads), "runs": runs,
+                              "warmup": warmup, "seed": seed, "isolated_processes": bool(isolate),
+                              "inputs": "valid ids from the vocabulary, real length in "
+                                        "[0.75*seq, seq], padding after"})
+    seen = set()
+    for label, paths in models:
+        for p in paths:
+            if p not in seen:
+                seen.add(p)
+                rec = model_record(p, label=label)
+                rec["source"] = source
+                doc["models"].append(rec)
+    for label, path, s, t in jobs:
+        if progress:
+            progress(label, path, s, t)
+        if isolate:
+            rec = measure_isolated(path, s, t, runs, warmup, seed)
+        else:
+            rec = measure(path, s, t, runs, warmup, seed=seed, graph=graphs[path])
+        rec["model"] = label
+        rec["sha256"] = next(m["sha256"] for m in doc["models"] if m["path"] == os.path.abspath(path))
+        rec["source"] = source
+        doc["results"].append(rec)
+        if done:
+            done(rec)
+    return doc
+
+
+# --------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------
+def parse_int_list(text, what):
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise BenchError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not values:
+        raise BenchError(f"{what} is empty")
+    return values
+
+
+def parse_model_specs(specs):
+    """``[LABEL=]PATH[,PATH...]`` -> ``[(label, [paths])]``."""
+    models = []
+    for spec in specs:
+        label, _, rest = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        paths = [p for p in rest.split(",") if p]
+        if not paths:
+            raise BenchError(f"empty model spec {spec!r}")
+        for p in paths:
+            check_model_file(p)
+        models.append((label or os.path.splitext(os.path.basename(paths[0]))[0], paths))
+    return models
+
+
+def _worker(argv):
+    path, seq, threads, runs, warmup, seed = argv
+    rec = measure(path, int(seq), int(threads), int(runs), int(warmup), seed=int(seed))
+    print(json.dumps(rec))
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="on_device_bench.py",
+        description="Benchmark LiteRT BERT models (latency, peak RSS, size, params, FLOPs) with only "
+                    "numpy and ai-edge-litert; writes JSON that `mbd bench --merge` adds to the report.",
+    )
+    p.add_argument("--models", nargs="+", required=True, metavar="[LABEL=]PATH[,PATH...]",
+                   help="model files; several comma-separated files under one label are the same "
+                        "model exported at several static lengths")
+    p.add_argument("--seq-len", default="128", help="comma-separated sequence lengths (default 128)")
+    p.add_argument("--threads", default="1", help="comma-separated thread counts (default 1)")
+    p.add_argument("--runs", type=int, default=50, help="timed runs per setting (default 50)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--source", default=None, help="name of this device in the report (default: hostname)")
+    p.add_argument("--no-isolate", action="store_true",
+                   help="measure in this process (faster; peak RSS is then shared by all models)")
+    p.add_argument("--out", default="board.json", help="output JSON (default board.json)")
+    return p
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--worker"]:
+        try:
+            _worker(argv[1:])
+        except BenchError as e:
+            print(f"on_device_bench.py: error: {' '.join(str(e).split())}", file=sys.stderr)
+            return 2
+        return 0
+    args = build_parser().parse_args(argv)
+    try:
+        models = parse_model_specs(args.models)
+        seqs = parse_int_list(args.seq_len, "--seq-len")
+        threads = parse_int_list(args.threads, "--threads")
+        source = args.source or socket.gethostname()
+
+        def progress(label, path, s, t):
+            print(f"[on_device_bench] {label} seq={s} threads={t}", file=sys.stderr, flush=True)
+
+        doc = run_benchmark(models, seqs, threads, args.runs, args.warmup, tool="on_device_bench.py",
+                            seed=args.seed, isolate=not args.no_isolate, progress=progress, source=source)
+    except BenchError as e:
+        print(f"on_device_bench.py: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, args.out)
+    for r in doc["results"]:
+        lat = r["latency_ms"]
+        print(f"{r['model']:<28} seq {r['seq_len']:>4} threads {r['threads']:>2}  p50 {lat['p50']:9.3f} ms  "
+              f"p90 {lat['p90']:9.3f}  min {lat['min']:9.3f}  rss {r['peak_rss_mb']:.0f} MB")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Corpus reading, vocabulary files and the exact pre-tokenization of training.
+
+The student's keras-hub tokenizer is ``BertTokenizer(lowercase=True,
+strip_accents=True)``. Every word the kit trains on is produced by the same
+keras-hub ``pretokenize`` op (CJK spacing, accent stripping, split on
+whitespace and punctuation, Unicode case folding), and every word is cut into
+pieces by the same tf-text ``FastWordpieceTokenizer``; so the pieces seen in
+training are the pieces the saved preset produces at inference.
+
+Example:
+>>> words = pretokenize(["Héllo, World!"])
+>>> words
+[['hello', ',', 'world', '!']]
+"""
+
+import os
+
+import numpy as np
+
+from mobile_bert_distill.errors import UserError
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+# --------------------------------------------------------------------- corpus
+def _decode_error_message(path, data, err):
+    line = data.count(b"\n", 0, err.start) + 1
+    return f"{path}: not UTF-8 at byte offset {err.start} (line {line}); fix the file or pass --skip-bad-lines"
+
+
+def read_corpus(paths, skip_bad_lines=False, warn=print):
+    """Read text files into a list of non-empty, stripped lines (one paragraph each).
+
+    Raises :class:`UserError` for a missing file, a file that is not UTF-8
+    (naming the byte offset) unless ``skip_bad_lines`` (then bad lines are
+    dropped and counted), and a corpus with no text at all.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if not paths:
+        raise UserError("no corpus file given")
+    lines, skipped = [], 0
+    for path in paths:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise UserError(f"corpus file not found: {path}")
+        with open(path, "rb") as f:
+            data = f.read()
+        if data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]
+        try:
+            text = data.decode("utf-8")
+            file_lines = text.splitlines()
+        except UnicodeDecodeError as err:
+            if not skip_bad_lines:
+                raise UserError(_decode_error_message(path, data, err)) from None
+            file_lines = []
+            for raw in data.split(b"\n"):
+                try:
+                    file_lines.append(raw.decode("utf-8"))
+                except UnicodeDecodeError:
+                    skipped += 1
+        lines.extend(s for s in (line.strip() for line in file_lines) if s)
+    if skipped and warn:
+        warn(f"warning: skipped {skipped} line(s) that are not UTF-8")
+    if not lines:
+        raise UserError(f"corpus is empty (no non-blank line in {', '.join(map(str, paths))})")
+    return lines
+
+
+# ---------------------------------------------------------------- vocabulary
+def validate_vocab(tokens, source="vocabulary"):
+    missing = [t for t in SPECIAL_TOKENS if t not in tokens]
+    if missing:
+        raise UserError(f"{source} lacks the special token(s) {' '.join(missing)}")
+    seen, dups = set(), []
+    for t in tokens:
+        if t in seen:
+            dups.append(t)
+        seen.add(t)
+    if dups:
+        shown = ", ".join(repr(d) for d in dups[:5])
+        raise UserError(f"{source} has {len(dups)} duplicate token(s): {shown}")
+    if any(t == "" for t in tokens):
+        raise UserError(f"{source} has an empty line (token ids would shift)")
+    return tokens
+
+
+def load_vocab(path):
+    """Read a WordPiece ``vocab.txt`` (one token per line) and validate it."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UserError(f"vocabulary file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            tokens = [line.rstrip("\r\n") for line in f]
+    except UnicodeDecodeError:
+        raise UserError(f"vocabulary file is not UTF-8: {path}") from None
+    while tokens and tokens[-1] == "":
+        tokens.pop()
+    return validate_vocab(tokens, source=path)
+
+
+def special_ids(tokens):
+    index = {t: i for i, t in enumerate(tokens)}
+    return {t.strip("[]").lower(): index[t] for t in SPECIAL_TOKENS}
+
+
+# ------------------------------------------------------------ pretokenization
+def pretokenize(lines, batch_size=4096, progress=None):
+    """Split lines into words exactly as the student's keras-hub tokenizer does."""
+    import tensorflow as tf
+    from keras_hub.src.tokenizers.word_piece_tokenizer import pretokenize as kh_pretokenize
+
+    out = []
+    for start in range(0, len(lines), batch_size):
+        chunk = tf.constant(lines[start : start + batch_size])
+        words = kh_pretokenize(chunk, lowercase=True, strip_accents=True, split=True, split_on_cjk=True)
+        out.extend([[w.decode("utf-8") for w in row] for row in words.to_list()])
+        if progress is not None:
+            progress.update(len(lines[start : start + batch_size]))
+    return out
+
+
+def wordpiece(words, vocab):
+    """Cut each word into WordPiece ids of ``vocab``; returns (offsets, flat ids).
+
+    ``flat[offsets[i]:offsets[i+1]]`` are the pieces of ``words[i]``.
+    """
+    import tensorflow as tf
+    import tensorflow_text as tf_text
+
+    tokenizer = tf_text.FastWordpieceTokenizer(
+        vocab=list(vocab),
+        token_out_type=tf.int32,
+        suffix_indicator="##",
+        unknown_token="[UNK]",
+        no_pretokenization=True,
+        support_detokenization=False,
+    )
+    lens, flats = [], []
+    for start in range(0, len(words), 65536):
+        ragged = tokenizer.tokenize(tf.constant(words[start : start + 65536]))
+        lens.append(ragged.row_lengths().numpy())
+        flats.append(ragged.flat_values.numpy())
+    lens = np.concatenate(lens) if lens else np.zeros([0], np.int64)
+    flat = np.concatenate(flats).astype(np.int32) if flats else np.zeros([0], np.int32)
+    offsets = np.zeros(len(words) + 1, np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    return offsets, flat
