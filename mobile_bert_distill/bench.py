@@ -56,8 +56,9 @@ def default_quantization():
 class Baseline:
     """What ``--baseline`` names: ``bert-base`` (random init) or ``keras-hub-preset:NAME_OR_DIR``."""
 
-    def __init__(self, spec):
+    def __init__(self, spec, export_kwargs=None):
         self.spec = spec
+        self.export_kwargs = dict(export_kwargs or {})
         if spec == "bert-base":
             self.kind, self.preset, self.config = "random", None, BERT_BASE
             self.label = BASELINE_LABEL
@@ -76,7 +77,8 @@ class Baseline:
         parts = [self.spec]
         if self.kind == "preset" and os.path.isdir(self.preset):
             parts.append(str(os.path.getmtime(self.preset)))
-        parts.append(_export_fingerprint())
+        parts.append(export_fingerprint())
+        parts.append(repr(sorted((k, repr(v)) for k, v in self.export_kwargs.items())))
         return hashlib.sha1("|".join(parts).encode()).hexdigest()[:10]
 
     def slug(self):
@@ -125,7 +127,7 @@ class Baseline:
 
         log(f"building the {self.label} baseline ({task}, {quantization}, seq {seq_len}) -> {path}")
         model = self.build(task)
-        kwargs = dict(task=task, quantization=quantization, seq_len=seq_len)
+        kwargs = dict(task=task, quantization=quantization, seq_len=seq_len, **self.export_kwargs)
         accepted = inspect.signature(export_keras_model).parameters
         for key, value in (("num_calibration", 16), ("num_parity", 4)):
             if key in accepted:  # a random-init baseline needs no big calibration/parity sets
@@ -155,7 +157,7 @@ def perturb_constant_weights(model, rng, scale=0.02):
             w.assign(value + rng.normal(0.0, scale, value.shape).astype(value.dtype))
 
 
-def _export_fingerprint():
+def export_fingerprint():
     """Hash of the export code, so a changed export graph invalidates cached baselines."""
     h = hashlib.sha1()
     here = os.path.dirname(os.path.abspath(__file__))
@@ -261,12 +263,14 @@ def _baseline_lengths(models, seq_lens, graphs):
 
 def run_bench(models=(), baseline=None, seq_lens=(128,), threads=(1,), runs=50, warmup=5, out="bench",
               merge_files=(), cache_dir=None, baseline_quantization=None, baseline_task=None,
-              architectures=None, isolate=True, profile=False, plots=True, seed=0, log=None,
-              show_progress=True):
+              architectures=None, isolate=True, profile=False, profile_labels=None, plots=True, seed=0,
+              log=None, show_progress=True, baseline_export_kwargs=None):
     """Everything ``mbd bench`` does; returns the results document (also written to ``out``).
 
     ``models``: ``[LABEL=]PATH[,PATH...]`` strings; ``architectures``: optional
     ``{label: BertConfig}`` for models whose shape is known (else inferred).
+    ``profile``: time every op alone (1 thread, the longest file of each model,
+    or only the models in ``profile_labels``).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     _check_out_dir(out)
@@ -289,7 +293,7 @@ def run_bench(models=(), baseline=None, seq_lens=(128,), threads=(1,), runs=50, 
             merge(doc, board)
         return _finish(doc, out, plots=plots, profiles=None, log=log)
 
-    base = Baseline(baseline) if baseline else None
+    base = Baseline(baseline, baseline_export_kwargs) if baseline else None
     if base is not None:
         modes = sorted({(graphs[p].task(), graphs[p].quantization()) for _, ps in specs for p in ps})
         if baseline_quantization or baseline_task or not modes:
@@ -341,11 +345,16 @@ def run_bench(models=(), baseline=None, seq_lens=(128,), threads=(1,), runs=50, 
         from mobile_bert_distill import opprofile
 
         profiles = []
+        longest = {}
         for m in doc["models"]:
-            if m.get("path") and os.path.isfile(m["path"]) and m.get("source", "").startswith("host"):
-                log(f"profiling {m['label']} ({m['file']}) op by op")
-                profiles.append({"label": m["label"], "file": m["file"],
-                                 **opprofile.profile(m["path"], threads=1, runs=max(3, runs // 5))})
+            if m.get("path") and os.path.isfile(m["path"]) and (m.get("source") or "").startswith("host"):
+                if profile_labels is None or m["label"] in profile_labels:
+                    if m["static_seq_len"] >= longest.get(m["label"], {}).get("static_seq_len", 0):
+                        longest[m["label"]] = m
+        for m in longest.values():
+            log(f"profiling {m['label']} ({m['file']}) op by op")
+            profiles.append({"label": m["label"], "file": m["file"],
+                             **opprofile.profile(m["path"], threads=1, runs=max(3, runs // 5))})
     return _finish(doc, out, plots=plots, profiles=profiles, log=log)
 
 

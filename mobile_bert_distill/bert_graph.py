@@ -53,12 +53,17 @@ class GraphOptions:
     mask_bias: the additive bias of masked keys before the softmax.
     fuse_qkv: compute query/key/value with one ``FULLY_CONNECTED`` of width
         ``3 * hidden`` and split, instead of three.
+    layer_norm_epsilon: add LayerNorm's epsilon before the ``RSQRT``. BERT's
+        ``1e-12`` is below float32 resolution of any realistic variance; in an
+        int8 graph its quantized constant has a scale of ~4e-9, which the
+        XNNPACK delegate rejects, so int8 recipes leave it out.
     """
 
     gelu: str = "builtin"
-    attention: str = "per_head"
+    attention: str = "heads"
     mask_bias: float = -30.0
     fuse_qkv: bool = False
+    layer_norm_epsilon: bool = True
 
     def __post_init__(self):
         if self.gelu not in ("builtin", "tanh"):
@@ -250,15 +255,16 @@ class ExportBert:
         y = tf.matmul(tf.reshape(x, [-1, k.shape[0]]), k) + b
         return tf.reshape(y, tf.concat([shape[:-1], [k.shape[1]]], axis=0))
 
-    @staticmethod
-    def _layer_norm(x, ln):
+    def _layer_norm(self, x, ln):
         import tensorflow as tf
 
         gamma, beta, eps = ln
         mean = tf.reduce_mean(x, axis=-1, keepdims=True)
         d = x - mean
         var = tf.reduce_mean(d * d, axis=-1, keepdims=True)
-        return d * tf.math.rsqrt(var + eps) * gamma + beta
+        if self.options.layer_norm_epsilon:
+            var = var + eps
+        return d * tf.math.rsqrt(var) * gamma + beta
 
     def _gelu(self, x, exact=False):
         import tensorflow as tf

@@ -57,8 +57,8 @@ class TokenizedCorpus:
         return len(self.line_starts)
 
     def save(self, path):
-        with atomic_file(path, suffix=".npz") as tmp:
-            np.savez(tmp, words=np.array(self.words, dtype=object), stream=self.stream,
+        with atomic_file(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, words=np.array(self.words, dtype=object), stream=self.stream,
                      line_starts=self.line_starts)
 
     @classmethod

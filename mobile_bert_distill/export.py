@@ -58,6 +58,28 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 log = logging.getLogger(__name__)
 
 
+def _recipes():
+    from mobile_bert_distill.bert_graph import GraphOptions
+
+    friendly_int8 = GraphOptions(attention="heads", gelu="tanh", layer_norm_epsilon=False)
+    return {
+        # int8 everywhere except SOFTMAX and RSQRT, which XNNPACK has no int8
+        # kernel for: kept float inside the delegate (one partition).
+        "xnnpack": {"graph": "friendly", "graph_options": friendly_int8,
+                    "float_ops": ("SOFTMAX", "RSQRT"), "xnnpack_fixups": True, "share_embedding": True},
+        # every op int8; SOFTMAX/RSQRT/GELU run on the built-in kernels.
+        "strict": {"graph": "friendly", "graph_options": friendly_int8,
+                   "float_ops": (), "xnnpack_fixups": True, "share_embedding": True},
+        # the stock Keras graph, converted as is.
+        "naive": {"graph": "keras", "graph_options": None,
+                  "float_ops": (), "xnnpack_fixups": False, "share_embedding": False},
+    }
+
+
+#: Named int8 recipes (see :func:`export_keras_model`'s ``recipe``).
+INT8_RECIPES = ("xnnpack", "strict", "naive")
+
+
 # --------------------------------------------------------------------------
 # sequences
 # --------------------------------------------------------------------------
@@ -164,13 +186,16 @@ def _friendly_saved_model(model, task, seq_len, batch_size, directory, options):
 
 def convert(model, *, task="mlm", quantization="float32", seq_len=128, batch_size=1,
             calibration_feeds=None, graph="friendly", graph_options=None, float_ops=(),
-            float_nodes=()):
+            float_nodes=(), xnnpack_fixups=True, share_embedding=True):
     """Convert ``model`` to TFLite flatbuffer bytes (no file is written).
 
     ``calibration_feeds`` (dict of ``[N, S]`` int32 arrays) is required for
     ``int8``. ``float_ops`` (op type names, e.g. ``("SOFTMAX",)``) and
     ``float_nodes`` (tensor names) stay float in an int8 model (selective
-    quantization through TFLite's quantization debugger).
+    quantization through TFLite's quantization debugger). ``xnnpack_fixups``
+    applies :func:`~mobile_bert_distill.quantization.fix_int8_for_xnnpack`
+    to int8 models, ``share_embedding``
+    :func:`~mobile_bert_distill.quantization.share_tied_embedding`.
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {quantization!r}")
@@ -214,7 +239,16 @@ def convert(model, *, task="mlm", quantization="float32", seq_len=128, batch_siz
                 debugger = tf.lite.experimental.QuantizationDebugger(
                     converter=converter, debug_dataset=representative, debug_options=debug_options
                 )
-                return bytes(debugger.get_nonverified_model())
+                flat = bytes(debugger.get_nondebug_quantized_model())
+            else:
+                flat = bytes(converter.convert())
+            from mobile_bert_distill import quantization as q
+
+            if xnnpack_fixups:
+                flat, _ = q.fix_int8_for_xnnpack(flat)
+            if share_embedding and task == "mlm":
+                flat, _ = q.share_tied_embedding(flat)
+            return flat
         return bytes(converter.convert())
 
 
@@ -336,8 +370,9 @@ def agreement_of(parity_block):
 # --------------------------------------------------------------------------
 def export_keras_model(model, out_path, *, task="mlm", quantization="float32", seq_len=128,
                        batch_size=1, calibration_sequences=None, parity_sequences=None,
-                       parity_labels=None, num_calibration=128, num_parity=64, graph="friendly",
-                       graph_options=None, float_ops=(), float_nodes=(), max_size_mb=None,
+                       parity_labels=None, num_calibration=128, num_parity=64, recipe=None,
+                       graph=None, graph_options=None, float_ops=None, float_nodes=(),
+                       xnnpack_fixups=None, share_embedding=None, max_size_mb=None,
                        min_agreement=None, write_report=True, seed=0, extra_report=None):
     """Export an in-memory keras-hub ``BertMaskedLM``/``BertBackbone`` to ``out_path``.
 
@@ -355,9 +390,13 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
         parity_sequences, parity_labels: held-out sequences (with ``[MASK]``
             tokens for mlm) and the original ids at those positions; ``None``
             uses random valid sequences (agreement only, no accuracy).
+        recipe: int8 recipe, one of :data:`INT8_RECIPES` (default
+            ``"xnnpack"``); the arguments below override its parts.
         graph: ``"friendly"`` (re-expressed graph) or ``"keras"`` (stock).
         graph_options: :class:`~mobile_bert_distill.bert_graph.GraphOptions`.
         float_ops, float_nodes: ops/tensors kept float in an int8 model.
+        xnnpack_fixups, share_embedding: the int8 flatbuffer passes of
+            :mod:`mobile_bert_distill.quantization`.
         max_size_mb, min_agreement: raise :class:`UserError` (nothing written)
             when the file is larger, or parity lower.
 
@@ -368,6 +407,26 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
     from mobile_bert_distill.bert_graph import split_masked_lm
     from mobile_bert_distill.tflite_tools import load_interpreter, run_batches
 
+    from mobile_bert_distill.bert_graph import GraphOptions
+
+    if quantization not in QUANTIZATIONS:
+        raise UserError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, not {quantization!r}")
+    if task not in TASKS:
+        raise UserError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+    if quantization == "int8":
+        recipe = recipe or "xnnpack"
+        if recipe not in INT8_RECIPES:
+            raise UserError(f"recipe must be one of {', '.join(INT8_RECIPES)}, not {recipe!r}")
+        chosen = dict(_recipes()[recipe])
+    else:
+        recipe = None
+        chosen = {"graph": "friendly", "graph_options": GraphOptions(), "float_ops": (),
+                  "xnnpack_fixups": False, "share_embedding": False}
+    for key, value in (("graph", graph), ("graph_options", graph_options), ("float_ops", float_ops),
+                       ("xnnpack_fixups", xnnpack_fixups), ("share_embedding", share_embedding)):
+        if value is not None:
+            chosen[key] = value
+    graph, graph_options, float_ops = chosen["graph"], chosen["graph_options"], tuple(chosen["float_ops"])
     backbone, head = split_masked_lm(model)
     if task == "mlm" and head is None:
         raise UserError("task 'mlm' needs a BertMaskedLM; a BertBackbone can only export task 'encoder'")
@@ -396,7 +455,8 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
     flat = convert(model, task=task, quantization=quantization, seq_len=seq_len,
                    batch_size=batch_size, calibration_feeds=calib if quantization == "int8" else None,
                    graph=graph, graph_options=graph_options, float_ops=float_ops,
-                   float_nodes=float_nodes)
+                   float_nodes=float_nodes, xnnpack_fixups=chosen["xnnpack_fixups"],
+                   share_embedding=chosen["share_embedding"])
     convert_s = time.perf_counter() - t0
     size = len(flat)
     if max_size_mb is not None and size > max_size_mb * 1e6:
@@ -419,10 +479,11 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
         "model_file": os.path.basename(str(out_path)),
         "task": task,
         "quantization": quantization,
+        "recipe": recipe,
         "graph": graph,
-        "graph_options": (graph_options.to_dict() if graph_options is not None else
-                          (__import__("mobile_bert_distill.bert_graph", fromlist=["x"]).GraphOptions().to_dict()
-                           if graph == "friendly" else None)),
+        "graph_options": graph_options.to_dict() if graph_options is not None and graph == "friendly" else None,
+        "xnnpack_fixups": bool(chosen["xnnpack_fixups"]) if quantization == "int8" else None,
+        "share_embedding": bool(chosen["share_embedding"]) if quantization == "int8" else None,
         "float_ops": list(float_ops),
         "float_nodes": list(float_nodes),
         "seq_len": int(seq_len),
@@ -454,3 +515,144 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
 def report_path(model_path):
     root, _ = os.path.splitext(str(model_path))
     return root + ".report.json"
+
+
+# --------------------------------------------------------------------------
+# student presets and corpora
+# --------------------------------------------------------------------------
+def load_student(student_dir):
+    """Load the ``BertMaskedLM`` preset ``mbd distill`` writes; return ``(model, vocab_path)``."""
+    student_dir = str(student_dir)
+    if not os.path.isdir(student_dir):
+        raise UserError(f"student directory not found: {student_dir}")
+    for required in ("config.json", "metadata.json"):
+        if not os.path.isfile(os.path.join(student_dir, required)):
+            raise UserError(f"{student_dir} is not a keras-hub preset (no {required}); "
+                            "pass the student/ folder that `mbd distill` writes")
+    vocab_path = find_preset_vocab(student_dir)
+    _quiet_tf()
+    import keras_hub
+
+    try:
+        model = keras_hub.models.BertMaskedLM.from_preset(student_dir)
+    except Exception as e:  # keras-hub raises many types for a broken preset
+        raise UserError(f"cannot load the student preset {student_dir}: {str(e).splitlines()[0]}") from e
+    return model, vocab_path
+
+
+def find_preset_vocab(preset_dir):
+    for rel in ("assets/tokenizer/vocabulary.txt", "vocabulary.txt", "vocab.txt"):
+        path = os.path.join(preset_dir, rel)
+        if os.path.isfile(path):
+            return path
+    raise UserError(f"{preset_dir} has no tokenizer vocabulary (assets/tokenizer/vocabulary.txt)")
+
+
+def read_corpus(path, max_lines=200_000):
+    """Non-empty lines of a UTF-8 text file (a ``UserError`` when missing or empty)."""
+    if not os.path.isfile(path):
+        raise UserError(f"calibration corpus not found: {path}")
+    lines = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                lines.append(line)
+                if len(lines) >= max_lines:
+                    break
+    if not lines:
+        raise UserError(f"calibration corpus {path} is empty")
+    return lines
+
+
+def corpus_sequences(lines, tokenizer, seq_len, n, *, seed=0, mask_rate=0.15, min_len=12):
+    """``n`` packed, masked sequences from text, tokenized exactly like training.
+
+    Each sequence is ``[CLS] tokens [SEP]`` of a random length in
+    ``[min_len, seq_len]`` (consecutive lines packed until full, so padding
+    patterns vary like real inputs); ``mask_rate`` of its tokens (at least
+    one) become ``[MASK]``. Returns ``(feeds, labels)``: int32 ``[n, S]``
+    arrays, ``labels`` holding the original ids.
+    """
+    rng = np.random.default_rng(seed)
+    cls_id, sep_id, mask_id = (tokenizer.special_id(t) for t in ("[CLS]", "[SEP]", "[MASK]"))
+    encoded = [ids for ids in (tokenizer.encode(line) for line in lines) if ids]
+    if not encoded:
+        raise UserError("the corpus produced no tokens")
+    ids = np.zeros((n, seq_len), np.int32)
+    labels = np.zeros((n, seq_len), np.int32)
+    mask = np.zeros((n, seq_len), np.int32)
+    cursor = int(rng.integers(len(encoded)))
+    for i in range(n):
+        target = int(rng.integers(min(min_len, seq_len), seq_len + 1)) - 2
+        body = []
+        while len(body) < target:
+            body.extend(encoded[cursor % len(encoded)])
+            cursor += 1
+        body = body[:max(target, 1)]
+        row = [cls_id] + body + [sep_id]
+        ids[i, : len(row)] = row
+        labels[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+        k = max(1, int(round(mask_rate * len(body))))
+        where = 1 + rng.choice(len(body), size=min(k, len(body)), replace=False)
+        ids[i, where] = mask_id
+    feeds = {"input_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": mask}
+    return feeds, labels
+
+
+def split_corpus(lines, heldout_fraction=0.1):
+    """Deterministic split: every 10th line held out for parity, the rest calibrates."""
+    step = max(2, int(round(1 / heldout_fraction)))
+    heldout = [line for i, line in enumerate(lines) if i % step == 0]
+    calib = [line for i, line in enumerate(lines) if i % step != 0] or heldout
+    return calib, heldout
+
+
+def export_student(student_dir, out_path, *, task="mlm", quantization="int8", seq_len=128,
+                   batch_size=1, calibration_corpus=None, num_calibration=200, num_parity=200,
+                   max_size_mb=None, min_agreement=None, android_assets=None, seed=0, **kw):
+    """Export the student preset at ``student_dir``; what ``mbd export`` runs.
+
+    Calibration (int8) and parity sequences come from ``calibration_corpus``
+    (a text file, one sentence or paragraph per line): every 10th line is
+    held out for parity, the rest calibrates. Without a corpus, int8 refuses
+    (random ids are not a calibration set) and parity uses random valid ids.
+    ``android_assets`` (a directory) additionally receives ``model.tflite``,
+    ``vocab.txt`` and ``model_info.json``.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise UserError(f"--quantization must be one of {', '.join(QUANTIZATIONS)}")
+    if task not in TASKS:
+        raise UserError(f"--task must be one of {', '.join(TASKS)}")
+    if quantization == "int8" and calibration_corpus is None:
+        raise UserError("int8 needs --calibration-corpus (a text file): it calibrates on real sentences")
+    if android_assets is not None and task != "mlm":
+        raise UserError("--android-assets needs --task mlm (the demo fills masks)")
+    from mobile_bert_distill.wordpiece import WordPiece
+
+    lines = read_corpus(calibration_corpus) if calibration_corpus is not None else None
+    model, vocab_path = load_student(student_dir)
+    tokenizer = WordPiece(vocab_path)
+    vocab_size = int(model.backbone.vocabulary_size)
+    if len(tokenizer) != vocab_size:
+        raise UserError(f"vocabulary has {len(tokenizer)} tokens but the model has {vocab_size} embedding rows")
+    calib = parity_feeds = labels = None
+    if lines is not None:
+        calib_lines, heldout = split_corpus(lines)
+        calib, _ = corpus_sequences(calib_lines, tokenizer, seq_len, num_calibration, seed=seed)
+        parity_feeds, labels = corpus_sequences(heldout, tokenizer, seq_len, num_parity, seed=seed + 1)
+    report = export_keras_model(
+        model, out_path, task=task, quantization=quantization, seq_len=seq_len,
+        batch_size=batch_size, calibration_sequences=calib, parity_sequences=parity_feeds,
+        parity_labels=labels, num_parity=num_parity, max_size_mb=max_size_mb,
+        min_agreement=min_agreement, seed=seed,
+        extra_report={"student_dir": os.path.abspath(str(student_dir)),
+                      "calibration_corpus": os.path.abspath(calibration_corpus) if calibration_corpus else None},
+        **kw,
+    )
+    if android_assets is not None:
+        from mobile_bert_distill.android import write_android_assets
+
+        report["android_assets"] = write_android_assets(android_assets, out_path, vocab_path, report)
+    return report

@@ -260,69 +260,83 @@ def distill(cfg, out_dir=None, overwrite=False, restart=False, progress=True, lo
     precision = cfg["train"]["mixed_precision"]
     strategy = make_strategy(cfg["train"]["strategy"])
     run = Run(cfg, strategy=strategy, cache_dir=os.path.join(staging, "cache"), log=log)  # validates inputs
+    fresh = not os.path.exists(staging)
     os.makedirs(staging, exist_ok=True)
     atomic_write_text(os.path.join(staging, "config.yaml"), config_lib.dump(cfg))
     old_policy = keras.config.dtype_policy()
     try:
-        if precision not in (None, "float32"):
-            keras.config.set_dtype_policy(precision)
-        t0 = time.time()
-        run.build()
-        maker = run.make_makers()
-        log(f"student: {run.student.backbone.count_params():,} parameters "
-            f"({len(run.student.backbone.transformer_layers)} layers, {run.student.backbone.hidden_dim}-d, "
-            f"vocab {len(run.student_vocab)}); mode {cfg['mode']}; replicas {strategy.num_replicas_in_sync}")
-        total = cfg["train"]["steps"]
-        log_every = cfg["train"]["log_every"]
-        history_path = os.path.join(staging, "history.json")
-        history = []
-        ckpt = Checkpointer(os.path.join(staging, "checkpoints"), run.distiller, run.optimizer,
-                            keep=cfg["train"]["keep_checkpoints"])
-        start = ckpt.latest_step() or 0
-        if start:
-            with strategy.scope():
-                ckpt.restore(start)
-            if os.path.exists(history_path):
-                with open(history_path, encoding="utf-8") as f:
-                    history.extend(r for r in json.load(f) if r["step"] <= start)
-            log(f"resuming from the checkpoint at step {start}")
-        callbacks = _callbacks(run, staging, ckpt, start, total, history, progress)
-        from mobile_bert_distill.mixing import make_dataset
-
-        val = None
-        if run.eval_maker is not None:
-            n_val = min(cfg["data"]["heldout_batches"], run.eval_maker.steps_per_pass())
-            val = make_dataset(run.eval_maker, 0, n_val)
-        epochs = total // log_every
-        freq = (cfg["train"]["eval_every"] // log_every) if cfg["train"]["eval_every"] else epochs
-        if start < total:
-            run.distiller.fit(make_dataset(maker, start, total), epochs=epochs, initial_epoch=start // log_every,
-                              steps_per_epoch=log_every, validation_data=val, validation_freq=max(freq, 1),
-                              callbacks=callbacks, verbose=0, shuffle=False)
-        train_seconds = time.time() - t0
-        # ------------------------------------------------------- artifacts
-        run.student.backbone.pooled_dense.trainable = True
-        run.student.save_to_preset(os.path.join(staging, "student.tmp"))
-        _replace(os.path.join(staging, "student.tmp"), os.path.join(staging, "student"))
-        if run.teacher is not None:
-            run.teacher_backbone.pooled_dense.trainable = True
-            run.teacher.save(os.path.join(staging, "teacher.tmp"), run.teacher_tokenizer, run.student_vocab)
-            _replace(os.path.join(staging, "teacher.tmp"), os.path.join(staging, "teacher"))
-        summary = {
-            "mode": cfg["mode"],
-            "steps": total,
-            "resumed_from_step": start,
-            "student_parameters": int(run.student.backbone.count_params()),
-            "student_parameters_with_mlm_head": int(run.student.count_params()),
-            "teacher_parameters": int(run.teacher_backbone.count_params()) if run.teacher_backbone is not None else None,
-            "shared_projection_shapes": run.distiller.projections.num_shapes if run.distiller.projections else 0,
-            "final": history[-1] if history else {},
-            "seconds": round(train_seconds, 1),
-        }
-        atomic_write_json(os.path.join(staging, "summary.json"), summary)
-        shutil.rmtree(os.path.join(staging, "cache"), ignore_errors=True)
+        return _distill(run, cfg, staging, out_dir, strategy, precision, progress, log)
+    except BaseException:
+        # A run that failed before its first checkpoint leaves nothing behind;
+        # one with checkpoints keeps them so the same command can resume it.
+        ckpt_dir = os.path.join(staging, "checkpoints")
+        if fresh and not (os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir)):
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
     finally:
         keras.config.set_dtype_policy(old_policy)
+
+
+def _distill(run, cfg, staging, out_dir, strategy, precision, progress, log):
+    import keras
+
+    if precision not in (None, "float32"):
+        keras.config.set_dtype_policy(precision)
+    t0 = time.time()
+    run.build()
+    maker = run.make_makers()
+    log(f"student: {run.student.backbone.count_params():,} parameters "
+        f"({len(run.student.backbone.transformer_layers)} layers, {run.student.backbone.hidden_dim}-d, "
+        f"vocab {len(run.student_vocab)}); mode {cfg['mode']}; replicas {strategy.num_replicas_in_sync}")
+    total = cfg["train"]["steps"]
+    log_every = cfg["train"]["log_every"]
+    history_path = os.path.join(staging, "history.json")
+    history = []
+    ckpt = Checkpointer(os.path.join(staging, "checkpoints"), run.distiller, run.optimizer,
+                        keep=cfg["train"]["keep_checkpoints"])
+    start = ckpt.latest_step() or 0
+    if start:
+        with strategy.scope():
+            ckpt.restore(start)
+        if os.path.exists(history_path):
+            with open(history_path, encoding="utf-8") as f:
+                history.extend(r for r in json.load(f) if r["step"] <= start)
+        log(f"resuming from the checkpoint at step {start}")
+    callbacks = _callbacks(run, staging, ckpt, start, total, history, progress)
+    from mobile_bert_distill.mixing import make_dataset
+
+    val = None
+    if run.eval_maker is not None:
+        n_val = min(cfg["data"]["heldout_batches"], run.eval_maker.steps_per_pass())
+        val = make_dataset(run.eval_maker, 0, n_val)
+    epochs = total // log_every
+    freq = (cfg["train"]["eval_every"] // log_every) if cfg["train"]["eval_every"] else epochs
+    if start < total:
+        run.distiller.fit(make_dataset(maker, start, total), epochs=epochs, initial_epoch=start // log_every,
+                          steps_per_epoch=log_every, validation_data=val, validation_freq=max(freq, 1),
+                          callbacks=callbacks, verbose=0, shuffle=False)
+    train_seconds = time.time() - t0
+    # ------------------------------------------------------- artifacts
+    run.student.backbone.pooled_dense.trainable = True
+    run.student.save_to_preset(os.path.join(staging, "student.tmp"))
+    _replace(os.path.join(staging, "student.tmp"), os.path.join(staging, "student"))
+    if run.teacher is not None:
+        run.teacher_backbone.pooled_dense.trainable = True
+        run.teacher.save(os.path.join(staging, "teacher.tmp"), run.teacher_tokenizer, run.student_vocab)
+        _replace(os.path.join(staging, "teacher.tmp"), os.path.join(staging, "teacher"))
+    summary = {
+        "mode": cfg["mode"],
+        "steps": total,
+        "resumed_from_step": start,
+        "student_parameters": int(run.student.backbone.count_params()),
+        "student_parameters_with_mlm_head": int(run.student.count_params()),
+        "teacher_parameters": int(run.teacher_backbone.count_params()) if run.teacher_backbone is not None else None,
+        "shared_projection_shapes": run.distiller.projections.num_shapes if run.distiller.projections else 0,
+        "final": history[-1] if history else {},
+        "seconds": round(train_seconds, 1),
+    }
+    atomic_write_json(os.path.join(staging, "summary.json"), summary)
+    shutil.rmtree(os.path.join(staging, "cache"), ignore_errors=True)
     if os.path.exists(out_dir):
         old = out_dir + ".old"
         os.replace(out_dir, old)

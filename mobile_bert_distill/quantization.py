@@ -1,0 +1,214 @@
+"""Post-conversion fix-ups that let XNNPACK run a full-int8 BERT graph.
+
+TFLite's calibrator picks an asymmetric int8 range for every activation. Two
+XNNPACK rules (checked by the delegate when it claims nodes) then push int8
+ops back onto the slow built-in kernels, splitting the graph into dozens of
+delegate partitions:
+
+* an int8 ``BATCH_MATMUL`` is delegated only when its right-hand operand has
+  zero point 0 (XNNPACK's int8 GEMM treats the right side like weights);
+* an int8 ``ADD``/``SUB`` is delegated only when each
+  ``input_scale / output_scale`` lies in ``[2**-10, 2**8)``; the ``x - mean(x)``
+  of LayerNorm has a mean whose calibrated range is ~1000x narrower than x.
+
+:func:`fix_int8_for_xnnpack` rewrites the quantization parameters in the
+flatbuffer, without touching weights: the right operands of ``BATCH_MATMUL``
+(and every tensor tied to them through ``RESHAPE``/``TRANSPOSE``) become
+symmetric over the same real range (at most one bit of resolution lost), and
+too-narrow ``ADD``/``SUB`` inputs get the smallest scale the rule allows
+(finer than the output's own rounding step, so the sum loses nothing).
+Producers requantize to whatever their output parameters say, so the graph
+stays exact with respect to the new parameters.
+
+Example::
+
+    from mobile_bert_distill.quantization import fix_int8_for_xnnpack
+    fixed, changes = fix_int8_for_xnnpack(open("int8.tflite", "rb").read())
+    print(changes)  # {'symmetric_matmul_operands': 48, 'widened_add_inputs': 25}
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_PASS_THROUGH = ("RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS")
+_MIN_RATIO = 2.0 ** -10
+
+
+def _op_names(model):
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    return [fu.opcode_to_name(model, i) for i in range(len(model.operatorCodes))]
+
+
+class _UnionFind:
+    def __init__(self):
+        self.parent = {}
+
+    def find(self, x):
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a, b):
+        self.parent[self.find(a)] = self.find(b)
+
+
+def _qparams(tensor):
+    q = tensor.quantization
+    if q is None or q.scale is None or len(q.scale) != 1:
+        return None
+    return float(q.scale[0]), int(q.zeroPoint[0])
+
+
+def _set_qparams(tensor, scale, zero_point):
+    tensor.quantization.scale = np.asarray([scale], dtype=np.float32)
+    tensor.quantization.zeroPoint = np.asarray([zero_point], dtype=np.int64)
+
+
+def fix_int8_for_xnnpack(model_bytes):
+    """Return ``(new_model_bytes, changes)``; see the module docstring."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    model = fu.read_model_from_bytearray(bytearray(model_bytes))
+    names = _op_names(model)
+    changes = {"symmetric_matmul_operands": 0, "widened_add_inputs": 0}
+    for graph in model.subgraphs:
+        tensors = graph.tensors
+        ops = graph.operators
+        groups = _UnionFind()
+        producer = {}
+        for op in ops:
+            name = names[op.opcodeIndex]
+            for t in op.outputs:
+                producer[int(t)] = op
+            if name in _PASS_THROUGH and len(op.inputs) and len(op.outputs):
+                groups.union(int(op.inputs[0]), int(op.outputs[0]))
+        members = {}
+        for t in range(len(tensors)):
+            members.setdefault(groups.find(t), []).append(t)
+
+        def is_int8_activation(t):
+            tensor = tensors[t]
+            return tensor.type == schema.TensorType.INT8 and t in producer and _qparams(tensor)
+
+        def group_of(t):
+            return members[groups.find(t)]
+
+        def retarget(t, new_scale, new_zero):
+            for m in group_of(t):
+                if _qparams(tensors[m]) is not None:
+                    _set_qparams(tensors[m], new_scale, new_zero)
+
+        for op in ops:
+            name = names[op.opcodeIndex]
+            if name == "BATCH_MATMUL" and len(op.inputs) >= 2:
+                rhs = int(op.inputs[1])
+                if not is_int8_activation(rhs):
+                    continue
+                scale, zero = _qparams(tensors[rhs])
+                if zero == 0:
+                    continue
+                lo, hi = (-128 - zero) * scale, (127 - zero) * scale
+                retarget(rhs, max(abs(lo), abs(hi)) / 127.0, 0)
+                changes["symmetric_matmul_operands"] += 1
+            elif name in ("ADD", "SUB") and len(op.inputs) == 2:
+                out = _qparams(tensors[int(op.outputs[0])])
+                if out is None or tensors[int(op.outputs[0])].type != schema.TensorType.INT8:
+                    continue
+                for t in (int(i) for i in op.inputs):
+                    if not is_int8_activation(t):
+                        continue
+                    scale, zero = _qparams(tensors[t])
+                    floor = out[0] * _MIN_RATIO * 1.001
+                    if scale >= floor:
+                        continue
+                    lo, hi = (-128 - zero) * scale, (127 - zero) * scale
+                    center = 0.5 * (lo + hi)
+                    new_zero = int(np.clip(round(-center / floor), -128, 127))
+                    retarget(t, floor, new_zero)
+                    changes["widened_add_inputs"] += 1
+    return bytes(fu.convert_object_to_bytearray(model)), changes
+
+
+def share_tied_embedding(model_bytes):
+    """Store a tied input/output embedding once in an int8 model.
+
+    BERT's MLM output projection reuses the token-embedding matrix. The
+    converter quantizes it twice: per-tensor for the input ``GATHER`` and
+    per-channel for the output ``FULLY_CONNECTED`` (with a scale and an int64
+    zero point per vocabulary row), which is ~40% of an int8 student's file.
+    This pass requantizes the matrix once, symmetric per-tensor, points both
+    ops at it and rescales the output bias. Returns ``(bytes, changes)``;
+    the model is returned unchanged when no tied pair is found.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    model = fu.read_model_from_bytearray(bytearray(model_bytes))
+    names = _op_names(model)
+    changes = {"shared_embedding_rows": 0}
+    for graph in model.subgraphs:
+        tensors = graph.tensors
+        gathers = [op for op in graph.operators if names[op.opcodeIndex] == "GATHER"]
+        fcs = [op for op in graph.operators if names[op.opcodeIndex] == "FULLY_CONNECTED"]
+
+        def const_int8(t):
+            tensor = tensors[t]
+            buf = model.buffers[tensor.buffer]
+            if tensor.type != schema.TensorType.INT8 or buf.data is None or len(buf.data) == 0:
+                return None
+            return np.frombuffer(bytes(buf.data), dtype=np.int8).reshape(tensor.shape)
+
+        for g in gathers:
+            table_idx = int(g.inputs[0])
+            table = const_int8(table_idx)
+            if table is None or table.ndim != 2:
+                continue
+            gq = tensors[table_idx].quantization
+            if gq is None or len(gq.scale) != 1:
+                continue
+            g_real = (table.astype(np.float32) - gq.zeroPoint[0]) * gq.scale[0]
+            for fc in fcs:
+                w_idx = int(fc.inputs[1])
+                if w_idx == table_idx or list(tensors[w_idx].shape) != list(table.shape):
+                    continue
+                weights = const_int8(w_idx)
+                wq = tensors[w_idx].quantization
+                if weights is None or wq is None or wq.scale is None:
+                    continue
+                w_scale = np.asarray(wq.scale, np.float32).reshape(-1, 1) if len(wq.scale) > 1 else np.float32(wq.scale[0])
+                w_real = weights.astype(np.float32) * w_scale
+                tol = 1.01 * (float(np.max(wq.scale)) + float(gq.scale[0]))
+                if np.max(np.abs(w_real - g_real)) > tol:
+                    continue  # not the same matrix
+                scale = float(np.max(np.abs(w_real))) / 127.0
+                shared = np.clip(np.round(w_real / scale), -127, 127).astype(np.int8)
+                model.buffers[tensors[table_idx].buffer].data = np.frombuffer(shared.tobytes(), np.uint8)
+                _set_qparams(tensors[table_idx], scale, 0)
+                for out in g.outputs:
+                    if _qparams(tensors[int(out)]) is not None:
+                        _set_qparams(tensors[int(out)], scale, 0)
+                # bias: int32 at scale input_scale * weight_scale[c]
+                if len(fc.inputs) > 2 and int(fc.inputs[2]) >= 0:
+                    b_idx = int(fc.inputs[2])
+                    b_t = tensors[b_idx]
+                    b_buf = model.buffers[b_t.buffer]
+                    in_scale = _qparams(tensors[int(fc.inputs[0])])[0]
+                    old = np.frombuffer(bytes(b_buf.data), dtype=np.int32).astype(np.float64)
+                    real = old * np.asarray(b_t.quantization.scale, np.float64)
+                    new_scale = in_scale * scale
+                    b_buf.data = np.frombuffer(
+                        np.round(real / new_scale).astype(np.int32).tobytes(), np.uint8)
+                    b_t.quantization.scale = np.asarray([new_scale], np.float32)
+                    b_t.quantization.zeroPoint = np.asarray([0], np.int64)
+                    b_t.quantization.quantizedDimension = 0
+                model.buffers[tensors[w_idx].buffer].data = None
+                tensors[w_idx].quantization = None  # orphaned: drop its 4928 scales/zero points
+                fc.inputs[1] = table_idx
+                changes["shared_embedding_rows"] += int(table.shape[0])
+                break
+    return bytes(fu.convert_object_to_bytearray(model)), changes

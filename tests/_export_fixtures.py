@@ -1,0 +1,118 @@
+"""Shared helpers for the export / inference / predict tests: generated text,
+a tiny WordPiece vocabulary learned on it, and a tiny keras-hub student preset
+saved exactly the way ``mbd distill`` saves one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+WORDS = (
+    "the a of and to in is was for on that with as by at from his her it this "
+    "capital city river mountain paris london berlin tokyo france germany japan "
+    "king queen small large model student teacher learns words quickly slowly "
+    "north south east west music song book library train station coffee cafe "
+    "running jumped reading written distillation compression vocabulary token "
+    "seventeen hundred thousand million first second third year years people"
+).split()
+ACCENTED = ["café", "naïve", "résumé", "Zürich", "São", "Ångström", "façade", "élan", "Señor", "Dvořák"]
+PUNCT = [".", ",", "!", "?", ";", ":", "-", "(", ")", "'", '"', "/", "&", "%", "$", "#", "@", "*", "+", "=", "[", "]"]
+SPECIAL_SHAPES = ["e-mail", "U.S.A.", "it's", "don't", "3.14", "1,000", "2019", "x^2", "a/b", "(hello)", "<tag>",
+                  "C++", "#hashtag", "100%", "$5", "well-known", "hello...", "“quoted”", "—dash—", "‘single’"]
+
+
+def make_sentences(n, seed=0, *, exotic=False):
+    """``n`` varied English-like sentences with punctuation, accents, numbers,
+    mixed case and (sometimes) very long words. ``exotic`` adds characters on
+    which the keras-hub and Hugging Face normalisations differ (ß, ligatures,
+    NBSP, full-width, CJK, emoji, control characters)."""
+    rng = random.Random(seed)
+    exotic_bits = ["straße", "ﬁne", "Ｆｕｌｌ", "a\u00a0b", "東京", "日本語", "🙂", "x\u200by", "tab\there",
+                   "①②", "…", "ǅ", "İstanbul", "ŉ", "\u0007bell"]
+    out = []
+    for _ in range(n):
+        words = []
+        for _ in range(rng.randint(3, 18)):
+            r = rng.random()
+            if r < 0.55:
+                w = rng.choice(WORDS)
+            elif r < 0.65:
+                w = rng.choice(ACCENTED)
+            elif r < 0.75:
+                w = str(rng.randint(0, 100000))
+            elif r < 0.85:
+                w = rng.choice(SPECIAL_SHAPES)
+            elif r < 0.9:
+                w = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(12, 120)))
+            else:
+                w = rng.choice(PUNCT)
+            if exotic and rng.random() < 0.15:
+                w = rng.choice(exotic_bits)
+            if rng.random() < 0.2:
+                w = w.capitalize() if rng.random() < 0.5 else w.upper()
+            words.append(w)
+        sep = "  " if rng.random() < 0.1 else " "
+        out.append(sep.join(words) + rng.choice([".", "!", "?", "", " ."]))
+    return out
+
+
+def learn_vocab(sentences, size=200):
+    """A BERT-ordered vocabulary (``[PAD] [UNK] [CLS] [SEP] [MASK]`` first)."""
+    from tokenizers import BertWordPieceTokenizer
+
+    tok = BertWordPieceTokenizer(lowercase=True, strip_accents=True)
+    tok.train_from_iterator(
+        sentences, vocab_size=size, min_frequency=1, limit_alphabet=120,
+        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False,
+    )
+    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    tokens = [t for t, _ in vocab]
+    assert tokens[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], tokens[:5]
+    return tokens
+
+
+def write_vocab(tokens, path):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(tokens) + "\n")
+    return path
+
+
+def build_student(vocab, *, num_layers=2, hidden=16, heads=2, intermediate=32, seq_len=32, seed=0):
+    """A tiny keras-hub ``BertMaskedLM`` with the preset layout ``mbd distill`` writes."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(seed)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=len(vocab), num_layers=num_layers, num_heads=heads, hidden_dim=hidden,
+        intermediate_dim=intermediate, max_sequence_length=512, dropout=0.0,
+    )
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=list(vocab), lowercase=True, strip_accents=True)
+    preprocessor = keras_hub.models.BertMaskedLMPreprocessor(tokenizer=tokenizer, sequence_length=seq_len)
+    return keras_hub.models.BertMaskedLM(backbone=backbone, preprocessor=preprocessor)
+
+
+def train_briefly(model, sentences, *, steps=60, batch=16, seed=0):
+    """A few MLM steps so that predictions are not uniform noise."""
+    import keras
+    import numpy as np
+
+    pre = model.preprocessor
+    x, y, w = pre(sentences)
+    n = len(sentences)
+    rng = np.random.default_rng(seed)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  weighted_metrics=[], jit_compile=False)
+    x = {k: np.asarray(v) for k, v in x.items()}
+    y, w = np.asarray(y), np.asarray(w)
+    for _ in range(steps):
+        idx = rng.integers(0, n, size=batch)
+        model.train_on_batch({k: v[idx] for k, v in x.items()}, y[idx], sample_weight=w[idx])
+    return model
+
+
+def save_student(model, directory):
+    model.save_to_preset(directory)
+    return directory

@@ -1,0 +1,225 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import tiny_config_dict
+
+MODES = ["nokd", "dual", "dual+down", "dual+up"]
+
+
+def build_run(cfg):
+    import tensorflow as tf
+
+    from mobile_bert_distill.training import Run
+
+    run = Run(cfg, strategy=tf.distribute.get_strategy(), log=lambda m: None).build()
+    run.make_makers()
+    return run
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_mode_loss_falls(tiny_config, mode):
+    run = build_run(tiny_config(mode, steps=40, learning_rate=2e-2, batch_size=16))
+    losses = []
+    for step in range(40):
+        logs = run.distiller.train_on_batch(run.maker(step), return_dict=True)
+        losses.append(logs["loss"])
+        run.distiller.reset_metrics()
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-8:]) < 0.95 * np.mean(losses[:8]), losses
+    keys = set(logs)
+    assert {"loss", "l_ce_student", "student_acc"} <= keys
+    if mode == "nokd":
+        assert run.teacher is None and not any("dual_teacher" in v.path for v in run.distiller.variables)
+    else:
+        assert {"l_ce_teacher", "teacher_acc_tvocab", "teacher_acc_svocab"} <= keys
+    assert ("l_p" in keys) == (mode in ("dual+down", "dual+up"))
+
+
+def test_nokd_never_builds_the_teacher(tiny_config, monkeypatch):
+    import mobile_bert_distill.teacher as teacher_mod
+
+    def boom(*a, **k):
+        raise AssertionError("teacher built in nokd")
+
+    monkeypatch.setattr(teacher_mod, "random_teacher", boom)
+    monkeypatch.setattr(teacher_mod, "load_teacher_backbone", boom)
+    monkeypatch.setattr(teacher_mod.DualVocabTeacher, "__init__", boom)
+    cfg = tiny_config("nokd")
+    cfg["teacher"]["source"] = "/definitely/not/here"  # never looked at
+    run = build_run(cfg)
+    assert run.maker.teacher is None and "t_token_ids" not in run.maker(0)
+
+
+def test_loss_equals_the_formula(tiny_config):
+    """L = L_p + eps * (L_ce_student + L_ce_teacher), term by term."""
+    run = build_run(tiny_config("dual+up", overrides=["loss.epsilon=0.3"]))
+    logs = run.distiller.test_on_batch(run.maker(0), return_dict=True)
+    expect = logs["l_p"] + 0.3 * (logs["l_ce_student"] + logs["l_ce_teacher"])
+    assert logs["loss"] == pytest.approx(expect, rel=1e-5)
+
+
+def test_teacher_head_losses_combine(tiny_config):
+    run = build_run(tiny_config("dual"))
+    b = run.maker(0)
+    logs = run.distiller.test_on_batch(b, return_dict=True)
+    w = b["t_mask_weights"]
+    n_s = (w * b["t_mask_is_student"]).sum()
+    n_t = w.sum() - n_s
+    combined = (logs["l_ce_teacher_tvocab"] * n_t + logs["l_ce_teacher_svocab"] * n_s) / w.sum()
+    assert logs["l_ce_teacher"] == pytest.approx(combined, rel=1e-4)
+    assert logs["teacher_svocab_share"] == pytest.approx(n_s / w.sum(), rel=1e-5)
+
+
+def _write_cfg(tmp_path, cfg_dict, name="cfg.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(cfg_dict), encoding="utf-8")
+    return str(p)
+
+
+def _mbd(args, env=None, timeout=600):
+    e = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "mobile_bert_distill", *args], capture_output=True, text=True,
+                          env=e, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_student_preset_loads_with_plain_keras_hub(tiny_data, tmp_path):
+    from mobile_bert_distill import config
+    from mobile_bert_distill.training import distill
+
+    cfg = config.resolve(tiny_config_dict(tiny_data, "dual+up", steps=10, log_every=10))
+    out = tmp_path / "run"
+    distill(cfg, out_dir=str(out), progress=False, log=lambda m: None)
+    for name in ("student", "teacher", "history.json", "config.yaml", "logs", "summary.json"):
+        assert (out / name).exists(), name
+    assert not (tmp_path / "run.partial").exists()
+    history = json.loads((out / "history.json").read_text())
+    assert history[-1]["step"] == 10 and "l_p" in history[-1]
+
+    import keras_hub
+
+    mlm = keras_hub.models.BertMaskedLM.from_preset(str(out / "student"))
+    ids = np.array([[2, 10, 11, 4, 12, 3, 0, 0]], "int32")
+    feed = {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": (ids > 0).astype("int32"),
+            "mask_positions": np.array([[3]], "int32")}
+    here = np.asarray(mlm(feed, training=False))
+    script = f"""
+import sys, json, numpy as np, keras_hub
+ids = np.array({ids.tolist()}, "int32")
+feed = {{"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": (ids > 0).astype("int32"),
+        "mask_positions": np.array([[3]], "int32")}}
+mlm = keras_hub.models.BertMaskedLM.from_preset(sys.argv[1])
+clf = keras_hub.models.BertTextClassifier.from_preset(sys.argv[1], num_classes=2)
+probs = clf.predict(["the cat sat"], verbose=0)
+assert not any(m.startswith("mobile_bert_distill") for m in sys.modules)
+print(json.dumps({{"logits": np.asarray(mlm(feed, training=False)).tolist(), "clf_shape": list(probs.shape)}}))
+"""
+    r = subprocess.run([sys.executable, "-c", script, str(out / "student")], capture_output=True, text=True,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(np.array(res["logits"]), here, atol=1e-5)
+    assert res["clf_shape"] == [1, 2]
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_gives_the_same_student(tiny_data, tmp_path):
+    cfg = tiny_config_dict(tiny_data, "dual+up", steps=30, log_every=10, checkpoint_every=10, deterministic=True)
+    cfg["student"]["dropout"] = 0.1  # dropout RNG state must resume too
+    path = _write_cfg(tmp_path, cfg)
+    a, b = tmp_path / "a", tmp_path / "b"
+    r = _mbd(["distill", "--config", path, "--out", str(a), "--no-progress"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = _mbd(["distill", "--config", path, "--out", str(b), "--no-progress"],
+             env={"MBD_TEST_KILL_AFTER_STEP": "10"})
+    assert r.returncode == -9, (r.returncode, r.stderr[-2000:])
+    assert not b.exists() and (tmp_path / "b.partial" / "checkpoints" / "step-0000010.npz").exists()
+    r = _mbd(["distill", "--config", path, "--out", str(b), "--no-progress"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming from the checkpoint at step 10" in r.stdout
+    import h5py
+
+    def weights(d):
+        with h5py.File(d / "student" / "model.weights.h5") as f:
+            out = {}
+            f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+        return out
+
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys() and len(wa) > 10
+    for k in wa:
+        np.testing.assert_allclose(wa[k], wb[k], atol=1e-6, err_msg=k)
+    ha = json.loads((a / "history.json").read_text())
+    hb = json.loads((b / "history.json").read_text())
+    assert [r["step"] for r in hb] == [10, 20, 30]
+    assert ha[-1]["loss"] == pytest.approx(hb[-1]["loss"], rel=1e-5)
+
+
+_MIRRORED = r"""
+import sys, json, numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from mobile_bert_distill import config
+from mobile_bert_distill.training import Run
+cfg = config.resolve(json.loads(sys.argv[1]))
+results = {}
+weights = None
+for name, strategy in (("default", tf.distribute.get_strategy()),
+                       ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
+    run = Run(cfg, strategy=strategy, log=lambda m: None).build()
+    run.make_makers()
+    with strategy.scope():
+        run.distiller.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
+    if weights is None:
+        weights = [v.numpy() for v in run.distiller.trainable_variables]
+    else:
+        for v, w in zip(run.distiller.trainable_variables, weights):
+            v.assign(w)
+    logs = run.distiller.train_on_batch(run.maker(0), return_dict=True)
+    deltas = [w - v.numpy() for v, w in zip(run.distiller.trainable_variables, weights)]
+    results[name] = {"logs": {k: float(v) for k, v in logs.items()},
+                     "replicas": strategy.num_replicas_in_sync,
+                     "grads": [d.ravel().tolist() for d in deltas]}
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_step_equals_default(tiny_data):
+    cfg = tiny_config_dict(tiny_data, "dual+up")
+    r = subprocess.run([sys.executable, "-c", _MIRRORED, json.dumps(cfg)], capture_output=True, text=True,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    d, m = res["default"], res["mirrored"]
+    assert d["replicas"] == 1 and m["replicas"] == 2
+    for k in ("loss", "l_ce_student", "l_ce_teacher", "l_p", "student_acc"):
+        assert m["logs"][k] == pytest.approx(d["logs"][k], rel=1e-4, abs=1e-6), k
+    assert len(d["grads"]) == len(m["grads"])
+    for gd, gm in zip(d["grads"], m["grads"]):
+        np.testing.assert_allclose(np.array(gm), np.array(gd), rtol=1e-3, atol=1e-6)
+    assert max(np.abs(np.array(g)).max() for g in d["grads"]) > 0
+
+
+def test_mixed_precision_step_runs(tiny_config):
+    import keras
+
+    old = keras.config.dtype_policy()
+    try:
+        keras.config.set_dtype_policy("mixed_float16")
+        run = build_run(tiny_config("dual+up", overrides=["train.mixed_precision=mixed_float16"]))
+        assert isinstance(run.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert run.student.backbone.token_embedding.compute_dtype == "float16"
+        logs = run.distiller.train_on_batch(run.maker(0), return_dict=True)
+        assert np.isfinite(logs["loss"])
+    finally:
+        keras.config.set_dtype_policy(old)
