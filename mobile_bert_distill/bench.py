@@ -342,6 +342,7 @@ def run_bench(models=(), baseline=None, seq_lens=(128,), threads=(1,), runs=50, 
         merge(doc, board)
     profiles = None
     if profile:
+        _finish(doc, out, plots=plots, profiles=None, log=log)  # results first, in case profiling fails
         from mobile_bert_distill import opprofile
 
         profiles = []

@@ -90,7 +90,9 @@ def _merge(base, update, path=()):
         where = ".".join(path + (str(key),))
         if key not in base:
             raise UserError(f"unknown config key '{where}'")
-        if isinstance(base[key], dict) and (path + (key,)) not in _FREE_FORM:
+        if (path + (key,)) in _FREE_FORM and isinstance(base[key], dict) and isinstance(value, dict):
+            base[key] = {**base[key], **value}  # free-form mapping: key-wise update
+        elif isinstance(base[key], dict) and (path + (key,)) not in _FREE_FORM:
             if not isinstance(value, dict):
                 raise UserError(f"config key '{where}' must be a mapping")
             _merge(base[key], value, path + (key,))

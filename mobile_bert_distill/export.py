@@ -295,11 +295,11 @@ def keras_outputs(model, task, feeds, *, batch=32):
         if task == "mlm":
             m = len(x["token_ids"])
             x["mask_positions"] = np.tile(np.arange(s, dtype=np.int32), (m, 1))
-            res = {"logits": model.predict_on_batch(x)}
+            res = {"logits": model(x, training=False)}
         else:
-            res = backbone.predict_on_batch(x)
+            res = backbone(x, training=False)
         for k, v in res.items():
-            out.setdefault(k, []).append(np.asarray(v, np.float32))
+            out.setdefault(k, []).append(np.asarray(v.numpy() if hasattr(v, "numpy") else v, np.float32))
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
@@ -655,4 +655,6 @@ def export_student(student_dir, out_path, *, task="mlm", quantization="int8", se
         from mobile_bert_distill.android import write_android_assets
 
         report["android_assets"] = write_android_assets(android_assets, out_path, vocab_path, report)
+        if kw.get("write_report", True):
+            atomic_write_json(report_path(out_path), report)
     return report

@@ -145,7 +145,11 @@ def profile(path, *, threads=1, runs=10, seq_len=None, seed=0):
             continue
         delegated = any(o["op_name"] == "DELEGATE" for o in interp._get_ops_details())
         _fill(interp, rng)
-        seconds = _time(interp, runs)
+        try:
+            seconds = _time(interp, runs)
+        except RuntimeError as e:
+            per_op.append({"index": index, "type": kind, "error": " ".join(str(e).split())[:120]})
+            continue
         if kind in ("RESHAPE",):
             overheads.append(seconds)
         per_op.append({"index": index, "type": kind, "ms": seconds * 1e3, "delegated": delegated})

@@ -67,6 +67,21 @@ def make_optimizer(cfg_train, precision=None):
     return opt
 
 
+def teacher_depth(teacher_cfg, default=12):
+    """The teacher's number of layers, read without building it (nokd uses it for the student)."""
+    if teacher_cfg.get("random"):
+        return int(teacher_cfg["random"].get("num_layers", default))
+    src = teacher_cfg.get("source")
+    if src and os.path.isfile(os.path.join(str(src), "config.json")):
+        with open(os.path.join(str(src), "config.json"), encoding="utf-8") as f:
+            c = json.load(f)
+        inner = c.get("config", c)
+        for key in ("num_layers", "num_hidden_layers"):
+            if key in inner:
+                return int(inner[key])
+    return default
+
+
 class Run:
     """Everything one distillation needs, built from a resolved config."""
 
@@ -125,7 +140,8 @@ class Run:
                 if num_layers is None:
                     num_layers = len(tb.transformer_layers)
             if num_layers is None:
-                num_layers = 12
+                num_layers = teacher_depth(t)
+                self.log(f"student depth: {num_layers} layers (the teacher's)")
             self.student = build_student(
                 self.student_vocab, hidden_dim=s["hidden_dim"], num_layers=num_layers, num_heads=s["num_heads"],
                 intermediate_dim=s["intermediate_dim"], dropout=s["dropout"],

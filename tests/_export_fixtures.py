@@ -107,12 +107,53 @@ def train_briefly(model, sentences, *, steps=60, batch=16, seed=0):
                   weighted_metrics=[], jit_compile=False)
     x = {k: np.asarray(v) for k, v in x.items()}
     y, w = np.asarray(y), np.asarray(w)
-    for _ in range(steps):
-        idx = rng.integers(0, n, size=batch)
-        model.train_on_batch({k: v[idx] for k, v in x.items()}, y[idx], sample_weight=w[idx])
+    model.preprocessor = None  # feed preprocessed arrays directly
+    try:
+        for _ in range(steps):
+            idx = rng.integers(0, n, size=batch)
+            model.train_on_batch({k: v[idx] for k, v in x.items()}, y[idx], sample_weight=w[idx])
+    finally:
+        model.preprocessor = pre
     return model
 
 
 def save_student(model, directory):
     model.save_to_preset(directory)
     return directory
+
+
+SEQ_LEN = 32
+_CACHE = {}
+
+
+def export_artifacts(tmp_path_factory):
+    """Build once per test session: a briefly trained tiny student preset, a
+    corpus, and an export per quantization mode (mlm, seq 32) plus a float32
+    encoder export. Returns a dict of paths and reports."""
+    if "artifacts" in _CACHE:
+        return _CACHE["artifacts"]
+    from mobile_bert_distill.export import export_student
+
+    root = tmp_path_factory.mktemp("export_artifacts")
+    train = make_sentences(1200, seed=1)
+    vocab = learn_vocab(train, 200)
+    model = build_student(vocab, seq_len=SEQ_LEN)
+    train_briefly(model, train, steps=40)
+    student = save_student(model, str(root / "student"))
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(make_sentences(300, seed=2)) + "\n", encoding="utf-8")
+    art = {"root": str(root), "student": student, "corpus": str(corpus),
+           "vocab": str(root / "student" / "assets" / "tokenizer" / "vocabulary.txt"),
+           "vocab_list": vocab, "keras_model": model, "models": {}, "reports": {}}
+    for q in ("float32", "float16", "dynamic", "int8"):
+        out = str(root / f"mlm_{q}.tflite")
+        art["reports"][q] = export_student(student, out, task="mlm", quantization=q, seq_len=SEQ_LEN,
+                                           calibration_corpus=str(corpus), num_calibration=64, num_parity=64)
+        art["models"][q] = out
+    out = str(root / "encoder_float32.tflite")
+    art["reports"]["encoder"] = export_student(student, out, task="encoder", quantization="float32",
+                                               seq_len=SEQ_LEN, calibration_corpus=str(corpus),
+                                               num_parity=32)
+    art["models"]["encoder"] = out
+    _CACHE["artifacts"] = art
+    return art

@@ -1,0 +1,1 @@
+../mobile_bert_distill/litert_bench.py

@@ -1,0 +1,57 @@
+"""`mbd predict`: fill ``[MASK]`` tokens with an exported LiteRT student."""
+
+import json
+import sys
+import warnings
+
+
+def register(sub):
+    p = sub.add_parser(
+        "predict", help="fill [MASK] tokens with an exported .tflite student",
+        description="Tokenize each TEXT exactly like training (uncased WordPiece), run the LiteRT model "
+                    "and print the top-k fillers of every [MASK] with probabilities. Text longer than "
+                    "the model's static length is truncated with a warning.")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="sentences containing [MASK]")
+    p.add_argument("--model", required=True, metavar="MODEL.tflite", help="an `mbd export --task mlm` model")
+    p.add_argument("--vocab", metavar="VOCAB.txt", help="its vocabulary (default: vocab.txt beside the model)")
+    p.add_argument("--input", metavar="FILE", help="read sentences from FILE, one per line ('-' = stdin)")
+    p.add_argument("--top-k", type=int, default=5, help="fillers per mask (default: 5)")
+    p.add_argument("--threads", type=int, default=1, help="interpreter threads (default: 1)")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from mobile_bert_distill.errors import UserError
+    from mobile_bert_distill.inference import LiteRTModel, TruncationWarning
+
+    texts = list(args.texts)
+    if args.input:
+        try:
+            f = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
+        except OSError as e:
+            raise UserError(f"cannot read --input {args.input}: {e.strerror}") from e
+        with f:
+            texts.extend(line.rstrip("\n") for line in f if line.strip())
+    if not texts:
+        raise UserError("no input text: give TEXT arguments or --input FILE")
+    if args.top_k < 1:
+        raise UserError("--top-k must be at least 1")
+    model = LiteRTModel(args.model, args.vocab, num_threads=args.threads)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TruncationWarning)
+        results = model.fill_mask(texts, top_k=args.top_k)
+    for w in caught:
+        if issubclass(w.category, TruncationWarning):
+            print(f"mbd: warning: {w.message}", file=sys.stderr)
+    if args.json:
+        doc = {"model": args.model, "runtime": model.runtime, "seq_len": model.seq_len,
+               "results": [{"text": t, "masks": r} for t, r in zip(texts, results)]}
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        return 0
+    for text, masks in zip(texts, results):
+        print(text)
+        for j, m in enumerate(masks, 1):
+            cands = "  ".join(f"{c['token']} {c['probability']:.3f}" for c in m["candidates"])
+            print(f"  [MASK] {j} (position {m['position']}): {cands}")
+    return 0

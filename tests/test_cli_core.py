@@ -1,0 +1,202 @@
+"""`mbd vocab`, `mbd distill`, `mbd eval` from the command line, bad input included."""
+
+import json
+import os
+
+import pytest
+import yaml
+
+from conftest import tiny_config_dict
+from mobile_bert_distill.cli import main
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, fragment):
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("mbd: error:")]
+    assert len(lines) == 1 and fragment in lines[0], err
+
+
+def test_help_lists_core_verbs(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for verb in ("vocab", "distill", "eval"):
+        assert verb in out
+
+
+def test_vocab_writes_exact_size_and_stats(tiny_data, tmp_path, capsys):
+    out = tmp_path / "v"
+    code, stdout, _ = run_cli(["vocab", "--corpus", tiny_data["train"], "--size", "90",
+                               "--teacher-vocab", tiny_data["teacher_vocab"], "--out", str(out)], capsys)
+    assert code == 0
+    tokens = (out / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert len(tokens) == 90 and tokens[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    stats = json.loads((out / "vocab_stats.json").read_text())
+    assert stats["size"] == 90
+    teacher = set((open(tiny_data["teacher_vocab"], encoding="utf-8").read().split("\n")))
+    shared = sum(t in teacher for t in tokens[5:]) / 85
+    assert stats["overlap_with_teacher"] == pytest.approx(shared)
+    assert stats["student_on_corpus"]["pieces_per_word"] >= stats["teacher_on_corpus"]["pieces_per_word"] >= 1.0
+    assert 0.0 <= stats["student_on_corpus"]["unk_rate"] < 0.05
+    assert "overlap with the teacher vocabulary" in stdout
+
+
+@pytest.mark.parametrize("content,fragment", [(b"", "corpus is empty"), (b"  \n\t\n   \n", "corpus is empty")])
+def test_vocab_empty_corpus(tmp_path, capsys, content, fragment):
+    p = tmp_path / "c.txt"
+    p.write_bytes(content)
+    code, _, err = run_cli(["vocab", "--corpus", str(p), "--size", "50", "--out", str(tmp_path / "v")], capsys)
+    assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "v").exists()
+
+
+def test_vocab_not_utf8_names_file_and_offset_then_skip(tiny_data, tmp_path, capsys):
+    good = open(tiny_data["train"], "rb").read()
+    p = tmp_path / "bad.txt"
+    p.write_bytes(b"hello world\nsecond line\xff\xfe here\n" + good)
+    code, _, err = run_cli(["vocab", "--corpus", str(p), "--size", "60", "--out", str(tmp_path / "v")], capsys)
+    assert_one_line_error(code, err, f"{p}: not UTF-8 at byte offset 23")
+    assert not (tmp_path / "v").exists()
+    code, out, _ = run_cli(["vocab", "--corpus", str(p), "--size", "60", "--out", str(tmp_path / "v"),
+                            "--skip-bad-lines"], capsys)
+    assert code == 0 and "skipped 1 line" in out
+
+
+def test_vocab_missing_corpus_file(tmp_path, capsys):
+    code, _, err = run_cli(["vocab", "--corpus", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "v")], capsys)
+    assert_one_line_error(code, err, "corpus file not found")
+
+
+@pytest.mark.parametrize("vocab,fragment", [
+    ("[PAD]\n[UNK]\n[CLS]\na\nb\n", "lacks the special token(s) [SEP] [MASK]"),
+    ("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\na\nb\na\n", "1 duplicate token(s): 'a'"),
+])
+def test_distill_rejects_bad_vocab(tiny_data, tmp_path, capsys, vocab, fragment):
+    v = tmp_path / "vocab.txt"
+    v.write_text(vocab, encoding="utf-8")
+    cfg = tiny_config_dict(tiny_data, "nokd")
+    cfg["data"]["student_vocab"] = str(v)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    code, _, err = run_cli(["distill", "--config", str(path), "--out", str(tmp_path / "o"), "--no-progress"], capsys)
+    assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
+
+
+@pytest.mark.parametrize("override,fragment", [
+    ("dual.p_dt=1.5", "dual.p_dt must be a number in [0, 1]"),
+    ("dual.p_dt=-0.2", "dual.p_dt must be a number in [0, 1]"),
+    ("train.stepz=3", "unknown config key 'train.stepz'"),
+    ("mode=dual+sideways", "mode must be one of"),
+    ("teacher.source=/no/such/preset", "teacher: set exactly one of"),
+])
+def test_distill_rejects_bad_config(tiny_data, tmp_path, capsys, override, fragment):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config_dict(tiny_data, "dual+up")))
+    code, _, err = run_cli(["distill", "--config", str(path), "--override", override, "--out",
+                            str(tmp_path / "o"), "--no-progress"], capsys)
+    assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
+
+
+def test_distill_unknown_key_in_yaml_and_missing_config(tiny_data, tmp_path, capsys):
+    cfg = tiny_config_dict(tiny_data, "nokd")
+    cfg["student"]["hiden_dim"] = 8
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    code, _, err = run_cli(["distill", "--config", str(path), "--no-progress"], capsys)
+    assert_one_line_error(code, err, "unknown config key 'student.hiden_dim'")
+    code, _, err = run_cli(["distill", "--config", str(tmp_path / "none.yaml")], capsys)
+    assert_one_line_error(code, err, "config file not found")
+
+
+def test_distill_missing_teacher_preset_path(tiny_data, tmp_path, capsys):
+    cfg = tiny_config_dict(tiny_data, "dual")
+    cfg["teacher"] = {"source": str(tmp_path / "no_such_teacher")}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    code, _, err = run_cli(["distill", "--config", str(path), "--out", str(tmp_path / "o"), "--no-progress"], capsys)
+    assert_one_line_error(code, err, "teacher preset path does not exist")
+    assert not (tmp_path / "o.partial").exists()
+
+
+def test_distill_depth_mismatch_needs_layer_map(tiny_data, tmp_path, capsys):
+    cfg = tiny_config_dict(tiny_data, "dual+down")
+    cfg["student"]["num_layers"] = 1
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    code, _, err = run_cli(["distill", "--config", str(path), "--out", str(tmp_path / "o"), "--no-progress"], capsys)
+    assert_one_line_error(code, err, "set projection.layer_map")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
+
+
+def test_distill_empty_corpus_and_existing_output(tiny_data, tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n   \n")
+    cfg = tiny_config_dict(tiny_data, "nokd")
+    cfg["data"]["corpus"] = [str(empty)]
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    code, _, err = run_cli(["distill", "--config", str(path), "--out", str(tmp_path / "o")], capsys)
+    assert_one_line_error(code, err, "corpus is empty")
+    os.makedirs(tmp_path / "exists")
+    code, _, err = run_cli(["distill", "--config", str(path), "--out", str(tmp_path / "exists")], capsys)
+    assert_one_line_error(code, err, "output directory exists")
+
+
+@pytest.mark.slow
+def test_distill_then_eval_student_and_teacher(tiny_data, tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    cfg = tiny_config_dict(tiny_data, "dual+up", steps=20)
+    cfg["data"]["heldout"] = tiny_data["heldout"]
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "o"
+    code, stdout, _ = run_cli(["distill", "--config", str(path), "--out", str(out), "--no-progress"], capsys)
+    assert code == 0 and "done: 20 steps" in stdout
+    history = json.loads((out / "history.json").read_text())
+    assert "val_student_acc" in history[-1]  # held-out evaluated at the end
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["train"]["steps"] == 20 and resolved["dual"]["p_dt"] == 0.5
+
+    args = ["eval", "--student", str(out / "student"), "--corpus", tiny_data["heldout"], "--json"]
+    code, a, _ = run_cli(args, capsys)
+    code2, b, _ = run_cli(args, capsys)
+    ra, rb = json.loads(a), json.loads(b)
+    assert code == code2 == 0 and ra == rb
+    assert 0.0 <= ra["student_accuracy"] <= 1.0 and ra["masked_tokens"] > 50
+
+    code, t, _ = run_cli(["eval", "--teacher", str(out / "teacher"), "--corpus", tiny_data["heldout"],
+                          "--seq-len", "16", "--json"], capsys)
+    rt = json.loads(t)
+    assert code == 0
+    assert rt["teacher_vocab_head_masked_tokens"] > 0 and rt["student_vocab_head_masked_tokens"] > 0
+    assert 0.0 <= rt["teacher_vocab_head_accuracy"] <= 1.0
+
+    code, _, err = run_cli(["eval", "--student", str(tmp_path), "--corpus", tiny_data["heldout"]], capsys)
+    assert_one_line_error(code, err, "is not a keras-hub preset")
+    code, _, err = run_cli(["eval", "--teacher", str(out / "student"), "--corpus", tiny_data["heldout"]], capsys)
+    assert_one_line_error(code, err, "is not a teacher checkpoint")
+
+
+def test_eval_positions_identical_for_two_students_with_one_vocab(tiny_data):
+    """The masked positions depend on text, vocabulary, length and seed only."""
+    from mobile_bert_distill.data import PieceTable, TokenizedCorpus
+    from mobile_bert_distill.mixing import DualBatchMaker
+    from mobile_bert_distill.text import load_vocab, read_corpus
+
+    corpus = TokenizedCorpus.from_lines(read_corpus([tiny_data["heldout"]]))
+    table = PieceTable(load_vocab(tiny_data["student_vocab"]), corpus.words)
+    a = DualBatchMaker(corpus, table, None, seq_len=16, batch_size=4, max_predictions=2, seed=12345,
+                       eval_masking=True, sequential=True)
+    b = DualBatchMaker(corpus, table, None, seq_len=16, batch_size=4, max_predictions=2, seed=12345,
+                       eval_masking=True, sequential=True)
+    for step in range(a.steps_per_pass()):
+        for k in ("s_mask_positions", "s_mask_ids", "s_token_ids"):
+            assert (a(step)[k] == b(step)[k]).all()

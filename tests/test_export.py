@@ -1,0 +1,191 @@
+"""LiteRT export: every mode converts, loads, has the named I/O, and is faithful."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from _export_fixtures import SEQ_LEN, export_artifacts
+
+from mobile_bert_distill.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def art(tmp_path_factory):
+    return export_artifacts(tmp_path_factory)
+
+
+@pytest.mark.parametrize("mode", ["float32", "float16", "dynamic", "int8"])
+def test_each_mode_loads_with_named_io(art, mode):
+    from mobile_bert_distill.tflite_tools import load_interpreter, signature_io
+
+    interp, runtime = load_interpreter(art["models"][mode])
+    assert runtime == "ai_edge_litert"
+    io = signature_io(interp)
+    assert sorted(io["inputs"]) == ["input_ids", "padding_mask", "segment_ids"]
+    for spec in io["inputs"].values():
+        assert spec["shape"] == [1, SEQ_LEN] and spec["dtype"] == "int32"
+    assert list(io["outputs"]) == ["logits"]
+    assert io["outputs"]["logits"]["shape"] == [1, SEQ_LEN, len(art["vocab_list"])]
+    report = art["reports"][mode]
+    assert report["size_bytes"] == os.path.getsize(art["models"][mode])
+    with open(art["models"][mode][: -len(".tflite")] + ".report.json") as f:
+        on_disk = json.load(f)
+    assert on_disk["quantization"] == mode and on_disk["parity"]["sequences"] == 64
+
+
+def test_sizes_shrink_with_quantization(art):
+    size = {m: art["reports"][m]["size_bytes"] for m in ("float32", "float16", "dynamic", "int8")}
+    assert size["float16"] < size["float32"]
+    assert size["int8"] < size["float16"]
+    assert size["dynamic"] < size["float16"]
+
+
+def test_float32_matches_keras_logits(art):
+    from mobile_bert_distill.export import keras_outputs, random_sequences
+    from mobile_bert_distill.tflite_tools import load_interpreter, run_batches
+
+    feeds = random_sequences(8, SEQ_LEN, len(art["vocab_list"]), seed=5)
+    ref = keras_outputs(art["keras_model"], "mlm", feeds)["logits"]
+    interp, _ = load_interpreter(art["models"]["float32"])
+    got = run_batches(interp, feeds)["logits"]
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    par = art["reports"]["float32"]["parity"]
+    assert par["top1_agreement"] == 1.0 and par["max_abs_logit_diff"] < 1e-4
+
+
+def test_int8_graph_is_integer_and_faithful(art):
+    rep = art["reports"]["int8"]
+    g = rep["graph_ops"]
+    assert rep["recipe"] == "xnnpack"
+    # every FULLY_CONNECTED / BATCH_MATMUL computes in int8
+    assert g["float_compute_ops"] == {} and g["hybrid_compute_ops"] == {}
+    assert g["int8_compute_ops"]["FULLY_CONNECTED"] == g["ops"]["FULLY_CONNECTED"]
+    assert g["int8_compute_ops"]["BATCH_MATMUL"] == g["ops"]["BATCH_MATMUL"]
+    # only the documented float islands remain (SOFTMAX, RSQRT) and XNNPACK takes the graph
+    assert set(g["float_ops"]) <= {"SOFTMAX", "RSQRT"}
+    assert rep["xnnpack"]["delegate_partitions"] <= 2
+    par = rep["parity"]
+    assert par["source"] == "given" and par["masked_tokens"] > 50
+    assert par["top1_agreement"] >= 0.9, par
+    assert par["accuracy_drop_points"] <= 5.0, par
+
+
+def test_int8_strict_recipe_has_no_float_ops(art, tmp_path):
+    from mobile_bert_distill.export import export_student
+
+    rep = export_student(art["student"], str(tmp_path / "strict.tflite"), quantization="int8",
+                         recipe="strict", seq_len=SEQ_LEN, calibration_corpus=art["corpus"],
+                         num_calibration=32, num_parity=32)
+    g = rep["graph_ops"]
+    assert g["float_ops"] == {}
+    assert g["quantize_ops"] == 1 and g["dequantize_ops"] == 1  # only at the graph boundaries
+
+
+def test_xnnpack_fixups_make_matmul_operands_symmetric(art):
+    from mobile_bert_distill.tflite_tools import load_interpreter
+
+    interp, _ = load_interpreter(art["models"]["int8"], xnnpack=False)
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    bmms = [op for op in interp._get_ops_details() if op["op_name"] == "BATCH_MATMUL"]
+    assert bmms
+    for op in bmms:
+        assert tensors[op["inputs"][1]]["quantization"][1] == 0
+
+
+def test_encoder_export(art):
+    rep = art["reports"]["encoder"]
+    assert sorted(rep["signature"]["outputs"]) == ["pooled_output", "sequence_output"]
+    assert rep["signature"]["outputs"]["sequence_output"]["shape"] == [1, SEQ_LEN, 16]
+    assert rep["parity"]["sequence_output_cosine_min"] > 0.9999
+    assert rep["parity"]["pooled_output_cosine_mean"] > 0.9999
+
+
+def test_export_keras_model_in_memory_backbone_random_calibration(tmp_path):
+    import keras_hub
+
+    from mobile_bert_distill.export import export_keras_model
+
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=300, num_layers=1, num_heads=2, hidden_dim=16,
+                                             intermediate_dim=32, max_sequence_length=64)
+    out = tmp_path / "enc.tflite"
+    rep = export_keras_model(backbone, str(out), task="encoder", quantization="int8", seq_len=16,
+                             batch_size=2, num_calibration=16, num_parity=8)
+    assert out.exists() and rep["calibration"]["source"] == "random_ids"
+    assert rep["signature"]["inputs"]["input_ids"]["shape"] == [2, 16]
+    assert rep["parity"]["sequence_output_cosine_mean"] > 0.95
+    with pytest.raises(UserError, match="needs a BertMaskedLM"):
+        export_keras_model(backbone, str(tmp_path / "x.tflite"), task="mlm")
+
+
+def test_graph_options_reproduce_keras_forward(art):
+    """The re-expressed graph is the same function (before any conversion)."""
+    from mobile_bert_distill.bert_graph import ExportBert, GraphOptions
+    from mobile_bert_distill.export import keras_outputs, random_sequences
+
+    feeds = random_sequences(2, SEQ_LEN, len(art["vocab_list"]), seed=9)
+    ref = keras_outputs(art["keras_model"], "mlm", feeds)["logits"]
+    for opts in (GraphOptions(), GraphOptions(attention="per_head", gelu="tanh"), GraphOptions(fuse_qkv=True)):
+        m = ExportBert.from_keras(art["keras_model"], task="mlm", seq_len=SEQ_LEN, batch_size=2, options=opts)
+        got = m.module.serve(**feeds)["logits"].numpy()
+        np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+
+
+def test_too_large_fails_and_writes_nothing(art, tmp_path):
+    from mobile_bert_distill.export import export_student
+
+    out = tmp_path / "big.tflite"
+    with pytest.raises(UserError, match="over --max-size-mb"):
+        export_student(art["student"], str(out), quantization="float32", seq_len=SEQ_LEN, max_size_mb=0.001)
+    assert not out.exists() and not (tmp_path / "big.report.json").exists()
+    assert os.listdir(tmp_path) == []
+
+
+def test_low_parity_fails_and_writes_nothing(art, tmp_path):
+    from mobile_bert_distill.export import export_student
+
+    out = tmp_path / "p.tflite"
+    with pytest.raises(UserError, match="below --min-agreement"):
+        export_student(art["student"], str(out), quantization="dynamic", seq_len=SEQ_LEN,
+                       calibration_corpus=art["corpus"], num_parity=16, min_agreement=1.01)
+    assert os.listdir(tmp_path) == []
+
+
+def test_bad_student_dirs(tmp_path):
+    from mobile_bert_distill.export import export_student
+
+    with pytest.raises(UserError, match="not found"):
+        export_student(str(tmp_path / "missing"), str(tmp_path / "m.tflite"), quantization="float32")
+    (tmp_path / "notapreset").mkdir()
+    (tmp_path / "notapreset" / "weights.h5").write_bytes(b"x")
+    with pytest.raises(UserError, match="not a keras-hub preset"):
+        export_student(str(tmp_path / "notapreset"), str(tmp_path / "m.tflite"), quantization="float32")
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_vocab_that_does_not_match_the_model(art, tmp_path):
+    import shutil
+
+    from mobile_bert_distill.export import export_student
+
+    broken = tmp_path / "student"
+    shutil.copytree(art["student"], broken)
+    vocab = broken / "assets" / "tokenizer" / "vocabulary.txt"
+    vocab.write_text(vocab.read_text(encoding="utf-8") + "extra1\nextra2\n", encoding="utf-8")
+    with pytest.raises(UserError, match="embedding rows"):
+        export_student(str(broken), str(tmp_path / "m.tflite"), quantization="float32", seq_len=SEQ_LEN)
+
+
+def test_int8_requires_a_corpus_and_rejects_bad_options(art, tmp_path):
+    from mobile_bert_distill.export import export_student
+
+    with pytest.raises(UserError, match="calibration-corpus"):
+        export_student(art["student"], str(tmp_path / "m.tflite"), quantization="int8", seq_len=SEQ_LEN)
+    with pytest.raises(UserError, match="calibration corpus not found"):
+        export_student(art["student"], str(tmp_path / "m.tflite"), quantization="int8", seq_len=SEQ_LEN,
+                       calibration_corpus=str(tmp_path / "nope.txt"))
+    with pytest.raises(UserError, match="quantization"):
+        export_student(art["student"], str(tmp_path / "m.tflite"), quantization="int4")
+    assert os.listdir(tmp_path) == []

@@ -1,0 +1,106 @@
+"""`mbd predict` and `mbd export` on the command line (in-process)."""
+
+import json
+import os
+
+import pytest
+
+from _export_fixtures import SEQ_LEN, export_artifacts
+
+from mobile_bert_distill.cli import main
+
+
+@pytest.fixture(scope="module")
+def art(tmp_path_factory):
+    return export_artifacts(tmp_path_factory)
+
+
+def test_predict_text_output(art, capsys):
+    from mobile_bert_distill.inference import LiteRTModel
+
+    rc = main(["predict", "--model", art["models"]["float32"], "--vocab", art["vocab"], "--top-k", "3",
+               "the capital of [MASK] is paris .", "a [MASK] and a [MASK]"])
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 0
+    assert out[0] == "the capital of [MASK] is paris ."
+    assert out[1].startswith("  [MASK] 1 (position ")
+    assert out[2] == "a [MASK] and a [MASK]"
+    assert out[3].startswith("  [MASK] 1") and out[4].startswith("  [MASK] 2") and len(out) == 5
+    expected = LiteRTModel(art["models"]["float32"], art["vocab"]).fill_mask("the capital of [MASK] is paris .", 3)
+    tokens = [c["token"] for c in expected[0][0]["candidates"]]
+    shown = out[1].split(": ", 1)[1].split("  ")
+    assert [s.rsplit(" ", 1)[0] for s in shown] == tokens
+    assert all(0 <= float(s.rsplit(" ", 1)[1]) <= 1 for s in shown)
+
+
+def test_predict_json_and_input_file(art, capsys, tmp_path):
+    f = tmp_path / "in.txt"
+    f.write_text("[MASK] city\n\nthe [MASK]\n", encoding="utf-8")
+    rc = main(["predict", "--model", art["models"]["int8"], "--vocab", art["vocab"], "--json", "--input", str(f)])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 0 and doc["seq_len"] == SEQ_LEN and doc["runtime"] == "ai_edge_litert"
+    assert [r["text"] for r in doc["results"]] == ["[MASK] city", "the [MASK]"]
+    cands = doc["results"][0]["masks"][0]["candidates"]
+    assert len(cands) == 5 and set(cands[0]) == {"token", "id", "probability"}
+
+
+def test_predict_truncation_warns(art, capsys):
+    rc = main(["predict", "--model", art["models"]["float32"], "--vocab", art["vocab"],
+               "[MASK] " + "library " * 100])
+    err = capsys.readouterr().err
+    assert rc == 0 and "truncated" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["no mask in this text"], "no [MASK]"),
+    ([""], "empty"),
+    ([], "no input text"),
+])
+def test_predict_bad_text(art, capsys, argv, message):
+    rc = main(["predict", "--model", art["models"]["float32"], "--vocab", art["vocab"], *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("mbd: error: ") and message in err and err.count("\n") == 1
+
+
+def test_predict_bad_files(art, capsys, tmp_path):
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"\x00" * 64)
+    assert main(["predict", "--model", str(junk), "--vocab", art["vocab"], "[MASK]"]) == 2
+    assert "not a TFLite flatbuffer" in capsys.readouterr().err
+    data = open(art["models"]["float32"], "rb").read()
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes(data[:1000])
+    assert main(["predict", "--model", str(cut), "--vocab", art["vocab"], "[MASK]"]) == 2
+    assert "truncated or corrupt" in capsys.readouterr().err
+    wrong = tmp_path / "vocab.txt"
+    wrong.write_text("\n".join(art["vocab_list"] + ["extra"]) + "\n", encoding="utf-8")
+    assert main(["predict", "--model", art["models"]["float32"], "--vocab", str(wrong), "[MASK]"]) == 2
+    assert "embedding rows" in capsys.readouterr().err
+
+
+def test_export_cli_bad_inputs(art, capsys, tmp_path):
+    out = tmp_path / "m.tflite"
+    assert main(["export", "--student", str(tmp_path / "none"), "--out", str(out)]) == 2
+    assert "student directory not found" in capsys.readouterr().err
+    assert main(["export", "--student", str(tmp_path), "--out", str(out), "--quantization", "float32"]) == 2
+    assert "not a keras-hub preset" in capsys.readouterr().err
+    assert main(["export", "--student", art["student"], "--out", str(out), "--quantization", "float32",
+                 "--seq-len", str(SEQ_LEN), "--max-size-mb", "0.001"]) == 2
+    assert "over --max-size-mb" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_export_cli_end_to_end_with_android_assets(art, capsys, tmp_path):
+    out = tmp_path / "model.tflite"
+    assets = tmp_path / "android"
+    rc = main(["export", "--student", art["student"], "--out", str(out), "--quantization", "int8",
+               "--seq-len", str(SEQ_LEN), "--calibration-corpus", art["corpus"], "--num-calibration", "32",
+               "--num-parity", "32", "--min-agreement", "0.5", "--android-assets", str(assets)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "int8" in text and "parity on" in text
+    assert out.exists() and (tmp_path / "model.report.json").exists()
+    assert sorted(os.listdir(assets)) == ["model.tflite", "model_info.json", "vocab.txt"]
+    report = json.loads((tmp_path / "model.report.json").read_text())
+    assert report["android_assets"]["files"] == ["model.tflite", "vocab.txt", "model_info.json"]
