@@ -16,12 +16,12 @@ import yaml
 
 from mobile_bert_distill.errors import UserError
 
-MODES = ("nokd", "dual", "dual+down", "dual+up")
+MODES = ("nokd", "dual", "dual+down", "dual+up", "teacher")
 STRATEGIES = ("default", "mirrored", "tpu")
 PRECISIONS = (None, "float32", "mixed_float16", "mixed_bfloat16")
 
 DEFAULTS = {
-    # nokd | dual | dual+down | dual+up
+    # nokd | dual | dual+down | dual+up; `teacher` trains the teacher's heads alone (mbd teacher-prep)
     "mode": "dual+up",
     "seed": 0,
     "output_dir": "out",

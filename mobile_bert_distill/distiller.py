@@ -9,7 +9,8 @@
 * ``L_p``: the shared-projection loss (:mod:`mobile_bert_distill.projections`).
 
 Modes (one key apart): ``nokd`` (student alone: no teacher is built),
-``dual`` (no ``L_p``), ``dual+down``, ``dual+up``.
+``dual`` (no ``L_p``), ``dual+down``, ``dual+up``; ``teacher`` trains the
+teacher and its heads alone (``L = ε·L_ce_teacher``, the teacher-preparation stage).
 
 Under ``tf.distribute`` every replica divides its summed cross-entropy by the
 *global* number of masked pieces (an all-reduce of the counts) and ``L_p`` by
@@ -38,7 +39,7 @@ from keras import ops
 from mobile_bert_distill.errors import UserError
 from mobile_bert_distill.projections import SharedProjections, transformer_weight_pairs
 
-MODES = ("nokd", "dual", "dual+down", "dual+up")
+MODES = ("nokd", "dual", "dual+down", "dual+up", "teacher")
 
 
 def _replica_context():
@@ -89,6 +90,8 @@ class Distiller(keras.Model):
             raise ValueError("nokd trains the student alone: pass teacher=None")
         if mode != "nokd" and teacher is None:
             raise ValueError(f"mode {mode} needs a teacher")
+        if mode == "teacher":
+            use_student_loss = False
         self.student = student
         self.teacher = teacher
         self.mode = mode

@@ -334,8 +334,9 @@ def _distill(run, cfg, staging, out_dir, strategy, precision, progress, log):
     train_seconds = time.time() - t0
     # ------------------------------------------------------- artifacts
     run.student.backbone.pooled_dense.trainable = True
-    run.student.save_to_preset(os.path.join(staging, "student.tmp"))
-    _replace(os.path.join(staging, "student.tmp"), os.path.join(staging, "student"))
+    if cfg["mode"] != "teacher":  # teacher preparation writes the teacher alone
+        run.student.save_to_preset(os.path.join(staging, "student.tmp"))
+        _replace(os.path.join(staging, "student.tmp"), os.path.join(staging, "student"))
     if run.teacher is not None:
         run.teacher_backbone.pooled_dense.trainable = True
         run.teacher.save(os.path.join(staging, "teacher.tmp"), run.teacher_tokenizer, run.student_vocab)

@@ -39,7 +39,9 @@ def test_sizes_shrink_with_quantization(art):
     size = {m: art["reports"][m]["size_bytes"] for m in ("float32", "float16", "dynamic", "int8")}
     assert size["float16"] < size["float32"]
     assert size["int8"] < size["float16"]
-    assert size["dynamic"] < size["float16"]
+    # dynamic-range leaves tensors under 1024 elements float: only the
+    # 200 x 16 embedding is int8 in this tiny model
+    assert size["dynamic"] < size["float32"]
 
 
 def test_float32_matches_keras_logits(art):

@@ -223,3 +223,16 @@ def test_mixed_precision_step_runs(tiny_config):
         assert np.isfinite(logs["loss"])
     finally:
         keras.config.set_dtype_policy(old)
+
+
+def test_teacher_prep_mode_trains_teacher_only(tiny_config):
+    run = build_run(tiny_config("teacher", steps=40, learning_rate=2e-2, batch_size=16))
+    assert run.distiller.use_student_loss is False and run.distiller.projections is None
+    losses = []
+    for step in range(40):
+        logs = run.distiller.train_on_batch(run.maker(step), return_dict=True)
+        losses.append(logs["loss"])
+        run.distiller.reset_metrics()
+    assert "l_ce_student" not in logs and "teacher_acc_tvocab" in logs
+    assert logs["loss"] == pytest.approx(logs["l_ce_teacher"], rel=1e-5)
+    assert np.mean(losses[-8:]) < 0.95 * np.mean(losses[:8]), losses
