@@ -134,6 +134,8 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--quantization", default=None, help="default: the exporter's default quantized mode")
     p.add_argument("--cache-dir", default=None)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="measure every setting this many times in turn, pooling the samples (default 3)")
     p.add_argument("--profile", action="store_true", help="per-op profile of the 48-d student and BERT-base")
     p.add_argument("--graph-option", action="append", default=[], metavar="KEY=VALUE",
                    help="GraphOptions for every export, students and baseline (e.g. fuse_qkv=true)")
@@ -162,7 +164,7 @@ def main(argv=None):
                               runs=args.runs, warmup=args.warmup, out=args.out, cache_dir=cache,
                               baseline_quantization=[quant], baseline_task="encoder", architectures=archs,
                               profile=args.profile, profile_labels={"student-48d", f"BERT-base encoder {quant}"},
-                              log=log, baseline_export_kwargs=graph_kwargs)
+                              log=log, baseline_export_kwargs=graph_kwargs, rounds=args.rounds)
     except UserError as e:
         print(f"student_vs_bert_base.py: error: {e}", file=sys.stderr)
         return 2

@@ -264,7 +264,7 @@ def _baseline_lengths(models, seq_lens, graphs):
 def run_bench(models=(), baseline=None, seq_lens=(128,), threads=(1,), runs=50, warmup=5, out="bench",
               merge_files=(), cache_dir=None, baseline_quantization=None, baseline_task=None,
               architectures=None, isolate=True, profile=False, profile_labels=None, plots=True, seed=0,
-              log=None, show_progress=True, baseline_export_kwargs=None):
+              log=None, show_progress=True, baseline_export_kwargs=None, rounds=1):
     """Everything ``mbd bench`` does; returns the results document (also written to ``out``).
 
     ``models``: ``[LABEL=]PATH[,PATH...]`` strings; ``architectures``: optional
@@ -315,7 +315,9 @@ def run_bench(models=(), baseline=None, seq_lens=(128,), threads=(1,), runs=50, 
             specs.append((label, paths))
             baseline_files[label] = paths
 
-    bar = _progress(len(lb.plan(specs, seq_lens, threads, runs, warmup)[0]), show_progress)
+    if rounds < 1:
+        raise UserError(f"--rounds must be >= 1, got {rounds}")
+    bar = _progress(rounds * len(lb.plan(specs, seq_lens, threads, runs, warmup)[0]), show_progress)
 
     def progress(label, path, s, t):
         bar.set_description(f"{label[:32]} seq={s} threads={t}")
@@ -323,7 +325,7 @@ def run_bench(models=(), baseline=None, seq_lens=(128,), threads=(1,), runs=50, 
     try:
         doc = lb.run_benchmark(specs, seq_lens, threads, runs, warmup, tool=TOOL, seed=seed,
                                isolate=isolate, progress=progress, done=lambda rec: bar.update(1),
-                               source=f"host:{lb.host_info()['hostname']}")
+                               source=f"host:{lb.host_info()['hostname']}", rounds=rounds)
     except lb.BenchError as e:
         raise UserError(str(e)) from None
     finally:

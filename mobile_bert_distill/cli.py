@@ -23,6 +23,28 @@ def _quiet_tensorflow():
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
 
 
+def _import_tensorflow_quietly():
+    """Import TensorFlow with its start-up chatter (oneDNN, CUDA probing) kept off the terminal.
+
+    Set ``MBD_VERBOSE=1`` to see it. Verbs that must not import TensorFlow set
+    ``light=True`` in their parser defaults.
+    """
+    if os.environ.get("MBD_VERBOSE") or "tensorflow" in sys.modules:
+        return
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        try:
+            import tensorflow  # noqa: F401
+        except ImportError:
+            pass
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def build_parser():
     from mobile_bert_distill import commands
 
@@ -49,6 +71,8 @@ def main(argv=None):
     _quiet_tensorflow()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not getattr(args, "light", False):
+        _import_tensorflow_quietly()
     try:
         result = args.func(args)
     except UserError as e:

@@ -87,6 +87,9 @@ _FALLBACK_HINT = "pass your own text instead with --corpus YOUR.txt (UTF-8, one 
 
 # ====================================================================== text
 _WS = re.compile(r"\s+")
+# control characters become spaces; invisible format characters (soft hyphen, zero-width, bidi marks) go
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_INVISIBLE = re.compile("[\xad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\ufffe\uffff]")
 
 
 def clean_line(text):
@@ -95,9 +98,10 @@ def clean_line(text):
     >>> clean_line("caf\\u0065\\u0301\\x00 ok")
     'café ok'
     """
-    text = unicodedata.normalize("NFC", text)
-    text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text)
-    return _WS.sub(" ", text).strip()
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
+        text = _INVISIBLE.sub("", text)
+    return _WS.sub(" ", _CONTROL.sub(" ", text)).strip()
 
 
 def is_prose(line, min_chars=MIN_CHARS, min_words=MIN_WORDS):
@@ -120,6 +124,8 @@ _WN_ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")
 
 
 def _split_outside_quotes(text, sep=";"):
+    if '"' not in text:
+        return [p.strip() for p in text.split(sep) if p.strip()]
     parts, buf, quoted = [], [], False
     for ch in text:
         if ch == '"':
@@ -556,6 +562,7 @@ def parse_rst(text):
 # ==================================================================== jargon
 _JARGON_HEAD = re.compile(r"^:[^:]+:")
 _JARGON_LABEL = re.compile(r"^\[([^\]]*)\]\s*")
+_JARGON_POS = re.compile(r"^(?:(?:n|v|vt|vi|adj|adv|interj|excl|prep|pron|conj|abbrev|pl)\.,?\s+)+")
 
 
 def parse_jargon(text):
@@ -583,7 +590,7 @@ def parse_jargon(text):
         if (ind == 3 and not _JARGON_HEAD.match(s0)) or (3 <= ind <= 6 and bullet):
             t = clean_line(" ".join(b.strip() for b in block))
             t = t.lstrip("\u2022 ")
-            t = re.sub(r"^\d{1,2}\.\s+", "", t)
+            t = _JARGON_POS.sub("", re.sub(r"^\d{1,2}\.\s+", "", t))
             m = _JARGON_LABEL.match(t)
             if m:
                 label = m.group(1)

@@ -520,8 +520,8 @@ def report_path(model_path):
 # --------------------------------------------------------------------------
 # student presets and corpora
 # --------------------------------------------------------------------------
-def load_student(student_dir):
-    """Load the ``BertMaskedLM`` preset ``mbd distill`` writes; return ``(model, vocab_path)``."""
+def check_student_dir(student_dir):
+    """Raise :class:`UserError` unless ``student_dir`` looks like a keras-hub preset."""
     student_dir = str(student_dir)
     if not os.path.isdir(student_dir):
         raise UserError(f"student directory not found: {student_dir}")
@@ -529,7 +529,13 @@ def load_student(student_dir):
         if not os.path.isfile(os.path.join(student_dir, required)):
             raise UserError(f"{student_dir} is not a keras-hub preset (no {required}); "
                             "pass the student/ folder that `mbd distill` writes")
-    vocab_path = find_preset_vocab(student_dir)
+    return find_preset_vocab(student_dir)
+
+
+def load_student(student_dir):
+    """Load the ``BertMaskedLM`` preset ``mbd distill`` writes; return ``(model, vocab_path)``."""
+    student_dir = str(student_dir)
+    vocab_path = check_student_dir(student_dir)
     _quiet_tf()
     import keras_hub
 
@@ -625,6 +631,7 @@ def export_student(student_dir, out_path, *, task="mlm", quantization="int8", se
         raise UserError(f"--quantization must be one of {', '.join(QUANTIZATIONS)}")
     if task not in TASKS:
         raise UserError(f"--task must be one of {', '.join(TASKS)}")
+    check_student_dir(student_dir)
     if quantization == "int8" and calibration_corpus is None:
         raise UserError("int8 needs --calibration-corpus (a text file): it calibrates on real sentences")
     if android_assets is not None and task != "mlm":

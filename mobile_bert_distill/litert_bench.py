@@ -476,8 +476,24 @@ def _rss_now_mb():
 
 
 def _peak_rss_mb():
+    """Peak RSS of this process image: ``VmHWM`` (reset by exec, unlike ``ru_maxrss``,
+    which a worker would inherit from the large parent that forked it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def _load_avg():
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
 
 
 def litert_version():
@@ -521,6 +537,7 @@ def measure(path, seq_len, threads, runs, warmup, *, seed=0, graph=None):
 
     graph = graph or Graph.from_file(path)
     check_settings(graph, seq_len, threads, runs, warmup)
+    load_before = _load_avg()
     rss_before = _rss_now_mb()
     try:
         interp = Interpreter(model_path=path, num_threads=threads)
@@ -548,6 +565,8 @@ def measure(path, seq_len, threads, runs, warmup, *, seed=0, graph=None):
         "runs": int(runs),
         "warmup": int(warmup),
         "latency_ms": latency_stats(times),
+        "samples_ms": [round(t * 1e3, 4) for t in times],
+        "load_avg_1m": [load_before, _load_avg()],
         "peak_rss_mb": round(peak, 2),
         "rss_increase_mb": round(peak - rss_before, 2) if rss_before is not None else None,
         "xnnpack_partitions": parts["partitions"],
@@ -671,16 +690,38 @@ def plan(models, seq_lens, threads, runs, warmup):
     return jobs, graphs
 
 
+def _combine(records):
+    """One record from the same setting measured in several rounds (all samples pooled)."""
+    first = dict(records[0])
+    samples = [x for r in records for x in r["samples_ms"]]
+    first["latency_ms"] = latency_stats([x / 1e3 for x in samples])
+    first["samples_ms"] = samples
+    first["runs"] = len(samples)
+    first["rounds"] = len(records)
+    first["peak_rss_mb"] = max(r["peak_rss_mb"] for r in records)
+    incs = [r["rss_increase_mb"] for r in records if r["rss_increase_mb"] is not None]
+    first["rss_increase_mb"] = max(incs) if incs else None
+    loads = [x for r in records for x in r["load_avg_1m"] if x is not None]
+    first["load_avg_1m"] = [min(loads), max(loads)] if loads else [None, None]
+    return first
+
+
 def run_benchmark(models, seq_lens, threads, runs, warmup, *, tool, seed=0, isolate=True,
-                  progress=None, done=None, source=None):
+                  progress=None, done=None, source=None, rounds=1):
     """Measure every job and return the results document.
 
-    ``progress(label, path, seq, threads)`` is called before each measurement
-    and ``done(record)`` after it.
+    With ``rounds > 1`` the whole job list is measured that many times in turn
+    (each round ``runs`` timed runs) and the samples are pooled, so that a
+    burst of load from other processes is shared by all models instead of
+    landing on one. ``progress(label, path, seq, threads)`` is called before
+    each measurement and ``done(record)`` after it.
     """
+    if rounds < 1:
+        raise BenchError(f"rounds must be >= 1, got {rounds}")
     jobs, graphs = plan(models, seq_lens, threads, runs, warmup)
     doc = new_document(tool, {"seq_lens": list(seq_lens), "threads": list(threads), "runs": runs,
-                              "warmup": warmup, "seed": seed, "isolated_processes": bool(isolate),
+                              "warmup": warmup, "rounds": rounds, "seed": seed,
+                              "isolated_processes": bool(isolate),
                               "inputs": "valid ids from the vocabulary, real length in "
                                         "[0.75*seq, seq], padding after"})
     seen = set()
@@ -691,19 +732,24 @@ def run_benchmark(models, seq_lens, threads, runs, warmup, *, tool, seed=0, isol
                 rec = model_record(p, label=label)
                 rec["source"] = source
                 doc["models"].append(rec)
+    measured = {}
+    for r in range(rounds):
+        for label, path, s, t in jobs:
+            if progress:
+                progress(label, path, s, t)
+            if isolate:
+                rec = measure_isolated(path, s, t, runs, warmup, seed + r)
+            else:
+                rec = measure(path, s, t, runs, warmup, seed=seed + r, graph=graphs[path])
+            measured.setdefault((label, path, s, t), []).append(rec)
+            if done:
+                done(rec)
     for label, path, s, t in jobs:
-        if progress:
-            progress(label, path, s, t)
-        if isolate:
-            rec = measure_isolated(path, s, t, runs, warmup, seed)
-        else:
-            rec = measure(path, s, t, runs, warmup, seed=seed, graph=graphs[path])
+        rec = _combine(measured[(label, path, s, t)])
         rec["model"] = label
         rec["sha256"] = next(m["sha256"] for m in doc["models"] if m["path"] == os.path.abspath(path))
         rec["source"] = source
         doc["results"].append(rec)
-        if done:
-            done(rec)
     return doc
 
 
@@ -753,6 +799,9 @@ def build_parser():
     p.add_argument("--threads", default="1", help="comma-separated thread counts (default 1)")
     p.add_argument("--runs", type=int, default=50, help="timed runs per setting (default 50)")
     p.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs (default 5)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure the whole list this many times in turn and pool the samples "
+                        "(shares bursts of background load fairly between models)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.add_argument("--source", default=None, help="name of this device in the report (default: hostname)")
     p.add_argument("--no-isolate", action="store_true",
@@ -781,7 +830,8 @@ def main(argv=None):
             print(f"[on_device_bench] {label} seq={s} threads={t}", file=sys.stderr, flush=True)
 
         doc = run_benchmark(models, seqs, threads, args.runs, args.warmup, tool="on_device_bench.py",
-                            seed=args.seed, isolate=not args.no_isolate, progress=progress, source=source)
+                            seed=args.seed, isolate=not args.no_isolate, progress=progress, source=source,
+                            rounds=args.rounds)
     except BenchError as e:
         print(f"on_device_bench.py: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -37,11 +37,12 @@ def test_each_mode_loads_with_named_io(art, mode):
 
 def test_sizes_shrink_with_quantization(art):
     size = {m: art["reports"][m]["size_bytes"] for m in ("float32", "float16", "dynamic", "int8")}
-    assert size["float16"] < size["float32"]
-    assert size["int8"] < size["float16"]
-    # dynamic-range leaves tensors under 1024 elements float: only the
-    # 200 x 16 embedding is int8 in this tiny model
-    assert size["dynamic"] < size["float32"]
+    # in a 16-d model the graph itself is a large part of the file, so only
+    # the ordering against float32 is meaningful; dynamic-range also leaves
+    # tensors under 1024 elements float (only the 200 x 16 embedding is int8)
+    assert size["float16"] < 0.8 * size["float32"]
+    assert size["int8"] < 0.8 * size["float32"]
+    assert size["dynamic"] < 0.8 * size["float32"]
 
 
 def test_float32_matches_keras_logits(art):
@@ -136,22 +137,23 @@ def test_graph_options_reproduce_keras_forward(art):
 
 
 def test_too_large_fails_and_writes_nothing(art, tmp_path):
-    from mobile_bert_distill.export import export_student
+    from mobile_bert_distill.export import export_keras_model
 
     out = tmp_path / "big.tflite"
     with pytest.raises(UserError, match="over --max-size-mb"):
-        export_student(art["student"], str(out), quantization="float32", seq_len=SEQ_LEN, max_size_mb=0.001)
+        export_keras_model(art["keras_model"], str(out), quantization="float32", seq_len=SEQ_LEN,
+                           max_size_mb=0.001)
     assert not out.exists() and not (tmp_path / "big.report.json").exists()
     assert os.listdir(tmp_path) == []
 
 
 def test_low_parity_fails_and_writes_nothing(art, tmp_path):
-    from mobile_bert_distill.export import export_student
+    from mobile_bert_distill.export import export_keras_model
 
     out = tmp_path / "p.tflite"
     with pytest.raises(UserError, match="below --min-agreement"):
-        export_student(art["student"], str(out), quantization="dynamic", seq_len=SEQ_LEN,
-                       calibration_corpus=art["corpus"], num_parity=16, min_agreement=1.01)
+        export_keras_model(art["keras_model"], str(out), quantization="float16", seq_len=SEQ_LEN,
+                           num_parity=16, min_agreement=1.01)
     assert os.listdir(tmp_path) == []
 
 

@@ -236,3 +236,37 @@ def test_teacher_prep_mode_trains_teacher_only(tiny_config):
     assert "l_ce_student" not in logs and "teacher_acc_tvocab" in logs
     assert logs["loss"] == pytest.approx(logs["l_ce_teacher"], rel=1e-5)
     assert np.mean(losses[-8:]) < 0.95 * np.mean(losses[:8]), losses
+
+
+def test_teacher_from_preset_dir_and_from_teacher_checkpoint(tiny_config, tiny_data, tmp_path):
+    """teacher.source may be a keras-hub preset directory or a teacher checkpoint of an earlier run."""
+    from mobile_bert_distill.teacher import random_teacher
+    from mobile_bert_distill.text import load_vocab
+
+    vocab = load_vocab(tiny_data["teacher_vocab"])
+    backbone, tokenizer = random_teacher(vocab, num_layers=2, hidden_dim=32, num_heads=2, intermediate_dim=64)
+    preset = tmp_path / "preset"
+    backbone.save_to_preset(str(preset))
+    tokenizer.save_to_preset(str(preset))
+    cfg = tiny_config("dual+down")
+    cfg["teacher"] = dict(cfg["teacher"], random=None, source=str(preset))
+    run = build_run(cfg)
+    assert run.teacher_vocab == vocab
+    np.testing.assert_allclose(run.teacher_backbone.token_embedding.embeddings.numpy(),
+                               backbone.token_embedding.embeddings.numpy())
+    before = run.teacher.up_projection.kernel.numpy().copy()
+    run.distiller.train_on_batch(run.maker(0))
+    assert not np.allclose(before, run.teacher.up_projection.kernel.numpy())  # the step moved it
+    ckpt = tmp_path / "teacher"
+    run.teacher.save(str(ckpt), run.teacher_tokenizer, run.student_vocab)
+
+    cfg2 = tiny_config("dual")
+    cfg2["teacher"] = dict(cfg2["teacher"], random=None, source=str(ckpt))
+    run2 = build_run(cfg2)
+    for a, b in ((run.teacher.teacher_head, run2.teacher.teacher_head),
+                 (run.teacher.student_head, run2.teacher.student_head),
+                 (run.teacher.up_projection, run2.teacher.up_projection)):
+        for wa, wb in zip(a.weights, b.weights):
+            if wa.path.endswith("token_embedding/embeddings") or "student" in wa.path and "embeddings" in wa.path:
+                continue
+            np.testing.assert_allclose(wa.numpy(), wb.numpy(), err_msg=wa.path)

@@ -76,6 +76,9 @@ def register(subparsers):
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-isolate", action="store_true",
                    help="measure in one process (faster; peak RSS then covers every model)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure the whole list this many times in turn, pooling the samples "
+                        "(shares bursts of background load fairly between models; default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.set_defaults(func=run)
 
@@ -93,6 +96,8 @@ def run(args):
         raise UserError(f"--runs must be >= 1, got {args.runs}")
     if args.warmup < 0:
         raise UserError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.rounds < 1:
+        raise UserError(f"--rounds must be >= 1, got {args.rounds}")
     if args.adb_script:
         if not args.models:
             raise UserError("--adb-script needs --models")
@@ -111,7 +116,7 @@ def run(args):
         models=args.models, baseline=args.baseline, seq_lens=seqs, threads=threads, runs=args.runs,
         warmup=args.warmup, out=args.out, merge_files=args.merge, cache_dir=args.cache_dir,
         baseline_quantization=quants, baseline_task=args.baseline_task, isolate=not args.no_isolate,
-        profile=args.profile, plots=not args.no_plots, seed=args.seed,
+        profile=args.profile, plots=not args.no_plots, seed=args.seed, rounds=args.rounds,
     )
     from mobile_bert_distill.report import comparison_rows
 
