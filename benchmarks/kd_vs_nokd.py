@@ -80,8 +80,8 @@ def main(argv=None):
         student_vocab = os.path.join(sv_dir, "vocab.txt")
 
     quick = args.quick
-    steps = args.steps or (150 if quick else 2000)
-    prep_steps = args.prep_steps or (300 if quick else 2000)
+    steps = args.steps or (600 if quick else 2000)
+    prep_steps = args.prep_steps or (1500 if quick else 2000)
     seq_len = 32 if quick else 128
     base = {
         "data": {"corpus": [train], "heldout": held, "student_vocab": student_vocab, "seq_len": seq_len,
@@ -90,7 +90,7 @@ def main(argv=None):
                     "dropout": 0.0 if quick else 0.1},
         "dual": {"p_dt": args.p_dt},
         "loss": {"epsilon": args.epsilon},
-        "train": {"steps": steps, "batch_size": 32, "learning_rate": 5e-3 if quick else 1e-3,
+        "train": {"steps": steps, "batch_size": 32, "learning_rate": 1e-2 if quick else 1e-3,
                   "warmup_steps": steps // 10, "log_every": steps // 10 if steps >= 10 else steps,
                   "eval_every": (steps // 5) // max(steps // 10, 1) * max(steps // 10, 1) if steps >= 10 else 0,
                   "checkpoint_every": steps, "keep_checkpoints": 1},
@@ -98,8 +98,8 @@ def main(argv=None):
     if args.teacher:
         teacher_cfg = {"source": args.teacher}
     else:
-        teacher_cfg = {"random": {"vocabulary": teacher_vocab, "num_layers": 2, "hidden_dim": 128,
-                                  "num_heads": 4, "intermediate_dim": 256}, "dropout": 0.0}
+        teacher_cfg = {"random": {"vocabulary": teacher_vocab, "num_layers": 2, "hidden_dim": 64,
+                                  "num_heads": 4, "intermediate_dim": 128}, "dropout": 0.0}
 
     # --- 1. teacher preparation (cached)
     prep_dir = os.path.join(out, "teacher_prep")

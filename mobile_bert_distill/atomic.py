@@ -91,15 +91,24 @@ def atomic_dir(path, overwrite=False):
     tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=".partial", dir=parent)
     try:
         yield tmp
-        if os.path.exists(path):
-            if not overwrite:
-                raise FileExistsError(path)
-            old = tmp + ".old"
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        if os.path.exists(path) and not overwrite:
+            raise FileExistsError(path)
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_dir(src, dst):
+    """Move the finished directory ``src`` onto ``dst``, replacing an existing ``dst``.
+
+    The old ``dst`` is first renamed aside, so ``dst`` is never half-deleted.
+    """
+    if os.path.exists(dst):
+        old = dst.rstrip(os.sep) + ".old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)

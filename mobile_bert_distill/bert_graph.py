@@ -232,7 +232,8 @@ class ExportBert:
             tf.TensorSpec([self.batch_size, self.seq_len], tf.int32, name=n)
             for n in ("input_ids", "segment_ids", "padding_mask")
         ]
-        module.serve = tf.function(self._forward, input_signature=spec)
+        # autograph off: the forward is straight-line Python (a loop over layers)
+        module.serve = tf.function(self._forward, input_signature=spec, autograph=False)
         self.module = module
 
     @classmethod

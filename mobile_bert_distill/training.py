@@ -23,7 +23,7 @@ import numpy as np
 from mobile_bert_distill import config as config_lib
 from mobile_bert_distill import text
 from mobile_bert_distill.checkpoints import Checkpointer
-from mobile_bert_distill.atomic import atomic_write_json, atomic_write_text
+from mobile_bert_distill.atomic import atomic_write_json, atomic_write_text, replace_dir
 from mobile_bert_distill.errors import UserError
 
 KILL_ENV = "MBD_TEST_KILL_AFTER_STEP"  # tests: SIGKILL the process after this step's checkpoint
@@ -336,11 +336,11 @@ def _distill(run, cfg, staging, out_dir, strategy, precision, progress, log):
     run.student.backbone.pooled_dense.trainable = True
     if cfg["mode"] != "teacher":  # teacher preparation writes the teacher alone
         run.student.save_to_preset(os.path.join(staging, "student.tmp"))
-        _replace(os.path.join(staging, "student.tmp"), os.path.join(staging, "student"))
+        replace_dir(os.path.join(staging, "student.tmp"), os.path.join(staging, "student"))
     if run.teacher is not None:
         run.teacher_backbone.pooled_dense.trainable = True
         run.teacher.save(os.path.join(staging, "teacher.tmp"), run.teacher_tokenizer, run.student_vocab)
-        _replace(os.path.join(staging, "teacher.tmp"), os.path.join(staging, "teacher"))
+        replace_dir(os.path.join(staging, "teacher.tmp"), os.path.join(staging, "teacher"))
     summary = {
         "mode": cfg["mode"],
         "steps": total,
@@ -354,18 +354,6 @@ def _distill(run, cfg, staging, out_dir, strategy, precision, progress, log):
     }
     atomic_write_json(os.path.join(staging, "summary.json"), summary)
     shutil.rmtree(os.path.join(staging, "cache"), ignore_errors=True)
-    if os.path.exists(out_dir):
-        old = out_dir + ".old"
-        os.replace(out_dir, old)
-        os.replace(staging, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, out_dir)
+    replace_dir(staging, out_dir)
     log(f"wrote {out_dir}")
     return summary
-
-
-def _replace(src, dst):
-    if os.path.exists(dst):
-        shutil.rmtree(dst)
-    os.replace(src, dst)

