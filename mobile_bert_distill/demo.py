@@ -76,7 +76,8 @@ def main(argv=None):
                      f"data.student_vocab={os.path.join(sv, 'vocab.txt')}",
                      f"teacher.random.vocabulary={os.path.join(tv, 'vocab.txt')}"]
         if args.steps:
-            overrides.append(f"train.steps={args.steps}")
+            overrides += [f"train.steps={args.steps}", f"train.log_every={args.steps}", "train.eval_every=0",
+                          f"train.checkpoint_every={args.steps}", "train.warmup_steps=0"]
         runs = {}
         for mode in ("nokd", "dual+up"):
             cfg = config_lib.resolve(raw, overrides + [f"mode={mode}"], base_dir=base)
