@@ -42,12 +42,13 @@ def default_cache_dir():
 
 
 def default_quantization():
-    """The export's default quantized mode (``export.DEFAULT_QUANTIZATION``; ``dynamic`` if unset)."""
+    """The kit's default quantized mode: ``export.DEFAULT_QUANTIZATION`` when the exporter
+    defines it, else ``int8`` (the default of ``mbd export --quantization``)."""
     try:
         from mobile_bert_distill import export
     except ImportError:
-        return "dynamic"
-    return getattr(export, "DEFAULT_QUANTIZATION", "dynamic")
+        return "int8"
+    return getattr(export, "DEFAULT_QUANTIZATION", "int8")
 
 
 # --------------------------------------------------------------------------
@@ -274,6 +275,8 @@ def run_bench(models=(), baseline=None, seq_lens=(128,), threads=(1,), runs=50, 
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     _check_out_dir(out)
+    if rounds < 1:
+        raise UserError(f"--rounds must be >= 1, got {rounds}")
     architectures = dict(architectures or {})
     boards = [load_document(p) for p in merge_files]
     try:
@@ -315,8 +318,6 @@ def run_bench(models=(), baseline=None, seq_lens=(128,), threads=(1,), runs=50, 
             specs.append((label, paths))
             baseline_files[label] = paths
 
-    if rounds < 1:
-        raise UserError(f"--rounds must be >= 1, got {rounds}")
     bar = _progress(rounds * len(lb.plan(specs, seq_lens, threads, runs, warmup)[0]), show_progress)
 
     def progress(label, path, s, t):

@@ -35,7 +35,7 @@ class TokenizedCorpus:
     @classmethod
     def from_lines(cls, lines, word_lists=None):
         if word_lists is None:
-            word_lists = text.pretokenize(list(lines))
+            word_lists = text.pretokenize(list(lines), progress=True)
         index = {LINE_BREAK: 0}
         words = [LINE_BREAK]
         stream, starts = [], []

@@ -235,7 +235,7 @@ _GCIDE_FORM = re.compile(r"\\[^\\\s][^\\]*\\")  # \\Ab"a*tis\\: a headword form 
 _GCIDE_SENSE = re.compile(r"^\d{1,2}\.\s+")
 # "--Shak." after a quotation: up to the next quotation mark or the end of the paragraph
 # "--Shak." after a quotation: up to the next quotation, lettered sub-sense or the end of the paragraph
-_ATTRIBUTION = re.compile(r"\s*--\s?[A-Z0-9][^\"\u201c]{0,150}?(?=\s*[\"\u201c]|\s\([a-z]\)\s|$)")
+_ATTRIBUTION = re.compile(r"\s*--[A-Z0-9][^\"\u201c]{0,150}?(?=\s*[\"\u201c]|\s\([a-z]\)\s|$)")
 _SYLLABLES = re.compile(r"\S*\w[*`\"]\w\S*")  # Ad*min"is*tra`tive*ly: a form with syllable marks
 
 
@@ -260,20 +260,36 @@ def gcide_text(s):
     >>> gcide_text("A small {caf['e]}; an [ae]on. [Obs.] [1913 Webster]")
     'A small café; an æon.'
     """
-    s = _ATTRIBUTION.sub("", _GCIDE_FORM.sub("", s))
-    s = _GCIDE_CODE.sub(_gcide_code, s)
-    prev = None
-    while prev != s:  # innermost brackets first: etymologies may nest
-        prev, s = s, re.sub(r"\[[^\[\]]*\]", "", s)
-    s = re.sub(r"\([^()\s]*[*`][^()\s]*\)", "", s)  # a pronunciation such as (ab`ar*tik)
-    s = re.sub(r"[{}\[\]]", "", s)
+    if "\\" in s:
+        s = _GCIDE_FORM.sub("", s)
+    if "--" in s:
+        s = _ATTRIBUTION.sub("", s)
+    if "[" in s:
+        s = _GCIDE_CODE.sub(_gcide_code, s)
+        prev = None
+        while prev != s:  # innermost brackets first: etymologies may nest
+            prev, s = s, _BRACKETED.sub("", s)
+    if "*" in s or "`" in s:
+        s = _PRONUNCIATION.sub("", s)
+    if "{" in s or "[" in s or "]" in s:
+        s = _BRACES.sub("", s)
     # run-on derivatives at the end of a sense: "... — Ad*min"is*tra`tive*ly, adv."
-    pieces = re.split(r"\s+(?:--|—)\s+", s)
-    s = " — ".join(p for i, p in enumerate(pieces) if i == 0 or not _SYLLABLES.match(p))
-    s = _SYLLABLES.sub("", s).replace("\\", " ")
-    s = re.sub(r"\s*\.\s*\.\s*\.(\s*\.)*", " ...", s)  # ". . ." ellipses
-    s = re.sub(r";\s*--\s*", "; — ", s)
+    if "--" in s or "\u2014" in s:
+        pieces = _DASH_SPLIT.split(s)
+        s = " \u2014 ".join(p for i, p in enumerate(pieces) if i == 0 or not _SYLLABLES.match(p))
+    if "*" in s or "`" in s or '"' in s:
+        s = _SYLLABLES.sub("", s)
+    s = s.replace("\\", " ")
+    if ". ." in s:
+        s = _SPACED_ELLIPSIS.sub(" ...", s)
     return _tidy_punct(clean_line(s))
+
+
+_BRACKETED = re.compile(r"\[[^\[\]]*\]")
+_PRONUNCIATION = re.compile(r"\([^()\s]*[*`][^()\s]*\)")  # a pronunciation such as (ab`ar*tik)
+_BRACES = re.compile(r"[{}\[\]]")
+_DASH_SPLIT = re.compile(r"\s+(?:--|\u2014)\s+|;\s*--\s*")
+_SPACED_ELLIPSIS = re.compile(r"\s*\.\s*\.\s*\.(\s*\.)*")
 
 
 def _gcide_header_end(lines, max_lines=8):
@@ -497,9 +513,12 @@ def rst_inline(text):
     return _tidy_punct(clean_line("".join(out)))
 
 
+_SPACE_BEFORE_PUNCT = re.compile(r"\s+([,;:.!?])(?=\s|$)")
+
+
 def _tidy_punct(text):
     """Remove the space that markup removal can leave before a punctuation mark."""
-    return re.sub(r"\s+([,;:.!?])(?=\s|$)", r"\1", text)
+    return _SPACE_BEFORE_PUNCT.sub(r"\1", text) if " " in text else text
 
 
 def parse_rst(text):
@@ -638,7 +657,8 @@ def parse_jargon(text):
             m = _JARGON_LABEL.match(t)
             if m:
                 label = m.group(1)
-                t = t[m.end():] if len(label.split()) <= 3 else label + ". " + t[m.end():]
+                rest = t[m.end():]
+                t = rest if len(label.split()) <= 3 else (f"{label}. {rest}" if rest else label)
             t = t.replace("{", "").replace("}", "").strip()
             if t:
                 out.append(t)
@@ -777,7 +797,12 @@ def fetch_package(cache_dir, candidates, apt, log=print):
 
 # ========================================================= per-source readers
 def _find(root, pattern):
-    return sorted(glob.glob(os.path.join(root, pattern), recursive=True))
+    """Files under ``root`` matching ``pattern``, each once (packages link directories to each other)."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(root, pattern), recursive=True)):
+        if os.path.isfile(path):
+            found.setdefault(os.path.realpath(path), path)
+    return sorted(found.values())
 
 
 def _read_text(path):

@@ -65,14 +65,17 @@ def _recipes():
     return {
         # int8 everywhere except SOFTMAX and RSQRT, which XNNPACK has no int8
         # kernel for: kept float inside the delegate (one partition).
+        # The logits projection writes float output (int8 GEMM, no 8-bit
+        # requantization of the logits).
         "xnnpack": {"graph": "friendly", "graph_options": friendly_int8,
-                    "float_ops": ("SOFTMAX", "RSQRT"), "xnnpack_fixups": True, "share_embedding": True},
+                    "float_ops": ("SOFTMAX", "RSQRT"), "xnnpack_fixups": True, "share_embedding": True,
+                    "float_logits": True},
         # every op int8; SOFTMAX/RSQRT/GELU run on the built-in kernels.
         "strict": {"graph": "friendly", "graph_options": friendly_int8,
-                   "float_ops": (), "xnnpack_fixups": True, "share_embedding": True},
+                   "float_ops": (), "xnnpack_fixups": True, "share_embedding": True, "float_logits": False},
         # the stock Keras graph, converted as is.
         "naive": {"graph": "keras", "graph_options": None,
-                  "float_ops": (), "xnnpack_fixups": False, "share_embedding": False},
+                  "float_ops": (), "xnnpack_fixups": False, "share_embedding": False, "float_logits": False},
     }
 
 
@@ -186,7 +189,7 @@ def _friendly_saved_model(model, task, seq_len, batch_size, directory, options):
 
 def convert(model, *, task="mlm", quantization="float32", seq_len=128, batch_size=1,
             calibration_feeds=None, graph="friendly", graph_options=None, float_ops=(),
-            float_nodes=(), xnnpack_fixups=True, share_embedding=True):
+            float_nodes=(), xnnpack_fixups=True, share_embedding=True, float_logits=False):
     """Convert ``model`` to TFLite flatbuffer bytes (no file is written).
 
     ``calibration_feeds`` (dict of ``[N, S]`` int32 arrays) is required for
@@ -195,7 +198,9 @@ def convert(model, *, task="mlm", quantization="float32", seq_len=128, batch_siz
     quantization through TFLite's quantization debugger). ``xnnpack_fixups``
     applies :func:`~mobile_bert_distill.quantization.fix_int8_for_xnnpack`
     to int8 models, ``share_embedding``
-    :func:`~mobile_bert_distill.quantization.share_tied_embedding`.
+    :func:`~mobile_bert_distill.quantization.share_tied_embedding`,
+    ``float_logits``
+    :func:`~mobile_bert_distill.quantization.float_output_projection`.
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {quantization!r}")
@@ -248,8 +253,64 @@ def convert(model, *, task="mlm", quantization="float32", seq_len=128, batch_siz
                 flat, _ = q.fix_int8_for_xnnpack(flat)
             if share_embedding and task == "mlm":
                 flat, _ = q.share_tied_embedding(flat)
+            if float_logits and task == "mlm":
+                flat, _ = q.float_output_projection(flat)
             return flat
         return bytes(converter.convert())
+
+
+def layer_sensitivity(model, *, task="mlm", seq_len=128, calibration_feeds, recipe="xnnpack",
+                      num_samples=16):
+    """Per-op quantization error of an int8 recipe (Q-BERT-style sensitivity).
+
+    Runs TFLite's quantization debugger: every quantized op's output is
+    compared with the float op fed the same (dequantized) inputs. Returns a
+    list of ``{"tensor", "op", "rmse_over_scale"}`` sorted worst first;
+    ``rmse/scale`` is the error in units of the op's own quantization step
+    (about 0.29 is pure rounding, larger means the op is sensitive). The
+    ``tensor`` names can be passed as ``float_nodes`` to keep those ops float.
+    """
+    import csv
+    import io
+
+    tf = _quiet_tf()
+    chosen = _recipes()[recipe]
+    feeds = calibration_feeds
+    n = len(feeds["input_ids"])
+
+    def representative():
+        for i in range(n):
+            yield {k: feeds[k][i : i + 1] for k in INPUT_NAMES}
+
+    order = []  # the debugger feeds inputs positionally, in the model file's order
+
+    def debug_data():
+        for i in range(min(num_samples, n)):
+            yield [feeds[k][i : i + 1] for k in order]
+
+    with tempfile.TemporaryDirectory(prefix="mbd-sens-") as tmp:
+        saved = os.path.join(tmp, "saved_model")
+        _friendly_saved_model(model, task, seq_len, 1, saved, chosen["graph_options"])
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        options = tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_ops=list(chosen["float_ops"]) or None)
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=debug_data, debug_options=options)
+        for d in debugger._quant_interpreter.get_input_details():
+            order.append(next(k for k in INPUT_NAMES if k in d["name"]))
+        debugger.run()
+        buf = io.StringIO()
+        debugger.layer_statistics_dump(buf)
+    rows = []
+    for r in csv.DictReader(io.StringIO(buf.getvalue())):
+        scale = float(r.get("scale") or 0)
+        mse = float(r.get("mean_squared_error") or 0)
+        if scale > 0:
+            rows.append({"tensor": r["tensor_name"], "op": r["op_name"],
+                         "rmse_over_scale": float(np.sqrt(mse) / scale)})
+    return sorted(rows, key=lambda r: -r["rmse_over_scale"])
 
 
 # --------------------------------------------------------------------------
@@ -372,7 +433,7 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
                        batch_size=1, calibration_sequences=None, parity_sequences=None,
                        parity_labels=None, num_calibration=128, num_parity=64, recipe=None,
                        graph=None, graph_options=None, float_ops=None, float_nodes=(),
-                       xnnpack_fixups=None, share_embedding=None, max_size_mb=None,
+                       xnnpack_fixups=None, share_embedding=None, float_logits=None, max_size_mb=None,
                        min_agreement=None, write_report=True, seed=0, extra_report=None):
     """Export an in-memory keras-hub ``BertMaskedLM``/``BertBackbone`` to ``out_path``.
 
@@ -395,8 +456,8 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
         graph: ``"friendly"`` (re-expressed graph) or ``"keras"`` (stock).
         graph_options: :class:`~mobile_bert_distill.bert_graph.GraphOptions`.
         float_ops, float_nodes: ops/tensors kept float in an int8 model.
-        xnnpack_fixups, share_embedding: the int8 flatbuffer passes of
-            :mod:`mobile_bert_distill.quantization`.
+        xnnpack_fixups, share_embedding, float_logits: the int8 flatbuffer
+            passes of :mod:`mobile_bert_distill.quantization`.
         max_size_mb, min_agreement: raise :class:`UserError` (nothing written)
             when the file is larger, or parity lower.
 
@@ -421,9 +482,10 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
     else:
         recipe = None
         chosen = {"graph": "friendly", "graph_options": GraphOptions(), "float_ops": (),
-                  "xnnpack_fixups": False, "share_embedding": False}
+                  "xnnpack_fixups": False, "share_embedding": False, "float_logits": False}
     for key, value in (("graph", graph), ("graph_options", graph_options), ("float_ops", float_ops),
-                       ("xnnpack_fixups", xnnpack_fixups), ("share_embedding", share_embedding)):
+                       ("xnnpack_fixups", xnnpack_fixups), ("share_embedding", share_embedding),
+                       ("float_logits", float_logits)):
         if value is not None:
             chosen[key] = value
     graph, graph_options, float_ops = chosen["graph"], chosen["graph_options"], tuple(chosen["float_ops"])
@@ -456,7 +518,7 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
                    batch_size=batch_size, calibration_feeds=calib if quantization == "int8" else None,
                    graph=graph, graph_options=graph_options, float_ops=float_ops,
                    float_nodes=float_nodes, xnnpack_fixups=chosen["xnnpack_fixups"],
-                   share_embedding=chosen["share_embedding"])
+                   share_embedding=chosen["share_embedding"], float_logits=chosen["float_logits"])
     convert_s = time.perf_counter() - t0
     size = len(flat)
     if max_size_mb is not None and size > max_size_mb * 1e6:
@@ -484,6 +546,7 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
         "graph_options": graph_options.to_dict() if graph_options is not None and graph == "friendly" else None,
         "xnnpack_fixups": bool(chosen["xnnpack_fixups"]) if quantization == "int8" else None,
         "share_embedding": bool(chosen["share_embedding"]) if quantization == "int8" else None,
+        "float_logits": bool(chosen["float_logits"]) if quantization == "int8" else None,
         "float_ops": list(float_ops),
         "float_nodes": list(float_nodes),
         "seq_len": int(seq_len),

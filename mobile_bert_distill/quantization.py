@@ -212,3 +212,74 @@ def share_tied_embedding(model_bytes):
                 changes["shared_embedding_rows"] += int(table.shape[0])
                 break
     return bytes(fu.convert_object_to_bytearray(model)), changes
+
+
+def float_output_projection(model_bytes):
+    """Let the final ``FULLY_CONNECTED`` (the MLM logits) produce float output.
+
+    In a full-int8 graph the logits are requantized to 256 levels over their
+    whole range (~0.1 apart for a trained student) before the final
+    ``DEQUANTIZE``, so near-ties among the top candidates flip. This pass turns
+    that one op into a dynamic-range ("hybrid") ``FULLY_CONNECTED``: its int8
+    input is dequantized, XNNPACK re-quantizes it per row on the fly, the GEMM
+    still runs on the int8 weights, and it writes float32 logits directly
+    (the trailing ``DEQUANTIZE`` is removed). Returns ``(bytes, changes)``.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    model = fu.read_model_from_bytearray(bytearray(model_bytes))
+    names = _op_names(model)
+    changes = {"float_output_projections": 0}
+    dq_code = next((i for i, n in enumerate(names) if n == "DEQUANTIZE"), None)
+    if dq_code is None:
+        return bytes(model_bytes), changes
+    for graph in model.subgraphs:
+        tensors, ops = graph.tensors, graph.operators
+        outputs = {int(t) for t in graph.outputs}
+        consumers = {}
+        for op in ops:
+            for t in op.inputs:
+                consumers.setdefault(int(t), []).append(op)
+        for k, dq in enumerate(list(ops)):
+            if names[dq.opcodeIndex] != "DEQUANTIZE" or int(dq.outputs[0]) not in outputs:
+                continue
+            q_out = int(dq.inputs[0])
+            fc = next((op for op in ops if int(q_out) in [int(o) for o in op.outputs]), None)
+            if fc is None or names[fc.opcodeIndex] != "FULLY_CONNECTED" or len(consumers.get(q_out, [])) != 1:
+                continue
+            x_idx, w_idx = int(fc.inputs[0]), int(fc.inputs[1])
+            w_q = tensors[w_idx].quantization
+            if tensors[x_idx].type != schema.TensorType.INT8 or w_q is None or any(int(z) != 0 for z in w_q.zeroPoint):
+                continue
+            # float copy of the input, made by a new DEQUANTIZE in front of the FC
+            xf = schema.TensorT()
+            xf.shape = list(tensors[x_idx].shape)
+            xf.type = schema.TensorType.FLOAT32
+            xf.name = (tensors[x_idx].name or b"x") + b"/float"
+            xf.buffer = 0
+            tensors.append(xf)
+            xf_idx = len(tensors) - 1
+            new_dq = schema.OperatorT()
+            new_dq.opcodeIndex = dq_code
+            new_dq.inputs = [x_idx]
+            new_dq.outputs = [xf_idx]
+            # float bias
+            if len(fc.inputs) > 2 and int(fc.inputs[2]) >= 0:
+                b_t = tensors[int(fc.inputs[2])]
+                b_buf = model.buffers[b_t.buffer]
+                q = np.frombuffer(bytes(b_buf.data), dtype=np.int32).astype(np.float64)
+                real = (q * np.asarray(b_t.quantization.scale, np.float64)).astype(np.float32)
+                b_buf.data = np.frombuffer(real.tobytes(), np.uint8)
+                b_t.type = schema.TensorType.FLOAT32
+                b_t.quantization = None
+            fc.inputs[0] = xf_idx
+            fc.outputs[0] = int(dq.outputs[0])
+            if fc.builtinOptions is not None:
+                fc.builtinOptions.asymmetricQuantizeInputs = True
+            at = ops.index(fc)
+            ops.remove(dq)
+            ops.insert(at, new_dq)
+            changes["float_output_projections"] += 1
+            break
+    return bytes(fu.convert_object_to_bytearray(model)), changes

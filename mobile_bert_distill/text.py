@@ -108,10 +108,21 @@ def special_ids(tokens):
 
 # ------------------------------------------------------------ pretokenization
 def pretokenize(lines, batch_size=4096, progress=None):
-    """Split lines into words exactly as the student's keras-hub tokenizer does."""
+    """Split lines into words exactly as the student's keras-hub tokenizer does.
+
+    ``progress``: a tqdm-like object to update, or ``True`` for a bar of its
+    own on corpora of more than 20,000 lines.
+    """
     import tensorflow as tf
     from keras_hub.src.tokenizers.word_piece_tokenizer import pretokenize as kh_pretokenize
 
+    own_bar = None
+    if progress is True:
+        progress = None
+        if len(lines) > 20000:
+            from tqdm.auto import tqdm
+
+            progress = own_bar = tqdm(total=len(lines), desc="pre-tokenizing", unit="line", leave=False)
     out = []
     for start in range(0, len(lines), batch_size):
         chunk = tf.constant(lines[start : start + batch_size])
@@ -119,6 +130,8 @@ def pretokenize(lines, batch_size=4096, progress=None):
         out.extend([[w.decode("utf-8") for w in row] for row in words.to_list()])
         if progress is not None:
             progress.update(len(lines[start : start + batch_size]))
+    if own_bar is not None:
+        own_bar.close()
     return out
 
 

@@ -92,7 +92,7 @@ def build_vocab(corpus, out_dir, size=4928, teacher_vocab_path=None, skip_bad_li
             raise UserError(f"output directory exists and is not empty: {out_dir} (pass --overwrite)")
     lines = text.read_corpus(corpus, skip_bad_lines=skip_bad_lines, warn=log)
     log(f"read {len(lines):,} lines; pre-tokenizing")
-    words = text.pretokenize(lines)
+    words = text.pretokenize(lines, progress=True)
     log(f"learning a {size}-piece WordPiece vocabulary")
     tokens = learn_vocab(lines, size=size, words=words)
     stats = vocab_stats(tokens, teacher_vocab, words)

@@ -63,9 +63,11 @@ def test_int8_graph_is_integer_and_faithful(art):
     rep = art["reports"]["int8"]
     g = rep["graph_ops"]
     assert rep["recipe"] == "xnnpack"
-    # every FULLY_CONNECTED / BATCH_MATMUL computes in int8
-    assert g["float_compute_ops"] == {} and g["hybrid_compute_ops"] == {}
-    assert g["int8_compute_ops"]["FULLY_CONNECTED"] == g["ops"]["FULLY_CONNECTED"]
+    # every FULLY_CONNECTED / BATCH_MATMUL computes in int8; the logits
+    # projection runs on int8 weights with float output (hybrid)
+    assert g["float_compute_ops"] == {}
+    assert g["hybrid_compute_ops"] == {"FULLY_CONNECTED": 1} and rep["float_logits"] is True
+    assert g["int8_compute_ops"]["FULLY_CONNECTED"] == g["ops"]["FULLY_CONNECTED"] - 1
     assert g["int8_compute_ops"]["BATCH_MATMUL"] == g["ops"]["BATCH_MATMUL"]
     # only the documented float islands remain (SOFTMAX, RSQRT) and XNNPACK takes the graph
     assert set(g["float_ops"]) <= {"SOFTMAX", "RSQRT"}
@@ -193,3 +195,17 @@ def test_int8_requires_a_corpus_and_rejects_bad_options(art, tmp_path):
     with pytest.raises(UserError, match="quantization"):
         export_student(art["student"], str(tmp_path / "m.tflite"), quantization="int4")
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_layer_sensitivity_ranks_quantized_ops(art):
+    from mobile_bert_distill.export import corpus_sequences, layer_sensitivity, read_corpus
+    from mobile_bert_distill.wordpiece import WordPiece
+
+    feeds, _ = corpus_sequences(read_corpus(art["corpus"]), WordPiece(art["vocab"]), SEQ_LEN, 16)
+    rows = layer_sensitivity(art["keras_model"], seq_len=SEQ_LEN, calibration_feeds=feeds, num_samples=4)
+    assert len(rows) > 20
+    errors = [r["rmse_over_scale"] for r in rows]
+    assert errors == sorted(errors, reverse=True) and errors[-1] >= 0
+    ops = {r["op"] for r in rows}
+    assert "FULLY_CONNECTED" in ops and "SOFTMAX" not in ops  # SOFTMAX is float in the recipe
