@@ -37,6 +37,7 @@ MODES = {
     "float16": {"quantization": "float16"},
     "dynamic": {"quantization": "dynamic"},
     "int8": {"quantization": "int8", "recipe": "xnnpack"},
+    "int8-int8-logits": {"quantization": "int8", "recipe": "xnnpack", "float_logits": False},
     "int8-strict": {"quantization": "int8", "recipe": "strict"},
     "int8-naive": {"quantization": "int8", "recipe": "naive"},
 }
@@ -239,11 +240,11 @@ def _machine():
 
 
 def print_table(table):
-    head = f"{'mode':<12} {'MB':>6} {'xF32':>5} {'p50 ms':>7} {'xF32':>5} {'agree':>6} {'acc':>6} {'drop':>6} {'Q/DQ':>7} {'parts':>5}"
+    head = f"{'mode':<17} {'MB':>6} {'xF32':>5} {'p50 ms':>7} {'xF32':>5} {'agree':>6} {'acc':>6} {'drop':>6} {'Q/DQ':>7} {'parts':>5}"
     print(head)
     print("-" * len(head))
     for r in table:
-        print(f"{r['mode']:<12} {r['size_mb']:>6.3f} {r['size_vs_float32']:>5.2f} {r['p50_ms']:>7.2f} "
+        print(f"{r['mode']:<17} {r['size_mb']:>6.3f} {r['size_vs_float32']:>5.2f} {r['p50_ms']:>7.2f} "
               f"{r['latency_vs_float32']:>5.2f} {r['top1_agreement']:>6.3f} {r['tflite_accuracy']:>6.3f} "
               f"{r['accuracy_drop_points']:>6.2f} {r['quantize_ops']:>3}/{r['dequantize_ops']:<3} {r['xnnpack_partitions']:>5}")
     for r in table:

@@ -44,14 +44,20 @@ TARGET_GFLOPS_SHARE = 0.5
 TARGET_SIZE_MB = 7.0
 
 
-def export_student(hidden, quantization, seq_len, cache_dir, graph_kwargs, log):
+def export_student(hidden, quantization, seq_len, cache_dir, graph_kwargs, log, any_version=False):
     """Export (or reuse) a random-init 12-layer student; return the .tflite path."""
     cfg = student_config(hidden)
     key = hashlib.sha1(repr((cfg.to_dict(), bench.export_fingerprint(),
                              sorted((k, repr(v)) for k, v in graph_kwargs.items()))).encode()).hexdigest()[:10]
-    path = os.path.join(cache_dir, f"student-{hidden}d-encoder-{quantization}-s{seq_len}-{key}.tflite")
+    stem = f"student-{hidden}d-encoder-{quantization}-s{seq_len}-"
+    path = os.path.join(cache_dir, f"{stem}{key}.tflite")
     if os.path.isfile(path):
         return path
+    if any_version and os.path.isdir(cache_dir):
+        older = [os.path.join(cache_dir, f) for f in os.listdir(cache_dir)
+                 if f.startswith(stem) and f.endswith(".tflite")]
+        if older:
+            return max(older, key=os.path.getmtime)
     import keras
     import keras_hub
     import numpy as np
@@ -76,15 +82,22 @@ def targets(doc, quantization, seq=128, threads=1):
     rows = [r for r in comparison_rows(doc) if r["seq_len"] == seq and r["threads"] == threads
             and r["quantization"] == quantization and str(r["source"]).startswith("host")]
     s48 = next((r for r in rows if r["model"] == "student-48d"), None)
-    int8 = next((m for m in doc["models"] if m["label"] == "student-192d-int8"), None)
+    int8 = [m for m in doc["models"] if m["quantization"] == "int8" and m["static_seq_len"] == seq
+            and m["label"] in ("student-192d", "student-192d-int8")]
+    int8 = int8[0] if int8 else None
     out = {"seq_len": seq, "threads": threads, "quantization": quantization}
     if s48:
-        out["latency_ratio"] = {"value": s48["latency_x"], "target": TARGET_LATENCY_X,
-                                "met": s48["latency_x"] >= TARGET_LATENCY_X,
-                                "student_p50_ms": s48["model_p50_ms"], "bert_base_p50_ms": s48["baseline_p50_ms"]}
-        out["gflops_share"] = {"value": s48["gflops_ratio"], "target": TARGET_GFLOPS_SHARE,
-                               "met": s48["gflops_ratio"] >= TARGET_GFLOPS_SHARE,
-                               "student_gflops": s48["model_gflops"], "bert_base_gflops": s48["baseline_gflops"]}
+        out["latency_ratio"] = {
+            "value": s48["latency_x"], "target": TARGET_LATENCY_X, "met": s48["latency_x"] >= TARGET_LATENCY_X,
+            "student_p50_ms": s48["model_p50_ms"], "bert_base_p50_ms": s48["baseline_p50_ms"],
+            "cpu_value": s48["latency_x_cpu"], "cpu_met": s48["latency_x_cpu"] >= TARGET_LATENCY_X,
+            "student_cpu_p50_ms": s48["model_cpu_p50_ms"], "bert_base_cpu_p50_ms": s48["baseline_cpu_p50_ms"]}
+        out["gflops_share"] = {
+            "value": s48["gflops_ratio"], "target": TARGET_GFLOPS_SHARE,
+            "met": s48["gflops_ratio"] >= TARGET_GFLOPS_SHARE,
+            "student_gflops": s48["model_gflops"], "bert_base_gflops": s48["baseline_gflops"],
+            "cpu_value": s48["gflops_ratio_cpu"], "cpu_met": s48["gflops_ratio_cpu"] >= TARGET_GFLOPS_SHARE,
+            "student_gflops_cpu": s48["model_gflops_cpu"], "bert_base_gflops_cpu": s48["baseline_gflops_cpu"]}
     if int8:
         size = int8["size_bytes"] / 1e6
         out["size_192d_int8_mb"] = {"value": size, "target": TARGET_SIZE_MB, "met": size < TARGET_SIZE_MB,
@@ -94,20 +107,29 @@ def targets(doc, quantization, seq=128, threads=1):
 
 def targets_markdown(t):
     lines = ["## Targets (seq {seq_len}, {threads} thread, {quantization})".format(**t), "",
-             "| target | measured | goal | met |", "|---|---:|---:|---|"]
+             "Wall clock p50 as the issue asks, and the same from the process CPU time of each `invoke()` "
+             "(robust to other processes on a shared machine).", "",
+             "| target | measured (wall p50) | met | measured (CPU p50) | met | goal |",
+             "|---|---:|---|---:|---|---:|"]
+
+    def yes(flag):
+        return "yes" if flag else "NO"
+
     if "latency_ratio" in t:
         lr = t["latency_ratio"]
         lines.append(f"| BERT-base / 48-d student latency | {lr['value']:.1f}x "
-                     f"({lr['bert_base_p50_ms']:.1f} / {lr['student_p50_ms']:.3f} ms) | >= {lr['target']:.0f}x | "
-                     f"{'yes' if lr['met'] else 'NO'} |")
+                     f"({lr['bert_base_p50_ms']:.1f} / {lr['student_p50_ms']:.3f} ms) | {yes(lr['met'])} | "
+                     f"{lr['cpu_value']:.1f}x ({lr['bert_base_cpu_p50_ms']:.1f} / {lr['student_cpu_p50_ms']:.3f} ms)"
+                     f" | {yes(lr['cpu_met'])} | >= {lr['target']:.0f}x |")
         g = t["gflops_share"]
         lines.append(f"| 48-d achieved GFLOP/s vs BERT-base | {100 * g['value']:.0f}% "
-                     f"({g['student_gflops']:.1f} vs {g['bert_base_gflops']:.1f}) | >= {100 * g['target']:.0f}% | "
-                     f"{'yes' if g['met'] else 'NO'} |")
+                     f"({g['student_gflops']:.1f} vs {g['bert_base_gflops']:.1f}) | {yes(g['met'])} | "
+                     f"{100 * g['cpu_value']:.0f}% ({g['student_gflops_cpu']:.1f} vs {g['bert_base_gflops_cpu']:.1f})"
+                     f" | {yes(g['cpu_met'])} | >= {100 * g['target']:.0f}% |")
     if "size_192d_int8_mb" in t:
         sz = t["size_192d_int8_mb"]
-        lines.append(f"| 192-d student int8 file | {sz['value']:.2f} MB | < {sz['target']:.0f} MB | "
-                     f"{'yes' if sz['met'] else 'NO'} |")
+        lines.append(f"| 192-d student int8 file | {sz['value']:.3f} MB ({sz['bytes'] / 2**20:.3f} MiB) | "
+                     f"{yes(sz['met'])} | | | < {sz['target']:.0f} MB |")
     return "\n".join(lines) + "\n"
 
 
@@ -136,6 +158,8 @@ def main(argv=None):
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--rounds", type=int, default=3,
                    help="measure every setting this many times in turn, pooling the samples (default 3)")
+    p.add_argument("--reuse-cached", action="store_true",
+                   help="time the newest cached exports even if the exporter changed since (no re-export)")
     p.add_argument("--profile", action="store_true", help="per-op profile of the 48-d student and BERT-base")
     p.add_argument("--graph-option", action="append", default=[], metavar="KEY=VALUE",
                    help="GraphOptions for every export, students and baseline (e.g. fuse_qkv=true)")
@@ -154,17 +178,20 @@ def main(argv=None):
         models, archs = [], {}
         for hidden in (48, 192):
             label = f"student-{hidden}d"
-            paths = [export_student(hidden, quant, s, students, graph_kwargs, log) for s in seqs]
+            paths = [export_student(hidden, quant, s, students, graph_kwargs, log, args.reuse_cached)
+                     for s in seqs]
             models.append(f"{label}={','.join(paths)}")
             archs[label] = student_config(hidden)
-        int8 = export_student(192, "int8", seqs[-1], students, graph_kwargs, log)
-        models.append(f"student-192d-int8={int8}")
-        archs["student-192d-int8"] = student_config(192)
+        if quant != "int8":  # the size target is about the int8 file
+            int8 = export_student(192, "int8", seqs[-1], students, graph_kwargs, log, args.reuse_cached)
+            models.append(f"student-192d-int8={int8}")
+            archs["student-192d-int8"] = student_config(192)
         doc = bench.run_bench(models=models, baseline="bert-base", seq_lens=seqs, threads=threads,
                               runs=args.runs, warmup=args.warmup, out=args.out, cache_dir=cache,
                               baseline_quantization=[quant], baseline_task="encoder", architectures=archs,
                               profile=args.profile, profile_labels={"student-48d", f"BERT-base encoder {quant}"},
-                              log=log, baseline_export_kwargs=graph_kwargs, rounds=args.rounds)
+                              log=log, baseline_export_kwargs=graph_kwargs, rounds=args.rounds,
+                              baseline_any_version=args.reuse_cached)
     except UserError as e:
         print(f"student_vs_bert_base.py: error: {e}", file=sys.stderr)
         return 2

@@ -15,6 +15,12 @@ import shutil
 import tempfile
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _tmp_sibling(path, suffix=""):
     directory = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(directory, exist_ok=True)
@@ -22,6 +28,7 @@ def _tmp_sibling(path, suffix=""):
         prefix="." + os.path.basename(path) + ".", suffix=suffix + ".tmp", dir=directory
     )
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
     return tmp
 
 
@@ -89,6 +96,7 @@ def atomic_dir(path, overwrite=False):
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=".partial", dir=parent)
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         if os.path.exists(path) and not overwrite:

@@ -117,13 +117,24 @@ class Baseline:
         perturb_constant_weights(model, np.random.default_rng(seed))
         return model
 
-    def file(self, task, quantization, seq_len, cache_dir, log=print):
-        """Path of the cached export, building it when missing."""
+    def file(self, task, quantization, seq_len, cache_dir, log=print, any_version=False):
+        """Path of the cached export, building it when missing.
+
+        The cache key includes a hash of the export code, so an edited exporter
+        rebuilds; ``any_version=True`` takes the newest cached file of this
+        task/mode/length whatever exporter wrote it.
+        """
         os.makedirs(cache_dir, exist_ok=True)
-        name = f"{self.slug()}-{task}-{quantization}-s{seq_len}-{self._key()}.tflite"
+        stem = f"{self.slug()}-{task}-{quantization}-s{seq_len}-"
+        name = f"{stem}{self._key()}.tflite"
         path = os.path.join(cache_dir, name)
         if os.path.isfile(path):
             return path
+        if any_version:
+            older = [os.path.join(cache_dir, f) for f in os.listdir(cache_dir)
+                     if f.startswith(stem) and f.endswith(".tflite")]
+            if older:
+                return max(older, key=os.path.getmtime)
         from mobile_bert_distill.export import export_keras_model
 
         log(f"building the {self.label} baseline ({task}, {quantization}, seq {seq_len}) -> {path}")
@@ -162,7 +173,7 @@ def export_fingerprint():
     """Hash of the export code, so a changed export graph invalidates cached baselines."""
     h = hashlib.sha1()
     here = os.path.dirname(os.path.abspath(__file__))
-    for name in ("export.py", "bert_graph.py"):
+    for name in ("export.py", "bert_graph.py", "quantization.py"):
         p = os.path.join(here, name)
         if os.path.isfile(p):
             with open(p, "rb") as f:
@@ -265,7 +276,8 @@ def _baseline_lengths(models, seq_lens, graphs):
 def run_bench(models=(), baseline=None, seq_lens=(128,), threads=(1,), runs=50, warmup=5, out="bench",
               merge_files=(), cache_dir=None, baseline_quantization=None, baseline_task=None,
               architectures=None, isolate=True, profile=False, profile_labels=None, plots=True, seed=0,
-              log=None, show_progress=True, baseline_export_kwargs=None, rounds=1):
+              log=None, show_progress=True, baseline_export_kwargs=None, rounds=1,
+              baseline_any_version=False):
     """Everything ``mbd bench`` does; returns the results document (also written to ``out``).
 
     ``models``: ``[LABEL=]PATH[,PATH...]`` strings; ``architectures``: optional
@@ -313,7 +325,8 @@ def run_bench(models=(), baseline=None, seq_lens=(128,), threads=(1,), runs=50, 
         baseline_files = {}
         cache_dir = cache_dir or default_cache_dir()
         for task, quant in modes:
-            paths = [base.file(task, quant, n, cache_dir, log=log) for n in sorted(set(lengths.values()))]
+            paths = [base.file(task, quant, n, cache_dir, log=log, any_version=baseline_any_version)
+                     for n in sorted(set(lengths.values()))]
             label = f"{base.label} {task} {quant}"
             specs.append((label, paths))
             baseline_files[label] = paths

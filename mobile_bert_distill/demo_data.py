@@ -41,6 +41,7 @@ offline with keras-hub; a folder keras-hub cannot read as is gets a fixed-up
 copy under ``CACHE/teacher/``.
 """
 
+import bz2
 import glob
 import gzip
 import hashlib
@@ -48,6 +49,7 @@ import html
 import importlib
 import importlib.util
 import json
+import lzma
 import os
 import random
 import re
@@ -401,8 +403,7 @@ def read_ztext_verses(bzs, bzv, bzz, compress="ZIP"):
     10-byte record per verse (block number, offset, size) into that block
     once decompressed. Empty verses and verses repeated by linking are skipped.
     """
-    decompress = {"ZIP": zlib.decompress, "BZIP2": __import__("bz2").decompress,
-                  "XZ": __import__("lzma").decompress}.get(compress.upper())
+    decompress = {"ZIP": zlib.decompress, "BZIP2": bz2.decompress, "XZ": lzma.decompress}.get(compress.upper())
     if decompress is None:
         raise ValueError(f"zText compression {compress!r} is not supported (ZIP, BZIP2, XZ are)")
     blocks = [struct.unpack_from("<III", bzs, i) for i in range(0, len(bzs) - 11, 12)]
@@ -687,18 +688,22 @@ def _apt_unavailable(reason):
     return UserError(f"cannot fetch the demo corpus: {reason}; {_FALLBACK_HINT}")
 
 
-def _check_apt_tools():
+def _check_apt_tools(os_release="/etc/os-release"):
     if shutil.which("apt-get") and shutil.which("dpkg-deb"):
         return
-    system = "this system"
+    info = {}
     try:
-        with open("/etc/os-release", encoding="utf-8") as f:
-            info = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
-        system = info.get("PRETTY_NAME", info.get("NAME", system)).strip('"')
+        with open(os_release, encoding="utf-8") as f:
+            pairs = (line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+            info = {k: v.strip().strip('"') for k, v in pairs}
     except OSError:
         pass
     missing = " and ".join(t for t in ("apt-get", "dpkg-deb") if not shutil.which(t))
-    raise _apt_unavailable(f"{missing} not found on {system} (needs Debian or Ubuntu)")
+    family = f"{info.get('ID', '')} {info.get('ID_LIKE', '')}".lower()
+    if "debian" in family or "ubuntu" in family:
+        raise _apt_unavailable(f"{missing} not found on PATH")
+    system = info.get("PRETTY_NAME") or info.get("NAME") or sys.platform
+    raise _apt_unavailable(f"{missing} not found: this is {system}, not Debian or Ubuntu")
 
 
 def _apt_lists_missing(lists_dir="/var/lib/apt/lists"):
@@ -721,11 +726,16 @@ class _Apt:
         self.checked = False
         self.updated = False
 
-    def download(self, package, dest_dir):
-        """Path of the downloaded .deb, or None when the distribution has no such package."""
+    def check(self):
+        """Raise the one-line :class:`UserError` if apt-get or dpkg-deb is missing."""
         if not self.checked:
             _check_apt_tools()
             self.checked = True
+
+    def download(self, package, dest_dir):
+        """Path of the downloaded .deb, or None when the distribution has no such package."""
+        self.check()
+        self.log(f"[data] apt-get download {package}")
         while True:
             rc, out = run_command(["apt-get", "download", package], cwd=dest_dir)
             debs = glob.glob(os.path.join(dest_dir, "*.deb"))
@@ -769,12 +779,12 @@ def fetch_package(cache_dir, candidates, apt, log=print):
         if os.path.isfile(info_path):
             with open(info_path, encoding="utf-8") as f:
                 return root, json.load(f)
+    apt.check()
     os.makedirs(debs_dir, exist_ok=True)
     for name in candidates:
         root = os.path.join(debs_dir, name)
         tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".download", dir=debs_dir)
         try:
-            log(f"[data] apt-get download {name}")
             deb = apt.download(name, tmp)
             if deb is None:
                 log(f"[data] {name}: not in this distribution's archive")
@@ -945,12 +955,20 @@ def build_corpus(paragraphs_by_source, heldout_fraction=0.02, max_mb=None, seed=
     return train, heldout, stats
 
 
+def _readable(path):
+    """Give ``path`` the permissions of an ordinary new file (temporary files start private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def _write_lines(path, lines):
     with atomic_file(path) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="\n") as f:
             for line in lines:
                 f.write(line)
                 f.write("\n")
+        _readable(tmp)
     return sum(len(x.encode("utf-8")) + 1 for x in lines)
 
 
@@ -1044,6 +1062,7 @@ def fetch_demo_corpus(cache_dir, out_dir=None, sources=None, heldout_fraction=0.
         "seconds": round(time.time() - t0, 1),
     }
     atomic_write_json(paths["stats"], stats)
+    _readable(paths["stats"])
     log(f"[data] wrote {paths['train']} ({len(train):,} lines, {train_bytes / 1e6:.1f} MB) and "
         f"{paths['heldout']} ({len(heldout):,} lines, {heldout_bytes / 1e6:.2f} MB) in {stats['seconds']} s")
     return {"train": paths["train"], "heldout": paths["heldout"], "stats": stats}
@@ -1209,6 +1228,7 @@ def fetch_teacher(cache_dir, log=print, verify=True, install=True):
             info["verified"] = True
         os.makedirs(cache_dir, exist_ok=True)
         atomic_write_json(os.path.join(cache_dir, TEACHER_INFO), info)
+    layout = "yes" if info["bert_base_uncased_layout"] else "no"
     log(f"[teacher] {path}: {info.get('num_layers', '?')} layers x {info.get('hidden_dim', '?')}, "
-        f"vocab {info['vocab_size']:,} (bert-base-uncased layout: {'yes' if info['bert_base_uncased_layout'] else 'no'})")
+        f"vocab {info['vocab_size']:,} (bert-base-uncased layout: {layout})")
     return path

@@ -13,7 +13,9 @@ same schema as ``mbd bench``'s and merges into its report
 What it measures, per (model file, sequence length, threads):
 
 * latency of ``invoke()`` over ``--runs`` runs after ``--warmup`` runs:
-  p50/p90/p99/min/mean/max/std in ms. Inputs are valid: token ids drawn from
+  p50/p90/p99/min/mean/max/std in ms, wall clock (``latency_ms``) and CPU
+  time of the process (``cpu_ms``; with 1 thread it is the latency without
+  the time other processes took the core). Inputs are valid: token ids drawn from
   the model's vocabulary (read from its embedding table), ``[CLS] ... [SEP]``
   with a real length drawn in ``[0.75 * seq, seq]`` and padding after it;
 * peak RSS of the worker process and its increase over the pre-load RSS;
@@ -547,15 +549,16 @@ def measure(path, seq_len, threads, runs, warmup, *, seed=0, graph=None):
     parts = delegate_partitions(interp._get_ops_details())
     rng = np.random.default_rng(seed)
     feeds = [make_inputs(graph, seq_len, rng) for _ in range(min(runs + warmup, 16))]
-    times = []
+    times, cpu = [], []
     for i in range(warmup + runs):
         for index, value in feeds[i % len(feeds)].items():
             interp.set_tensor(index, value)
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         interp.invoke()
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         if i >= warmup:
             times.append(dt)
+            cpu.append(dc)
     peak = _peak_rss_mb()
     return {
         "file": os.path.basename(path),
@@ -566,6 +569,8 @@ def measure(path, seq_len, threads, runs, warmup, *, seed=0, graph=None):
         "warmup": int(warmup),
         "latency_ms": latency_stats(times),
         "samples_ms": [round(t * 1e3, 4) for t in times],
+        "cpu_ms": latency_stats(cpu),
+        "cpu_samples_ms": [round(t * 1e3, 4) for t in cpu],
         "load_avg_1m": [load_before, _load_avg()],
         "peak_rss_mb": round(peak, 2),
         "rss_increase_mb": round(peak - rss_before, 2) if rss_before is not None else None,
@@ -672,9 +677,16 @@ def plan(models, seq_lens, threads, runs, warmup):
             raise BenchError(f"seq-len must be >= 1, got {s}")
     if runs < 1 or warmup < 0:
         raise BenchError(f"runs must be >= 1 and warmup >= 0 (got {runs}, {warmup})")
-    jobs, graphs = [], {}
+    labels = [label for label, _ in models]
+    if len(set(labels)) != len(labels):
+        raise BenchError(f"model labels must differ, got {labels}")
+    jobs, graphs, owner = [], {}, {}
     for label, paths in models:
         for p in paths:
+            key = os.path.realpath(p)
+            if key in owner:
+                raise BenchError(f"{p} is given twice ({owner[key]!r} and {label!r})")
+            owner[key] = label
             graphs[p] = Graph.from_file(p)
         by_len = sorted(((graphs[p].static_seq_len(), p) for p in paths), key=lambda x: (x[0] or 0))
         for s in seq_lens:
@@ -696,6 +708,9 @@ def _combine(records):
     samples = [x for r in records for x in r["samples_ms"]]
     first["latency_ms"] = latency_stats([x / 1e3 for x in samples])
     first["samples_ms"] = samples
+    cpu = [x for r in records for x in r["cpu_samples_ms"]]
+    first["cpu_ms"] = latency_stats([x / 1e3 for x in cpu])
+    first["cpu_samples_ms"] = cpu
     first["runs"] = len(samples)
     first["rounds"] = len(records)
     first["peak_rss_mb"] = max(r["peak_rss_mb"] for r in records)

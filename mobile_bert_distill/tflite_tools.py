@@ -122,12 +122,13 @@ def op_histogram(interpreter):
             continue
         in_types = [str(tensors[i]["dtype"].__name__) for i in op["inputs"] if i >= 0 and i in tensors]
         is_float = bool(in_types) and in_types[0].startswith("float")
+        hybrid = is_float and len(in_types) > 1 and in_types[1] == "int8"
         if name in COMPUTE_OPS:
-            if is_float and len(in_types) > 1 and in_types[1] == "int8":
+            if hybrid:
                 hybrid_compute[name] += 1  # dynamic-range: int8 weights, float activations
             else:
                 (float_compute if is_float else int_compute)[name] += 1
-        if is_float:
+        if is_float and not hybrid:
             float_ops[name] += 1
     return {
         "ops": dict(sorted(hist.items())),

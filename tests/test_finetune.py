@@ -1,0 +1,136 @@
+import csv
+import json
+import random
+
+import numpy as np
+import pytest
+
+from mobile_bert_distill.cli import main
+from mobile_bert_distill.finetune import (SoftTargetKD, accuracy_and_macro_f1, encode_labels, label_mapping,
+                                          read_labelled_csv)
+
+
+def _write_csv(path, rows, header=("text", "label"), bom=False):
+    with open(path, "w", encoding="utf-8-sig" if bom else "utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return str(path)
+
+
+def _labelled(n, seed):
+    from mobile_bert_distill import synthetic
+
+    rng = random.Random(seed)
+    rows = []
+    while len(rows) < n:
+        s = synthetic.sentence(rng).rstrip(".!?")
+        if "happily" in s or "slowly" in s:
+            continue
+        label = rng.choice(["1", "-1"])
+        rows.append((f"{'happily' if label == '1' else 'slowly'} {s} .", label))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tiny_student(tiny_data, tmp_path_factory):
+    from mobile_bert_distill.student import build_student
+    from mobile_bert_distill.text import load_vocab
+
+    d = tmp_path_factory.mktemp("student") / "student"
+    mlm = build_student(load_vocab(tiny_data["student_vocab"]), hidden_dim=16, num_layers=2, num_heads=2, seq_len=32)
+    mlm.save_to_preset(str(d))
+    return str(d)
+
+
+def test_kd_loss_equals_the_formula_on_hand_made_logits():
+    t = np.array([[2.0, -1.0, 0.5], [0.1, 0.2, 3.0]], "float32")
+    s = np.array([[0.3, 0.9, -0.2], [1.0, 0.0, 0.5]], "float32")
+    y = np.array([0, 2])
+    T, a = 3.0, 0.3
+
+    def softmax(z):
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    ce = -np.log(softmax(s)[np.arange(2), y])
+    pt, ps = softmax(t / T), softmax(s / T)
+    kl = (pt * (np.log(pt) - np.log(ps))).sum(-1)
+    expect = np.mean(a * ce + (1 - a) * T * T * kl)
+    y_true = np.concatenate([y[:, None].astype("float32"), t], 1)
+    got = float(SoftTargetKD(3, alpha=a, temperature=T)(y_true, s))
+    assert got == pytest.approx(expect, rel=1e-5)
+    mse = float(SoftTargetKD(3, alpha=a, kind="mse")(y_true, s))
+    assert mse == pytest.approx(np.mean(a * ce + (1 - a) * ((s - t) ** 2).mean(-1)), rel=1e-5)
+
+
+def test_csv_reader_handles_bom_quotes_blank_lines_and_empty_text(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text('\ufefftext,label\n"a film, witty and warm",1\n\n"",-1\n  ,1\nbad,-1\n', encoding="utf-8")
+    msgs = []
+    texts, labels = read_labelled_csv(str(p), log=msgs.append)
+    assert texts == ["a film, witty and warm", "bad"] and labels == ["1", "-1"]
+    assert any("skipped 2 row(s) with empty text" in m for m in msgs)
+    classes = label_mapping(labels)
+    assert classes == ["-1", "1"]
+    assert list(encode_labels(labels, classes, "x")) == [1, 0]
+
+
+def test_metrics():
+    acc, f1 = accuracy_and_macro_f1([0, 0, 1, 1], [0, 1, 1, 1], 2)
+    assert acc == 0.75 and f1 == pytest.approx((2 / 3 + 0.8) / 2)
+
+
+def _cli(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("case", ["columns", "one_class", "unseen_label", "not_utf8"])
+def test_bad_input_one_line_exit_2(case, tmp_path, capsys, tiny_student):
+    train = _write_csv(tmp_path / "train.csv", [("good film", "1"), ("bad film", "-1")])
+    evalp = _write_csv(tmp_path / "eval.csv", [("fine film", "1")])
+    frag = ""
+    if case == "columns":
+        train = _write_csv(tmp_path / "t2.csv", [("good", "1")], header=("sentence", "label"))
+        frag = "missing column(s) text"
+    elif case == "one_class":
+        train = _write_csv(tmp_path / "t2.csv", [("good", "1"), ("great", "1")])
+        frag = "needs at least 2"
+    elif case == "unseen_label":
+        evalp = _write_csv(tmp_path / "e2.csv", [("meh", "0")])
+        frag = "label(s) '0' not seen in the training data"
+    else:
+        (tmp_path / "t2.csv").write_bytes(b"text,label\ngood \xff film,1\n")
+        train = str(tmp_path / "t2.csv")
+        frag = "not UTF-8 at byte offset 16"
+    code, _, err = _cli(["finetune", "--student", tiny_student, "--data", train, "--eval", evalp,
+                         "--out", str(tmp_path / "clf")], capsys)
+    errs = [line for line in err.splitlines() if line.startswith("mbd: error:")]
+    assert code == 2 and len(errs) == 1 and frag in errs[0], err
+    assert not (tmp_path / "clf").exists()
+
+
+@pytest.mark.slow
+def test_finetune_learns_and_soft_target_kd_runs(tiny_student, tmp_path, capsys):
+    train = _write_csv(tmp_path / "train.csv", _labelled(400, 0), bom=True)
+    evalp = _write_csv(tmp_path / "eval.csv", _labelled(100, 1))
+    teacher = tmp_path / "teacher_clf"
+    code, _, _ = _cli(["finetune", "--student", tiny_student, "--data", train, "--eval", evalp, "--out",
+                       str(teacher), "--epochs", "6", "--learning-rate", "5e-3", "--seq-len", "32"], capsys)
+    assert code == 0
+    m = json.loads((teacher / "metrics.json").read_text())
+    assert m["accuracy"] > 0.8 and m["classes"] == ["-1", "1"]
+    assert json.loads((teacher / "labels.json").read_text())["classes"] == ["-1", "1"]
+    student = tmp_path / "student_clf"
+    code, _, _ = _cli(["finetune", "--student", tiny_student, "--data", train, "--eval", evalp, "--out",
+                       str(student), "--epochs", "6", "--learning-rate", "5e-3", "--seq-len", "32",
+                       "--teacher-classifier", str(teacher), "--temperature", "2", "--alpha", "0.5"], capsys)
+    assert code == 0
+    m2 = json.loads((student / "metrics.json").read_text())
+    assert m2["kd"]["temperature"] == 2.0 and m2["accuracy"] > 0.7
+    import keras_hub
+
+    clf = keras_hub.models.BertTextClassifier.from_preset(str(student))
+    assert clf.predict(["the cat sat happily ."], verbose=0).shape == (1, 2)
