@@ -80,8 +80,8 @@ def main(argv=None):
         student_vocab = os.path.join(sv_dir, "vocab.txt")
 
     quick = args.quick
-    steps = args.steps or (600 if quick else 2000)
-    prep_steps = args.prep_steps or (1500 if quick else 2000)
+    steps = args.steps or (1000 if quick else 2000)
+    prep_steps = args.prep_steps or (3000 if quick else 2000)
     seq_len = 32 if quick else 128
     base = {
         "data": {"corpus": [train], "heldout": held, "student_vocab": student_vocab, "seq_len": seq_len,

@@ -233,7 +233,7 @@ def finetune(model_dir, train_csv, eval_csv, out_dir, *, text_column="text", lab
     # keras-hub turns lists into an unshuffled dataset: shuffle (every epoch) here.
     ds = (tf.data.Dataset.from_tensor_slices((list(tr_texts), y_fit))
           .shuffle(len(tr_texts), seed=seed, reshuffle_each_iteration=True).batch(batch_size))
-    clf.fit(ds, epochs=epochs, verbose=2)
+    clf.fit(ds, epochs=epochs, verbose=2, shuffle=False)
     pred = predict_logits(clf, ev_texts).argmax(-1)
     acc, f1 = accuracy_and_macro_f1(y_eval, pred, K)
     metrics = {"accuracy": acc, "macro_f1": f1, "eval_examples": len(ev_texts), "train_examples": len(tr_texts),

@@ -65,13 +65,14 @@ def test_report_generation(bench_run):
         lat = r["latency_ms"]
         assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
         assert r["static_seq_len"] == 32
+        assert 0 < r["cpu_ms"]["min"] <= r["cpu_ms"]["p50"] and len(r["cpu_samples_ms"]) == r["runs"]
         # the worker's own high-water mark, not the (TensorFlow-sized) parent's it was forked from
         assert 10 < r["peak_rss_mb"] < 500
     for m in doc["models"]:
         assert m["size_bytes"] == os.path.getsize(m["path"])
         assert m["architecture"] is not None and m["flops_analytic"]["comparison"]["matmul_agrees"]
     report = (out / "REPORT.md").read_text()
-    for heading in ("## Models", "## Student vs baseline", "## Latency", "## FLOPs: analytic vs counted",
+    for heading in ("## Models", "## Student vs baseline", "latency x (CPU)", "## Latency", "## FLOPs: analytic vs counted",
                     "## Parameters", "109,482,240", "110,106,428", "1,775,910"):
         assert heading in report
     for png in ("latency_vs_seq.png", "size_vs_latency.png"):
@@ -270,3 +271,13 @@ def test_rounds_pool_samples(models):
     assert rec["latency_ms"]["min"] == pytest.approx(min(rec["samples_ms"]), abs=1e-3)
     with pytest.raises(lb.BenchError):
         lb.run_benchmark([("kit", [models["kit_enc_f32"]])], [32], [1], 3, 1, tool="test", rounds=0)
+
+
+def test_plan_rejects_duplicates(models):
+    path = models["kit_enc_f32"]
+    with pytest.raises(lb.BenchError, match="given twice"):
+        lb.plan([("a", [path]), ("b", [path])], [32], [1], 1, 0)
+    with pytest.raises(lb.BenchError, match="labels must differ"):
+        lb.plan([("a", [path]), ("a", [models["stock_enc_f32"]])], [32], [1], 1, 0)
+    jobs, _ = lb.plan([("a", [path])], [8, 32], [1, 2], 1, 0)
+    assert [(j[2], j[3]) for j in jobs] == [(8, 1), (8, 2), (32, 1), (32, 2)]
