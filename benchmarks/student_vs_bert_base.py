@@ -158,6 +158,8 @@ def main(argv=None):
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--rounds", type=int, default=3,
                    help="measure every setting this many times in turn, pooling the samples (default 3)")
+    p.add_argument("--render-only", action="store_true",
+                   help="only rewrite OUT/REPORT.md from OUT/results.json (+ profile.json, targets.json)")
     p.add_argument("--reuse-cached", action="store_true",
                    help="time the newest cached exports even if the exporter changed since (no re-export)")
     p.add_argument("--profile", action="store_true", help="per-op profile of the 48-d student and BERT-base")
@@ -167,6 +169,9 @@ def main(argv=None):
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
+
+    if args.render_only:
+        return render_only(args.out)
 
     try:
         seqs = sorted(int(s) for s in args.seq_len.split(","))
@@ -198,13 +203,39 @@ def main(argv=None):
     t = targets(doc, quant, seq=max(seqs), threads=min(threads))
     t["graph_options"] = {k: repr(v) for k, v in graph_kwargs.items()}
     atomic_write_json(os.path.join(args.out, "targets.json"), t)
-    report_path = os.path.join(args.out, "REPORT.md")
+    _insert_targets(os.path.join(args.out, "REPORT.md"), t)
+    print(targets_markdown(t))
+    print(json.dumps(t, indent=2))
+    return 0
+
+
+def _insert_targets(report_path, t):
     with open(report_path, encoding="utf-8") as f:
         report = f.read()
     head, sep, rest = report.partition("## Models")
     atomic_write_text(report_path, head + targets_markdown(t) + "\n" + sep + rest)
-    print(targets_markdown(t))
-    print(json.dumps(t, indent=2))
+
+
+def render_only(out):
+    """Rewrite ``out/REPORT.md`` (and plots) from the files a previous run left there."""
+    from mobile_bert_distill import plots, report
+
+    def load(name):
+        path = os.path.join(out, name)
+        if not os.path.isfile(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+    doc = bench.load_document(os.path.join(out, "results.json"))
+    images = plots.write_plots(doc, out)
+    atomic_write_text(os.path.join(out, "REPORT.md"),
+                      report.render(doc, images=images, profiles=load("profile.json")))
+    t = load("targets.json")
+    if t:
+        t = targets(doc, t["quantization"], seq=t["seq_len"], threads=t["threads"])
+        _insert_targets(os.path.join(out, "REPORT.md"), t)
+        print(targets_markdown(t))
     return 0
 
 

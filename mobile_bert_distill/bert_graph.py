@@ -57,6 +57,12 @@ class GraphOptions:
         ``1e-12`` is below float32 resolution of any realistic variance; in an
         int8 graph its quantized constant has a scale of ~4e-9, which the
         XNNPACK delegate rejects, so int8 recipes leave it out.
+    tie_embedding: store the token embedding once for the input lookup and
+        the MLM output projection. The converter folds the MLM LayerNorm's
+        gamma into the output weights (``E diag(gamma)``), which breaks the
+        tie and stores a second 4928-row matrix; instead both uses read
+        ``E' = E diag(gamma)``, the lookup multiplies by ``1/gamma`` and beta
+        moves into the output bias. Skipped when some ``|gamma| < 1e-3``.
     """
 
     gelu: str = "builtin"
@@ -64,6 +70,7 @@ class GraphOptions:
     mask_bias: float = -30.0
     fuse_qkv: bool = False
     layer_norm_epsilon: bool = True
+    tie_embedding: bool = True
 
     def __post_init__(self):
         if self.gelu not in ("builtin", "tanh"):
@@ -189,7 +196,19 @@ class ExportBert:
             const[name] = v
             return v
 
-        var("token_embedding", weights["token_embedding"])
+        emb = weights["token_embedding"]
+        self._inv_gamma = None
+        if task == "mlm" and self.options.tie_embedding:
+            gamma, beta, _ = weights["mlm"]["ln"]
+            out_k, out_b = weights["mlm"]["out"]
+            tied = np.allclose(out_k, emb.T, atol=0, rtol=0)
+            if tied and np.min(np.abs(gamma)) >= 1e-3:
+                g64 = gamma.astype(np.float64)
+                emb = (emb.astype(np.float64) * g64).astype(np.float32)       # E' = E diag(gamma)
+                self._inv_gamma = (1.0 / g64).astype(np.float32)
+                self._tied_bias = (beta.astype(np.float64) @ weights["token_embedding"].T.astype(np.float64)
+                                   + out_b).astype(np.float32)
+        var("token_embedding", emb)
         var("position_embedding", weights["position_embedding"][: self.seq_len])
         var("segment_embedding", weights["segment_embedding"])
         self._emb_ln = self._ln_vars(var, "emb_ln", weights["emb_ln"])
@@ -226,7 +245,11 @@ class ExportBert:
             self._mlm_dense = (var("mlm_dense_k", m["dense"][0]), var("mlm_dense_b", m["dense"][1]))
             self._mlm_exact_gelu = "approximate" not in m["dense_activation"]
             self._mlm_ln = self._ln_vars(var, "mlm_ln", m["ln"])
-            self._mlm_out = (var("mlm_out_k", m["out"][0]), var("mlm_out_b", m["out"][1]))
+            if self._inv_gamma is not None:
+                var("inv_gamma", self._inv_gamma)
+                self._mlm_out_b = var("mlm_out_b", self._tied_bias)
+            else:
+                self._mlm_out = (var("mlm_out_k", m["out"][0]), var("mlm_out_b", m["out"][1]))
 
         spec = [
             tf.TensorSpec([self.batch_size, self.seq_len], tf.int32, name=n)
@@ -265,7 +288,8 @@ class ExportBert:
         var = tf.reduce_mean(d * d, axis=-1, keepdims=True)
         if self.options.layer_norm_epsilon:
             var = var + eps
-        return d * tf.math.rsqrt(var) * gamma + beta
+        y = d * tf.math.rsqrt(var)
+        return y if gamma is None else y * gamma + beta
 
     def _gelu(self, x, exact=False):
         import tensorflow as tf
@@ -313,6 +337,8 @@ class ExportBert:
 
         m = self.module
         x = tf.gather(m.token_embedding, input_ids)
+        if self._inv_gamma is not None:
+            x = x * m.inv_gamma  # the table holds E diag(gamma); see GraphOptions.tie_embedding
         x = x + m.position_embedding + tf.gather(m.segment_embedding, segment_ids)
         x = self._layer_norm(x, self._emb_ln)
         keep = tf.cast(padding_mask, tf.float32)  # [B, S]
@@ -325,5 +351,12 @@ class ExportBert:
             pooled = tf.math.tanh(self._dense(x[:, 0, :], self._pooled))
             return {"sequence_output": x, "pooled_output": pooled}
         h = self._gelu(self._dense(x, self._mlm_dense), exact=self._mlm_exact_gelu)
-        h = self._layer_norm(h, self._mlm_ln)
-        return {"logits": self._dense(h, self._mlm_out)}
+        if self._inv_gamma is None:
+            h = self._layer_norm(h, self._mlm_ln)
+            return {"logits": self._dense(h, self._mlm_out)}
+        # gamma lives in the shared table, beta in the bias: logits = norm(h) E'^T + b'
+        _, _, eps = self._mlm_ln
+        h = self._layer_norm(h, (None, None, eps))
+        flat = tf.reshape(h, [-1, h.shape[-1]])
+        logits = tf.matmul(flat, m.token_embedding, transpose_b=True) + self._mlm_out_b
+        return {"logits": tf.reshape(logits, [self.batch_size, self.seq_len, -1])}

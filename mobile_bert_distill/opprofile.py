@@ -3,7 +3,9 @@
 The Python LiteRT interpreter has no per-op profiler, so this module cuts the
 model apart: every operator becomes a one-op model (same tensors, shapes,
 weights and quantization parameters), which is timed alone through the same
-interpreter (XNNPACK on by default, as in the benchmark). Summed by op type,
+interpreter (XNNPACK on by default, as in the benchmark). Times are medians of
+the process CPU time per ``invoke()`` (meant for 1 thread), so other processes
+on a shared machine do not inflate them. Summed by op type,
 that says which kinds of op cost what, and whether XNNPACK took them (a
 one-op model with a ``DELEGATE`` node was delegated). The whole model is
 timed too; the gap between it and the sum of the parts is the price of
@@ -41,13 +43,14 @@ def _interpreter(content=None, path=None, threads=1, xnnpack=True):
 
 
 def _time(interp, runs, warmup=2):
+    """Median CPU time of ``invoke()`` (1 thread: robust to other processes on the machine)."""
     for _ in range(warmup):
         interp.invoke()
     times = []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         interp.invoke()
-        times.append(time.perf_counter() - t0)
+        times.append(time.process_time() - t0)
     return float(np.median(times))
 
 
@@ -183,7 +186,7 @@ def profile(path, *, threads=1, runs=10, seq_len=None, seed=0):
 def format_profile(prof):
     """Markdown table of a :func:`profile` result."""
     lines = [
-        f"whole model {prof['whole_model_ms']:.3f} ms with XNNPACK ({prof['xnnpack']['partitions']} "
+        f"CPU time per invoke: whole model {prof['whole_model_ms']:.3f} ms with XNNPACK ({prof['xnnpack']['partitions']} "
         f"partitions), {prof['whole_model_builtin_kernels_ms']:.3f} ms with built-in kernels only; "
         f"ops timed one by one sum to {prof['sum_of_ops_ms']:.3f} ms "
         f"(each net of {prof['invoke_overhead_ms'] * 1e3:.1f} us invoke overhead)",

@@ -42,10 +42,11 @@ def gflops_per_s(model, result, key="latency_ms"):
 def pairs(doc):
     """``[(model, baseline)]``: each non-baseline model with the baseline of the same task and mode."""
     baselines = [m for m in doc["models"] if m.get("role") == "baseline"]
-    out = []
+    out, seen = [], set()
     for m in doc["models"]:
-        if m.get("role") == "baseline":
+        if m.get("role") == "baseline" or m["label"] in seen:
             continue
+        seen.add(m["label"])
         for b in baselines:
             if b["task"] == m["task"] and b["quantization"] == m["quantization"]:
                 out.append((m, b))
