@@ -172,7 +172,7 @@ def train_reference_student(corpus, out_dir, *, steps, vocab_corpus=None, seq_le
     model.preprocessor = None
     warm = max(1, steps // 10)
     schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=steps - warm, warmup_target=1e-3, warmup_steps=warm, alpha=0.1)
+        0.0, decay_steps=steps - warm, warmup_target=2e-3, warmup_steps=warm, alpha=0.1)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.01, clipnorm=1.0),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   weighted_metrics=["sparse_categorical_accuracy"])
@@ -216,7 +216,7 @@ def main(argv=None):
     ap.add_argument("--student", help="student preset (default: train a reference one)")
     ap.add_argument("--corpus", help="text file for training/calibration/parity (default: generated "
                                      "templated text, see synthetic_corpus)")
-    ap.add_argument("--train-steps", type=int, default=500)
+    ap.add_argument("--train-steps", type=int, default=2000)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ",".join(MODES))
     ap.add_argument("--parity", type=int, default=300, help="held-out sequences for parity")

@@ -186,8 +186,8 @@ def profile(path, *, threads=1, runs=10, seq_len=None, seed=0):
 def format_profile(prof):
     """Markdown table of a :func:`profile` result."""
     lines = [
-        f"CPU time per invoke: whole model {prof['whole_model_ms']:.3f} ms with XNNPACK ({prof['xnnpack']['partitions']} "
-        f"partitions), {prof['whole_model_builtin_kernels_ms']:.3f} ms with built-in kernels only; "
+        f"CPU time per invoke: whole model {prof['whole_model_ms']:.3f} ms with XNNPACK "
+        f"({prof['xnnpack']['partitions']} partitions), {prof['whole_model_builtin_kernels_ms']:.3f} ms with built-in kernels only; "
         f"ops timed one by one sum to {prof['sum_of_ops_ms']:.3f} ms "
         f"(each net of {prof['invoke_overhead_ms'] * 1e3:.1f} us invoke overhead)",
         "",
