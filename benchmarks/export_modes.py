@@ -41,8 +41,10 @@ MODES = {
     "float32": {"quantization": "float32"},
     "float16": {"quantization": "float16"},
     "dynamic": {"quantization": "dynamic"},
-    "int8": {"quantization": "int8", "recipe": "xnnpack"},
+    "int8": {"quantization": "int8", "recipe": "matmul"},
+    "int8-xnnpack": {"quantization": "int8", "recipe": "xnnpack"},
     "int8-int8-logits": {"quantization": "int8", "recipe": "xnnpack", "float_logits": False},
+    "int8-per-tensor": {"quantization": "int8", "recipe": "xnnpack", "per_channel": False},
     "int8-strict": {"quantization": "int8", "recipe": "strict"},
     "int8-naive": {"quantization": "int8", "recipe": "naive"},
 }

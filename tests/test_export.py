@@ -71,20 +71,32 @@ def test_float32_matches_keras_logits(art):
 def test_int8_graph_is_integer_and_faithful(art):
     rep = art["reports"]["int8"]
     g = rep["graph_ops"]
-    assert rep["recipe"] == "xnnpack"
+    assert rep["recipe"] == "matmul"
     # every FULLY_CONNECTED / BATCH_MATMUL computes in int8; the logits
     # projection runs on int8 weights with float output (hybrid)
     assert g["float_compute_ops"] == {}
     assert g["hybrid_compute_ops"] == {"FULLY_CONNECTED": 1} and rep["float_logits"] is True
     assert g["int8_compute_ops"]["FULLY_CONNECTED"] == g["ops"]["FULLY_CONNECTED"] - 1
     assert g["int8_compute_ops"]["BATCH_MATMUL"] == g["ops"]["BATCH_MATMUL"]
-    # only the documented float islands remain (SOFTMAX, RSQRT) and XNNPACK takes the graph
-    assert set(g["float_ops"]) <= {"SOFTMAX", "RSQRT"}
-    assert rep["xnnpack"]["delegate_partitions"] <= 2
+    # only the documented float islands remain and XNNPACK takes the whole graph
+    assert set(g["float_ops"]) <= set(rep["float_islands"]["ops"])
+    assert "FULLY_CONNECTED" not in g["float_ops"] and "BATCH_MATMUL" not in g["float_ops"]
+    assert rep["xnnpack"]["delegate_partitions"] == 1
+    assert set(rep["xnnpack"]["ops_outside_delegate"]) <= {"CAST", "GATHER"}
     par = rep["parity"]
     assert par["source"] == "given" and par["masked_tokens"] > 50
     assert par["top1_agreement"] >= 0.9, par
     assert par["accuracy_drop_points"] <= 5.0, par
+
+
+def test_int8_xnnpack_recipe_keeps_only_softmax_and_rsqrt_float(art, tmp_path):
+    from mobile_bert_distill.export import export_student
+
+    rep = export_student(art["student"], str(tmp_path / "x.tflite"), quantization="int8",
+                         recipe="xnnpack", seq_len=SEQ_LEN, calibration_corpus=art["corpus"],
+                         num_calibration=32, num_parity=32)
+    assert set(rep["graph_ops"]["float_ops"]) <= {"SOFTMAX", "RSQRT"}
+    assert rep["xnnpack"]["delegate_partitions"] <= 2
 
 
 def test_int8_strict_recipe_has_no_float_ops(art, tmp_path):

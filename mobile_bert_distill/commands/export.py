@@ -21,9 +21,10 @@ def register(sub):
     p.add_argument("--quantization", choices=QUANTIZATIONS, default="int8",
                    help="float32, float16, dynamic (int8 weights, float activations) or int8 "
                         "(full integer, calibrated on --calibration-corpus) (default: int8)")
-    p.add_argument("--int8-recipe", choices=INT8_RECIPES, default="xnnpack",
-                   help="xnnpack: int8 with SOFTMAX/RSQRT kept float so XNNPACK runs the whole graph "
-                        "(default); strict: every op int8; naive: the stock Keras graph")
+    p.add_argument("--int8-recipe", choices=INT8_RECIPES, default="matmul",
+                   help="matmul: every FULLY_CONNECTED/BATCH_MATMUL int8, elementwise ops float (default); "
+                        "xnnpack: also the elementwise ops int8 except SOFTMAX/RSQRT; strict: every op "
+                        "int8; naive: the stock Keras graph")
     p.add_argument("--seq-len", type=int, default=128, help="static sequence length (default: 128)")
     p.add_argument("--batch-size", type=int, default=1, help="static batch size (default: 1)")
     p.add_argument("--calibration-corpus", metavar="TEXT",
