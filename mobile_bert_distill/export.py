@@ -52,7 +52,7 @@ TASKS = ("mlm", "encoder")
 INPUT_NAMES = ("input_ids", "segment_ids", "padding_mask")
 OUTPUT_NAMES = {"mlm": ("logits",), "encoder": ("pooled_output", "sequence_output")}
 #: Minimum masked-token top-1 agreement with the float model, per mode (CLI default).
-DEFAULT_MIN_AGREEMENT = {"float32": 0.999, "float16": 0.99, "dynamic": 0.98, "int8": 0.99}
+DEFAULT_MIN_AGREEMENT = {"float32": 0.999, "float16": 0.99, "dynamic": 0.95, "int8": 0.99}
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 log = logging.getLogger(__name__)

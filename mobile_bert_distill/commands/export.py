@@ -36,7 +36,7 @@ def register(sub):
     p.add_argument("--min-agreement", type=float,
                    help="fail (nothing written) when masked-token top-1 agreement with the float model "
                         "(encoder: mean cosine) is lower (default: 0.99 for int8, 0.999 float32, "
-                        "0.99 float16, 0.98 dynamic; 0 disables)")
+                        "0.99 float16, 0.95 dynamic; 0 disables)")
     p.add_argument("--android-assets", metavar="DIR",
                    help="also write DIR/model.tflite, DIR/vocab.txt and DIR/model_info.json (golden vectors)")
     p.set_defaults(func=run)
