@@ -231,6 +231,10 @@ def load_teacher_backbone(source, dtype=None, dropout=None):
     except Exception as e:  # keras-hub raises many kinds for unknown presets / no network
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot load teacher '{source}': {first[:300]}") from None
+    # A teacher saved while frozen (teacher-prep with teacher.trainable=false) keeps trainable=false
+    # in its preset config; the run's teacher.trainable decides instead (the Distiller freezes it
+    # after pairing its weights with the student's for the shared projections).
+    backbone.trainable = True
     return backbone, tokenizer
 
 

@@ -51,6 +51,50 @@ def make_strategy(name):
     raise UserError(f"unknown strategy {name!r}")
 
 
+def _multi_replica_context():
+    import tensorflow as tf
+
+    ctx = tf.distribute.get_replica_context()
+    return ctx is not None and ctx.num_replicas_in_sync > 1
+
+
+def _global_clip_adamw():
+    """``AdamW`` that clips the *all-reduced* gradient under ``tf.distribute``.
+
+    Keras 3 (TensorFlow backend) clips each replica's own gradient before the
+    all-reduce, so with N replicas ``global_clipnorm`` would bound every
+    replica's part instead of their sum and a multi-replica step would differ
+    from the single-device step whenever clipping is active. Here the
+    per-replica clipping is skipped and the same clipping is applied to the
+    summed gradient right after Keras's all-reduce (no extra communication).
+    One replica: plain ``AdamW``.
+    """
+    import keras
+
+    base = keras.optimizers.AdamW
+    for hook in ("_clip_gradients", "_all_reduce_sum_gradients"):
+        if not hasattr(base, hook):  # a Keras that no longer has the hooks must not silently drop clipping
+            raise RuntimeError(f"keras.optimizers.AdamW has no {hook}(); the multi-replica clipping needs updating")
+
+    class GlobalClipAdamW(base):
+        def _clip_gradients(self, grads):
+            if _multi_replica_context():
+                return grads  # clipped after the all-reduce, below
+            return super()._clip_gradients(grads)
+
+        def _all_reduce_sum_gradients(self, grads_and_vars):
+            reduced = list(super()._all_reduce_sum_gradients(grads_and_vars))
+            if not _multi_replica_context():
+                return reduced
+            kept = [i for i, (g, _) in enumerate(reduced) if g is not None]
+            clipped = super()._clip_gradients([reduced[i][0] for i in kept])
+            for i, g in zip(kept, clipped):
+                reduced[i] = (g, reduced[i][1])
+            return reduced
+
+    return GlobalClipAdamW
+
+
 def make_optimizer(cfg_train, precision=None):
     import keras
 
@@ -59,8 +103,8 @@ def make_optimizer(cfg_train, precision=None):
         initial_learning_rate=0.0 if warmup else float(cfg_train["learning_rate"]),
         decay_steps=max(steps - warmup, 1), alpha=0.0,
         warmup_target=float(cfg_train["learning_rate"]) if warmup else None, warmup_steps=warmup)
-    opt = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=float(cfg_train["weight_decay"]),
-                                 epsilon=1e-6, global_clipnorm=cfg_train["clipnorm"])
+    opt = _global_clip_adamw()(learning_rate=schedule, weight_decay=float(cfg_train["weight_decay"]),
+                               epsilon=1e-6, global_clipnorm=cfg_train["clipnorm"], name="adam_w")
     opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     if precision == "mixed_float16":
         opt = keras.optimizers.LossScaleOptimizer(opt)

@@ -270,3 +270,22 @@ def test_teacher_from_preset_dir_and_from_teacher_checkpoint(tiny_config, tiny_d
             if wa.path.endswith("token_embedding/embeddings") or "student" in wa.path and "embeddings" in wa.path:
                 continue
             np.testing.assert_allclose(wa.numpy(), wb.numpy(), err_msg=wa.path)
+
+
+def test_teacher_saved_frozen_still_pairs_for_projections(tiny_config, tiny_data, tmp_path):
+    """teacher-prep with teacher.trainable=false saves a frozen encoder; dual+up from it must still
+    find the teacher's transformer weights (and teacher.trainable decides whether they train)."""
+    from mobile_bert_distill.teacher import random_teacher
+    from mobile_bert_distill.text import load_vocab
+
+    backbone, tokenizer = random_teacher(load_vocab(tiny_data["teacher_vocab"]), num_layers=2, hidden_dim=32,
+                                         num_heads=2, intermediate_dim=64)
+    backbone.trainable = False
+    backbone.save_to_preset(str(tmp_path / "frozen"))
+    tokenizer.save_to_preset(str(tmp_path / "frozen"))
+    for trainable in (True, False):
+        cfg = tiny_config("dual+up", overrides=[f"teacher.trainable={str(trainable).lower()}"])
+        cfg["teacher"] = dict(cfg["teacher"], random=None, source=str(tmp_path / "frozen"))
+        run = build_run(cfg)
+        assert len(run.distiller.projections.pairs) == 2 * 16  # 16 weights per BERT layer, 2 layers
+        assert bool(run.teacher_backbone.transformer_layers[0].trainable_weights) == trainable

@@ -15,7 +15,22 @@ def register(sub):
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--restart", action="store_true", help="discard an interrupted run instead of resuming it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_strategy_argument(p)
     p.set_defaults(func=run)
+
+
+def add_strategy_argument(p):
+    """``--strategy``: shorthand for ``--override train.strategy=NAME`` (shared with teacher-prep)."""
+    from mobile_bert_distill.config import STRATEGIES
+
+    p.add_argument("--strategy", choices=STRATEGIES,
+                   help="device strategy (sets train.strategy): default = one device; mirrored = every "
+                        "local GPU (no GPU: every logical CPU device); tpu = the TPU cores of this host. "
+                        "train.batch_size is the global batch, split evenly over the replicas")
+
+
+def strategy_overrides(args):
+    return [f"train.strategy={args.strategy}"] if getattr(args, "strategy", None) else []
 
 
 def run(args):
@@ -23,7 +38,7 @@ def run(args):
     from mobile_bert_distill.training import distill
 
     data, base = config.load_yaml(args.config)
-    cfg = config.resolve(data, args.override, base_dir=base)
+    cfg = config.resolve(data, list(args.override) + strategy_overrides(args), base_dir=base)
     summary = distill(cfg, out_dir=args.out, overwrite=args.overwrite, restart=args.restart,
                       progress=not args.no_progress)
     final = summary.get("final", {})

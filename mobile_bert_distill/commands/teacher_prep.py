@@ -1,5 +1,7 @@
 """`mbd teacher-prep`: train the teacher's MLM heads (and optionally its encoder) before distillation."""
 
+from mobile_bert_distill.commands.distill import add_strategy_argument, strategy_overrides
+
 
 def register(sub):
     p = sub.add_parser(
@@ -15,6 +17,7 @@ def register(sub):
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--restart", action="store_true", help="discard an interrupted run instead of resuming it")
     p.add_argument("--no-progress", action="store_true")
+    add_strategy_argument(p)
     p.set_defaults(func=run)
 
 
@@ -23,7 +26,7 @@ def run(args):
     from mobile_bert_distill.training import distill
 
     data, base = config.load_yaml(args.config)
-    cfg = config.resolve(data, list(args.override) + ["mode=teacher"], base_dir=base)
+    cfg = config.resolve(data, list(args.override) + strategy_overrides(args) + ["mode=teacher"], base_dir=base)
     summary = distill(cfg, out_dir=args.out, overwrite=args.overwrite, restart=args.restart,
                       progress=not args.no_progress)
     final = summary.get("final", {})
