@@ -6,6 +6,11 @@
 //   val bert = WordPieceBert.fromAssets(context)
 //   val fills = bert.fillMask("the capital of [MASK] is paris .", topK = 3)
 //   check(bert.checkGolden(context.assets.open("model_info.json").bufferedReader().readText()))
+//
+// A `--task classifier` export (assets + labels.txt) runs with BertClassifier instead:
+//
+//   val clf = BertClassifier.fromAssets(context)
+//   val (label, probability) = clf.classify("a gorgeous, witty film")
 
 package com.example.mobilebert
 
@@ -96,8 +101,10 @@ class WordPieceTokenizer(private val vocab: List<String>) {
         return out
     }
 
-    /** Token ids for [text]; the literal "[MASK]" is kept as the mask token. */
-    fun encode(text: String): List<Int> {
+    /** Token ids for [text]; the literal "[MASK]" is kept as the mask token unless [keepMask] is false
+     *  (a classifier reads "[MASK]" as ordinary text, like `LiteRTModel.classify`). */
+    fun encode(text: String, keepMask: Boolean = true): List<Int> {
+        if (!keepMask) return pretokenize(text).flatMap(::wordPieces)
         val out = ArrayList<Int>()
         text.split("[MASK]").forEachIndexed { i, chunk ->
             if (i > 0) out.add(maskId)
@@ -174,6 +181,70 @@ class WordPieceBert(model: MappedByteBuffer, private val vocab: List<String>, va
             val model = FileInputStream(fd.fileDescriptor).channel
                 .map(FileChannel.MapMode.READ_ONLY, fd.startOffset, fd.declaredLength)
             return WordPieceBert(model, vocab, info.getInt("seq_len"))
+        }
+    }
+}
+
+/** A `--task classifier` export: output `probabilities` [1, K] over the names in labels.txt. */
+class BertClassifier(model: MappedByteBuffer, vocab: List<String>, val labels: List<String>, val seqLen: Int) {
+    val tokenizer = WordPieceTokenizer(vocab)
+    private val interpreter = Interpreter(model, Interpreter.Options().setNumThreads(1))
+
+    /** `[CLS] pieces [SEP] [PAD]...` (truncated to seqLen) and its length. */
+    fun inputIds(text: String): Pair<IntArray, Int> {
+        val body = tokenizer.encode(text, keepMask = false).take(seqLen - 2)
+        val ids = IntArray(seqLen)
+        ids[0] = tokenizer.clsId
+        body.forEachIndexed { i, id -> ids[i + 1] = id }
+        ids[body.size + 1] = tokenizer.sepId
+        return Pair(ids, body.size + 2)
+    }
+
+    fun probabilities(text: String): FloatArray {
+        val (ids, length) = inputIds(text)
+        val mask = IntArray(seqLen) { if (it < length) 1 else 0 }
+        val out = Array(1) { FloatArray(labels.size) }
+        interpreter.getSignatureRunner("serving_default").run(
+            mapOf("input_ids" to arrayOf(ids), "segment_ids" to arrayOf(IntArray(seqLen)),
+                  "padding_mask" to arrayOf(mask)),
+            mapOf("probabilities" to out))
+        return out[0]
+    }
+
+    /** The most probable class name and its probability. */
+    fun classify(text: String): Pair<String, Float> {
+        val p = probabilities(text)
+        val best = p.indices.maxByOrNull { p[it] } ?: 0
+        return Pair(labels[best], p[best])
+    }
+
+    /** Compare tokenization, label and probabilities with model_info.json's golden vectors. */
+    fun checkGolden(modelInfoJson: String, tolerance: Float = 1e-3f): Boolean {
+        val golden = JSONObject(modelInfoJson).getJSONArray("golden")
+        for (g in 0 until golden.length()) {
+            val item = golden.getJSONObject(g)
+            val text = item.getString("text")
+            val want = item.getJSONArray("input_ids")
+            val (ids, length) = inputIds(text)
+            if (length != want.length()) return false
+            for (i in 0 until want.length()) if (ids[i] != want.getInt(i)) return false
+            val p = probabilities(text)
+            val probs = item.getJSONArray("probabilities")
+            for (k in 0 until probs.length()) if (Math.abs(p[k] - probs.getDouble(k).toFloat()) > tolerance) return false
+            if (classify(text).first != item.getString("label")) return false
+        }
+        return true
+    }
+
+    companion object {
+        fun fromAssets(context: Context): BertClassifier {
+            val info = JSONObject(context.assets.open("model_info.json").bufferedReader().readText())
+            val vocab = context.assets.open("vocab.txt").bufferedReader().readLines()
+            val labels = context.assets.open("labels.txt").bufferedReader().readLines().filter { it.isNotEmpty() }
+            val fd = context.assets.openFd("model.tflite")
+            val model = FileInputStream(fd.fileDescriptor).channel
+                .map(FileChannel.MapMode.READ_ONLY, fd.startOffset, fd.declaredLength)
+            return BertClassifier(model, vocab, labels, info.getInt("seq_len"))
         }
     }
 }

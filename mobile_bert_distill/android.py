@@ -10,6 +10,14 @@
   token ids the app's tokenizer must produce and the top-3 predictions per
   ``[MASK]`` it must reproduce (see ``android_demo_assets/README.md``).
 
+For a classifier export (output ``probabilities``) there is also
+``labels.txt`` (one class name per line, in output order), ``model_info.json``
+holds the class names and, as golden vectors, the token ids, probabilities and
+label of three sample sentences, and ``model.tflite`` carries TFLite metadata
+(BERT tokenizer with ``vocab.txt`` and ``labels.txt`` packed in; see
+:mod:`mobile_bert_distill.tflite_metadata`) so that MediaPipe's
+``TextClassifier`` can load it with no other file.
+
 Each file is written atomically; other files in the folder (the committed
 README and Kotlin sample) are left alone.
 
@@ -23,8 +31,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 
-from mobile_bert_distill.atomic import atomic_file, atomic_write_json
+from mobile_bert_distill.atomic import atomic_file, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 GOLDEN_SENTENCES = (
     "the capital of [MASK] is paris .",
@@ -32,6 +41,12 @@ GOLDEN_SENTENCES = (
     "a small [MASK] runs on the phone , and it is [MASK] .",
 )
 ASSET_FILES = ("model.tflite", "vocab.txt", "model_info.json")
+CLASSIFIER_GOLDEN_SENTENCES = (
+    "a gorgeous, witty film",
+    "the plot is thin and the acting is worse .",
+    "It runs on the phone: fast, and mostly right!",
+)
+CLASSIFIER_ASSET_FILES = ("model.tflite", "vocab.txt", "labels.txt", "model_info.json")
 
 
 def golden_vectors(model, sentences=GOLDEN_SENTENCES, top_k=3):
@@ -55,19 +70,59 @@ def golden_vectors(model, sentences=GOLDEN_SENTENCES, top_k=3):
     return out
 
 
-def write_android_assets(folder, model_path, vocab_path, report=None):
-    """Copy the model and vocab into ``folder`` and write ``model_info.json``; returns the info."""
+def classifier_golden(model, sentences=CLASSIFIER_GOLDEN_SENTENCES):
+    """Token ids, probabilities and label of ``sentences`` with a classifier :class:`LiteRTModel`."""
+    from mobile_bert_distill.inference import TruncationWarning
+
+    with warnings.catch_warnings():  # a short static length may cut a sentence: recorded below
+        warnings.simplefilter("ignore", TruncationWarning)
+        feeds, lengths = model.encode(list(sentences))
+        results = model.classify(list(sentences))
+    return [
+        {"text": text,
+         "input_ids": [int(x) for x in feeds["input_ids"][i, : lengths[i]]],
+         "length": int(lengths[i]),
+         "truncated": len(model.tokenizer.encode(text)) > model.seq_len - 2,
+         "probabilities": [round(p, 6) for p in res["probabilities"]],
+         "label_index": res["index"],
+         "label": res["label"]}
+        for i, (text, res) in enumerate(zip(sentences, results))
+    ]
+
+
+def write_android_assets(folder, model_path, vocab_path, report=None, labels=None):
+    """Copy the model and vocab into ``folder`` and write ``model_info.json``; returns the info.
+
+    ``labels`` (class names, in output order) is required for a classifier
+    export and is also written as ``labels.txt``.
+    """
+    from mobile_bert_distill.errors import UserError
     from mobile_bert_distill.inference import LiteRTModel
     from mobile_bert_distill.tflite_tools import signature_io
 
+    files = ASSET_FILES if labels is None else CLASSIFIER_ASSET_FILES
+    if labels is not None and any(not str(x).strip() or "\n" in str(x) for x in labels):
+        raise UserError("class names for labels.txt must be non-empty and on one line")
     os.makedirs(folder, exist_ok=True)
-    targets = {name: os.path.join(folder, name) for name in ASSET_FILES}
-    if os.path.abspath(model_path) != os.path.abspath(targets["model.tflite"]):
+    targets = {name: os.path.join(folder, name) for name in files}
+    if labels is not None:
+        from mobile_bert_distill.tflite_metadata import add_classifier_metadata
+
+        with open(model_path, "rb") as f:
+            with_metadata = add_classifier_metadata(f.read(), vocab_path, labels)
+        atomic_write_bytes(targets["model.tflite"], with_metadata)
+    elif os.path.abspath(model_path) != os.path.abspath(targets["model.tflite"]):
         with atomic_file(targets["model.tflite"]) as tmp:
             shutil.copyfile(model_path, tmp)
     with atomic_file(targets["vocab.txt"]) as tmp:
         shutil.copyfile(vocab_path, tmp)
-    model = LiteRTModel(targets["model.tflite"], targets["vocab.txt"])
+    if labels is not None:
+        atomic_write_text(targets["labels.txt"], "".join(f"{x}\n" for x in labels))
+    model = LiteRTModel(targets["model.tflite"], targets["vocab.txt"],
+                        labels=None if labels is None else list(labels),
+                        lowercase=bool((report or {}).get("lowercase", True)))
+    if model.task == "classifier" and labels is None:
+        raise UserError("a classifier export needs its class names (labels) for the android assets")
     io = signature_io(model.interpreter)
     info = {
         "format": "mobile-bert-distill android assets v1",
@@ -82,11 +137,30 @@ def write_android_assets(folder, model_path, vocab_path, report=None):
         "outputs": io["outputs"],
         "vocab_size": len(model.tokenizer),
         "special_tokens": dict(model.ids),
-        "lowercase": True,
-        "strip_accents": True,
+        "lowercase": bool((report or {}).get("lowercase", True)),
+        "strip_accents": bool((report or {}).get("strip_accents", True)),
         "max_bytes_per_word": 100,
         "wordpiece_suffix": "##",
-        "golden": golden_vectors(model),
     }
+    if model.task == "classifier":
+        info.update({
+            "labels_file": "labels.txt",
+            "labels": list(model.labels),
+            "num_classes": model.num_classes,
+            "output": "probabilities: float32 [batch, num_classes], softmax over the classes in labels order",
+            "golden": classifier_golden(model),
+        })
+        from mobile_bert_distill.tflite_metadata import read_classifier_metadata
+
+        with open(targets["model.tflite"], "rb") as f:
+            meta = read_classifier_metadata(f.read())
+        info["tflite_metadata"] = {
+            "embedded": True, "min_parser_version": meta["min_parser_version"],
+            "input_tensor_names": meta["inputs"], "tokenizer": meta["tokenizer"],
+            "output_tensor_name": meta["output"], "associated_files": meta["files"],
+            "note": "vocab.txt and labels.txt are also packed inside model.tflite (MediaPipe TextClassifier)",
+        }
+    else:
+        info["golden"] = golden_vectors(model)
     atomic_write_json(targets["model_info.json"], info)
-    return {"folder": os.path.abspath(folder), "files": list(ASSET_FILES)}
+    return {"folder": os.path.abspath(folder), "files": list(files)}

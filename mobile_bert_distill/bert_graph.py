@@ -39,7 +39,7 @@ import math
 
 import numpy as np
 
-TASKS = ("mlm", "encoder")
+TASKS = ("mlm", "encoder", "classifier")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +63,19 @@ class GraphOptions:
         tie and stores a second 4928-row matrix; instead both uses read
         ``E' = E diag(gamma)``, the lookup multiplies by ``1/gamma`` and beta
         moves into the output bias. Skipped when some ``|gamma| < 1e-3``.
+    position_segment_table: look up ``position + segment`` embeddings in one
+        precomputed ``[segments * S, hidden]`` table (one ``GATHER`` indexed
+        by ``segment_id * S + position``) instead of adding a float
+        ``[S, hidden]`` constant and a segment lookup: in an int8 model the
+        table is stored in int8 (a quarter of the float constant's bytes).
+        With BERT's two segments the table holds ``position + segment 0``
+        (``[S, hidden]``) and segment 1 adds a float difference vector.
+
+    Always applied (exact in real arithmetic, so not options): the key bias is
+    dropped, since ``q . (k + b_k) = q . k + q . b_k`` shifts every score of a
+    query by the same amount and the softmax ignores it; the value bias moves
+    into the output projection's bias, since each attention row sums to one:
+    ``P (V + 1 b_v) W_o + b_o = P V W_o + (b_v W_o + b_o)``.
     """
 
     gelu: str = "builtin"
@@ -71,6 +84,7 @@ class GraphOptions:
     fuse_qkv: bool = False
     layer_norm_epsilon: bool = True
     tie_embedding: bool = True
+    position_segment_table: bool = False
 
     def __post_init__(self):
         if self.gelu not in ("builtin", "tanh"):
@@ -87,16 +101,29 @@ def _np(variable):
 
 
 def split_masked_lm(model):
-    """Return ``(backbone, mlm_head_or_None)`` for a ``BertMaskedLM`` or ``BertBackbone``."""
+    """Return ``(backbone, mlm_head_or_None)`` for a ``BertMaskedLM`` or ``BertBackbone``
+    (or a ``BertTextClassifier``, whose head is not an MLM head: ``None``)."""
     import keras_hub
 
     if isinstance(model, keras_hub.models.BertMaskedLM):
         return model.backbone, model.masked_lm_head
+    if isinstance(model, keras_hub.models.BertTextClassifier):
+        return model.backbone, None
     if isinstance(model, keras_hub.models.BertBackbone):
         return model, None
     raise TypeError(
         f"expected a keras_hub BertMaskedLM or BertBackbone, got {type(model).__name__}"
     )
+
+
+def classifier_activation(model):
+    """``"linear"`` or ``"softmax"``: the activation of a ``BertTextClassifier``'s output
+    layer (both export as ``softmax(W pooled + b)``); anything else raises ``ValueError``."""
+    name = getattr(model.output_dense.activation, "__name__", str(model.output_dense.activation))
+    if name not in ("linear", "softmax"):
+        raise ValueError(f"the classifier's output activation is {name!r}; only logits (no activation) "
+                         "or softmax can be exported as probabilities")
+    return name
 
 
 def extract_weights(model, task):
@@ -106,6 +133,8 @@ def extract_weights(model, task):
     backbone, head = split_masked_lm(model)
     if task == "mlm" and head is None:
         raise ValueError("task 'mlm' needs a BertMaskedLM (a backbone has no MLM head)")
+    if task == "classifier" and not hasattr(model, "output_dense"):
+        raise ValueError("task 'classifier' needs a keras-hub BertTextClassifier")
     w = {
         "token_embedding": _np(backbone.token_embedding.embeddings),
         "position_embedding": _np(backbone.position_embedding.position_embeddings),
@@ -134,6 +163,9 @@ def extract_weights(model, task):
                 "ff_ln": _ln(layer._feedforward_layer_norm),
             }
         )
+    if task == "classifier":
+        w["classifier"] = {"out": (_np(model.output_dense.kernel), _np(model.output_dense.bias)),
+                           "activation": classifier_activation(model)}
     if task == "mlm":
         if head.token_embedding is not None:
             out_kernel = _np(head.token_embedding.embeddings).T
@@ -155,6 +187,35 @@ def extract_weights(model, task):
         "num_segments": int(backbone.num_segments),
     }
     return w, cfg
+
+
+def _fold_attention_biases(lw, hidden, beta_in):
+    """Rewrite one layer's weights for a residual stream that omits LayerNorm betas.
+
+    The graph carries ``r = LN(x) - beta`` (no ``ADD`` of beta after any
+    LayerNorm): ``beta_in`` is the beta of the LayerNorm that feeds the
+    layer. The query, value and intermediate projections absorb ``beta W``
+    into their biases; the residual sums get the missing beta back through
+    the output projection's bias (``beta_in``) and the second feed-forward
+    bias (the attention LayerNorm's beta). The key bias is dropped and the
+    value bias moves into the output bias (see :class:`GraphOptions`).
+    Exact in real arithmetic.
+    """
+    f64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
+    beta = f64(beta_in)
+    qk, qb = lw["q"]
+    vk, vb = lw["v"]
+    ok, ob = lw["o"]
+    q_bias = f64(qb).reshape(-1) + beta @ f64(qk).reshape(hidden, -1)
+    v_bias = f64(vb).reshape(-1) + beta @ f64(vk).reshape(hidden, -1)  # [heads * d]
+    o_bias = f64(ob) + v_bias @ f64(ok).reshape(hidden, -1) + beta
+    ff_beta = f64(lw["att_ln"][1])
+    ff1_bias = f64(lw["ff1"][1]) + ff_beta @ f64(lw["ff1"][0])
+    ff2_bias = f64(lw["ff2"][1]) + ff_beta
+    as32 = lambda a, like: a.reshape(np.shape(like)).astype(np.float32)  # noqa: E731
+    return dict(lw, q=(qk, as32(q_bias, qb)), k=(lw["k"][0], None), v=(vk, None),
+                o=(ok, as32(o_bias, ob)), ff1=(lw["ff1"][0], as32(ff1_bias, lw["ff1"][1])),
+                ff2=(lw["ff2"][0], as32(ff2_bias, lw["ff2"][1])))
 
 
 def _ln(layer):
@@ -209,11 +270,23 @@ class ExportBert:
                 self._tied_bias = (beta.astype(np.float64) @ weights["token_embedding"].T.astype(np.float64)
                                    + out_b).astype(np.float32)
         var("token_embedding", emb)
-        var("position_embedding", weights["position_embedding"][: self.seq_len])
-        var("segment_embedding", weights["segment_embedding"])
+        if self.options.position_segment_table:
+            pos = weights["position_embedding"][: self.seq_len].astype(np.float64)
+            seg = weights["segment_embedding"].astype(np.float64)
+            if len(seg) == 2:  # positions + segment 0 in the table, segment 1 as a difference
+                var("position_segment_embedding", (pos + seg[0]).astype(np.float32))
+                var("segment_delta", (seg[1] - seg[0]).astype(np.float32))
+            else:
+                table = (seg[:, None, :] + pos[None, :, :]).reshape(-1, pos.shape[-1])
+                var("position_segment_embedding", table.astype(np.float32))
+        else:
+            var("position_embedding", weights["position_embedding"][: self.seq_len])
+            var("segment_embedding", weights["segment_embedding"])
         self._emb_ln = self._ln_vars(var, "emb_ln", weights["emb_ln"])
         self._layers = []
+        beta_in = weights["emb_ln"][1]
         for i, lw in enumerate(weights["layers"]):
+            lw, beta_in = _fold_attention_biases(lw, hidden, beta_in), lw["ff_ln"][1]
             qk, qb = lw["q"]
             qk, qb = qk * scale, qb * scale  # fold 1/sqrt(d) into the query projection
             layer = {}
@@ -221,16 +294,18 @@ class ExportBert:
             if self.options.attention == "per_head":
                 for name, (k, b) in (("q", (qk, qb)), ("k", lw["k"]), ("v", lw["v"])):
                     layer[name] = [
-                        (var(f"l{i}_{name}{h}_k", k[:, h, :]), var(f"l{i}_{name}{h}_b", b[h]))
+                        (var(f"l{i}_{name}{h}_k", k[:, h, :]),
+                         None if b is None else var(f"l{i}_{name}{h}_b", b[h]))
                         for h in range(heads)
                     ]
             elif self.options.fuse_qkv:
                 kernel = np.concatenate([flat(qk), flat(lw["k"][0]), flat(lw["v"][0])], axis=1)
-                bias = np.concatenate([qb.reshape(-1), lw["k"][1].reshape(-1), lw["v"][1].reshape(-1)])
+                bias = np.concatenate([qb.reshape(-1), np.zeros(2 * hidden, np.float32)])
                 layer["qkv"] = (var(f"l{i}_qkv_k", kernel), var(f"l{i}_qkv_b", bias))
             else:
                 for name, (k, b) in (("q", (qk, qb)), ("k", lw["k"]), ("v", lw["v"])):
-                    layer[name] = (var(f"l{i}_{name}_k", flat(k)), var(f"l{i}_{name}_b", b.reshape(-1)))
+                    layer[name] = (var(f"l{i}_{name}_k", flat(k)),
+                                   None if b is None else var(f"l{i}_{name}_b", b.reshape(-1)))
             ok, ob = lw["o"]
             layer["o"] = (var(f"l{i}_o_k", ok.reshape(hidden, hidden)), var(f"l{i}_o_b", ob))
             layer["att_ln"] = self._ln_vars(var, f"l{i}_att_ln", lw["att_ln"])
@@ -238,11 +313,17 @@ class ExportBert:
             layer["ff2"] = (var(f"l{i}_ff2_k", lw["ff2"][0]), var(f"l{i}_ff2_b", lw["ff2"][1]))
             layer["ff_ln"] = self._ln_vars(var, f"l{i}_ff_ln", lw["ff_ln"])
             self._layers.append(layer)
-        if task == "encoder":
+        if task in ("encoder", "classifier"):
+            self._final_beta = var("final_ln_beta", beta_in)  # the stream omits it (see above)
             self._pooled = (var("pooled_k", weights["pooled"][0]), var("pooled_b", weights["pooled"][1]))
+            if task == "classifier":
+                out_k, out_b = weights["classifier"]["out"]
+                self._cls_out = (var("cls_out_k", out_k), var("cls_out_b", out_b))
         else:
             m = weights["mlm"]
-            self._mlm_dense = (var("mlm_dense_k", m["dense"][0]), var("mlm_dense_b", m["dense"][1]))
+            dense_b = (m["dense"][1].astype(np.float64)
+                       + beta_in.astype(np.float64) @ m["dense"][0].astype(np.float64))  # reads LN(x) - beta
+            self._mlm_dense = (var("mlm_dense_k", m["dense"][0]), var("mlm_dense_b", dense_b.astype(np.float32)))
             self._mlm_exact_gelu = "approximate" not in m["dense_activation"]
             self._mlm_ln = self._ln_vars(var, "mlm_ln", m["ln"])
             if self._inv_gamma is not None:
@@ -276,10 +357,13 @@ class ExportBert:
 
         k, b = kb
         shape = tf.shape(x)
-        y = tf.matmul(tf.reshape(x, [-1, k.shape[0]]), k) + b
+        y = tf.matmul(tf.reshape(x, [-1, k.shape[0]]), k)
+        if b is not None:
+            y = y + b
         return tf.reshape(y, tf.concat([shape[:-1], [k.shape[1]]], axis=0))
 
-    def _layer_norm(self, x, ln):
+    def _layer_norm(self, x, ln, split=False):
+        """``LN(x)``; with ``split``, ``LN(x) - beta`` (see ``_fold_attention_biases``)."""
         import tensorflow as tf
 
         gamma, beta, eps = ln
@@ -289,6 +373,8 @@ class ExportBert:
         if self.options.layer_norm_epsilon:
             var = var + eps
         y = d * tf.math.rsqrt(var)
+        if split:
+            return y * gamma
         return y if gamma is None else y * gamma + beta
 
     def _gelu(self, x, exact=False):
@@ -339,17 +425,38 @@ class ExportBert:
         x = tf.gather(m.token_embedding, input_ids)
         if self._inv_gamma is not None:
             x = x * m.inv_gamma  # the table holds E diag(gamma); see GraphOptions.tie_embedding
-        x = x + m.position_embedding + tf.gather(m.segment_embedding, segment_ids)
-        x = self._layer_norm(x, self._emb_ln)
+        if self.options.position_segment_table:
+            positions = tf.range(self.seq_len, dtype=segment_ids.dtype)[None, :]
+            if hasattr(m, "segment_delta"):
+                # "+ 0 * segment_ids" keeps the index an input-dependent tensor, so the
+                # converter keeps the (int8) table and its GATHER instead of folding
+                # them into a float constant
+                x = x + tf.gather(m.position_segment_embedding, positions + 0 * segment_ids)
+                x = x + tf.cast(segment_ids, tf.float32)[..., None] * m.segment_delta
+            else:
+                x = x + tf.gather(m.position_segment_embedding, segment_ids * self.seq_len + positions)
+        else:
+            x = x + m.position_embedding + tf.gather(m.segment_embedding, segment_ids)
+        x = self._layer_norm(x, self._emb_ln, split=True)  # every x below omits its LayerNorm's beta
         keep = tf.cast(padding_mask, tf.float32)  # [B, S]
         bias = ((1.0 - keep) * self.options.mask_bias)[:, None, :]  # [B, 1, S]
         for layer in self._layers:
-            x = self._layer_norm(x + self._attention(x, layer, bias), layer["att_ln"])
+            x = self._layer_norm(x + self._attention(x, layer, bias), layer["att_ln"], split=True)
             h = self._gelu(self._dense(x, layer["ff1"]))
-            x = self._layer_norm(x + self._dense(h, layer["ff2"]), layer["ff_ln"])
+            x = self._layer_norm(x + self._dense(h, layer["ff2"]), layer["ff_ln"], split=True)
+        if self.task != "mlm":
+            x = x + m.final_ln_beta
         if self.task == "encoder":
             pooled = tf.math.tanh(self._dense(x[:, 0, :], self._pooled))
             return {"sequence_output": x, "pooled_output": pooled}
+        if self.task == "classifier":
+            # the classifier head: pooler (dense + tanh on [CLS]), dense to the classes, softmax.
+            # SLICE + RESHAPE rather than x[:, 0] (a STRIDED_SLICE that XNNPACK leaves outside)
+            cls = tf.reshape(tf.slice(x, [0, 0, 0], [self.batch_size, 1, self.config["hidden_dim"]]),
+                             [self.batch_size, self.config["hidden_dim"]])
+            pooled = tf.math.tanh(self._dense(cls, self._pooled))
+            logits = self._dense(pooled, self._cls_out)
+            return {"probabilities": tf.nn.softmax(logits, axis=-1)}
         h = self._gelu(self._dense(x, self._mlm_dense), exact=self._mlm_exact_gelu)
         if self._inv_gamma is None:
             h = self._layer_norm(h, self._mlm_ln)

@@ -36,6 +36,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -48,9 +49,10 @@ from mobile_bert_distill.atomic import atomic_file, atomic_write_json
 from mobile_bert_distill.errors import UserError
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
-TASKS = ("mlm", "encoder")
+TASKS = ("mlm", "encoder", "classifier")
 INPUT_NAMES = ("input_ids", "segment_ids", "padding_mask")
-OUTPUT_NAMES = {"mlm": ("logits",), "encoder": ("pooled_output", "sequence_output")}
+OUTPUT_NAMES = {"mlm": ("logits",), "encoder": ("pooled_output", "sequence_output"),
+                "classifier": ("probabilities",)}
 #: Minimum masked-token top-1 agreement with the float model, per mode (CLI default).
 DEFAULT_MIN_AGREEMENT = {"float32": 0.999, "float16": 0.99, "dynamic": 0.95, "int8": 0.99}
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -62,11 +64,16 @@ def _recipes():
     from mobile_bert_distill.bert_graph import GraphOptions
 
     friendly_int8 = GraphOptions(attention="heads", gelu="tanh", layer_norm_epsilon=False)
+    # GELU stays float in "matmul": one builtin op (XNNPACK has a float GELU)
+    # instead of the seven of the tanh formula, which int8 GELU needs; the
+    # position table is stored in int8 (the all-int8 recipes would get one
+    # more delegate partition from its float segment term).
+    matmul_int8 = dataclasses.replace(friendly_int8, gelu="builtin", position_segment_table=True)
     return {
         # Every FULLY_CONNECTED and BATCH_MATMUL in int8; LayerNorm, residual
         # adds, GELU and softmax stay float (XNNPACK runs them fast in float,
         # and int8 residual streams/LayerNorms cost agreement). One partition.
-        "matmul": {"graph": "friendly", "graph_options": friendly_int8,
+        "matmul": {"graph": "friendly", "graph_options": matmul_int8,
                    "float_ops": ("SOFTMAX", "RSQRT", "ADD", "MEAN", "SUB", "MUL", "TANH", "GELU"),
                    "xnnpack_fixups": True, "share_embedding": True, "float_logits": True},
         # int8 everywhere except SOFTMAX and RSQRT, which XNNPACK has no int8
@@ -170,6 +177,15 @@ def _keras_saved_model(model, task, seq_len, batch_size, directory):
                 training=False,
             )
             return {"logits": logits}
+    elif task == "classifier":
+        from mobile_bert_distill.bert_graph import classifier_activation
+
+        needs_softmax = classifier_activation(model) == "linear"
+
+        def fn(input_ids, segment_ids, padding_mask):
+            out = model({"token_ids": input_ids, "segment_ids": segment_ids, "padding_mask": padding_mask},
+                        training=False)
+            return {"probabilities": tf.nn.softmax(out, axis=-1) if needs_softmax else out}
     else:
 
         def fn(input_ids, segment_ids, padding_mask):
@@ -266,8 +282,13 @@ def convert(model, *, task="mlm", quantization="float32", seq_len=128, batch_siz
                 flat, _ = q.float_output_projection(flat)
             if xnnpack_fixups:
                 flat, _ = q.strip_tensor_names(flat)
-            return flat
-        return bytes(converter.convert())
+        if quantization != "int8":
+            flat = bytes(converter.convert())
+        if graph == "friendly":  # the stock-graph baseline stays as the converter wrote it
+            from mobile_bert_distill import quantization as q
+
+            flat, _ = q.compact(flat)
+        return flat
 
 
 def layer_sensitivity(model, *, task="mlm", seq_len=128, calibration_feeds, recipe="xnnpack",
@@ -368,11 +389,27 @@ def keras_outputs(model, task, feeds, *, batch=32):
             m = len(x["token_ids"])
             x["mask_positions"] = np.tile(np.arange(s, dtype=np.int32), (m, 1))
             res = {"logits": model(x, training=False)}
+        elif task == "classifier":
+            res = {"probabilities": classifier_probabilities(model, x)}
         else:
             res = backbone(x, training=False)
         for k, v in res.items():
             out.setdefault(k, []).append(np.asarray(v.numpy() if hasattr(v, "numpy") else v, np.float32))
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def classifier_probabilities(model, x):
+    """Float probabilities ``[N, K]`` of a keras-hub ``BertTextClassifier`` on preprocessed ``x``
+    (``token_ids``/``segment_ids``/``padding_mask``): softmax of its logits (or its own softmax)."""
+    from mobile_bert_distill.bert_graph import classifier_activation
+
+    out = model(x, training=False)
+    out = np.asarray(out.numpy() if hasattr(out, "numpy") else out, np.float32)
+    if classifier_activation(model) == "softmax":
+        return out
+    z = out.astype(np.float64) - out.max(-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(-1, keepdims=True)).astype(np.float32)
 
 
 def _cosine(a, b):
@@ -391,8 +428,29 @@ def parity(task, reference, candidate, feeds, labels=None):
     ids; ``None`` leaves accuracy out), max/mean |Δlogit| and logit cosine.
     For ``encoder``: cosine of sequence outputs over non-padding tokens and
     of pooled outputs, and max/mean |Δ|.
+    For ``classifier``: label (arg-max) agreement, max/mean |Δprobability|,
+    the largest deviation of a probability row's sum from 1, and with
+    ``labels`` (class indices ``[N]``) each model's accuracy.
     """
     res = {"sequences": int(len(feeds["input_ids"]))}
+    if task == "classifier":
+        ref, cand = reference["probabilities"], candidate["probabilities"]
+        ref_top, cand_top = ref.argmax(-1), cand.argmax(-1)
+        diff = np.abs(ref.astype(np.float64) - cand)
+        res.update(
+            examples=int(len(ref)),
+            label_agreement=float((ref_top == cand_top).mean()),
+            label_flips=int((ref_top != cand_top).sum()),
+            max_abs_prob_diff=float(diff.max()),
+            mean_abs_prob_diff=float(diff.mean()),
+            max_prob_sum_error=float(np.abs(cand.astype(np.float64).sum(-1) - 1.0).max()),
+        )
+        if labels is not None:
+            truth = np.asarray(labels).reshape(-1)
+            res["float_accuracy"] = float((ref_top == truth).mean())
+            res["tflite_accuracy"] = float((cand_top == truth).mean())
+            res["accuracy_drop_points"] = 100.0 * (res["float_accuracy"] - res["tflite_accuracy"])
+        return res
     if task == "mlm":
         where = feeds["input_ids"] == 4
         if not where.any():
@@ -432,6 +490,8 @@ def parity(task, reference, candidate, feeds, labels=None):
 
 def agreement_of(parity_block):
     """The single number ``--min-agreement`` is checked against."""
+    if "label_agreement" in parity_block:
+        return parity_block["label_agreement"]
     if "top1_agreement" in parity_block:
         return parity_block["top1_agreement"]
     return parity_block["sequence_output_cosine_mean"]
@@ -452,8 +512,11 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
     Args:
         model: ``BertMaskedLM`` (task ``mlm`` or ``encoder``) or ``BertBackbone``
             (task ``encoder``).
-        task: ``"mlm"`` (output ``logits`` ``[B, S, V]``) or ``"encoder"``
-            (``sequence_output`` ``[B, S, H]``, ``pooled_output`` ``[B, H]``).
+        task: ``"mlm"`` (output ``logits`` ``[B, S, V]``), ``"encoder"``
+            (``sequence_output`` ``[B, S, H]``, ``pooled_output`` ``[B, H]``) or
+            ``"classifier"`` (a ``BertTextClassifier``: ``probabilities``
+            ``[B, K]``, the softmax of its logits; ``parity_labels`` are then
+            class indices ``[N]``).
         quantization: ``float32``, ``float16``, ``dynamic`` or ``int8``.
         seq_len, batch_size: the static input shape ``[batch_size, seq_len]``.
         calibration_sequences: list of dicts (or one dict of ``[N, S]``
@@ -501,6 +564,8 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
         if value is not None:
             chosen[key] = value
     graph, graph_options, float_ops = chosen["graph"], chosen["graph_options"], tuple(chosen["float_ops"])
+    if task == "classifier":
+        _check_classifier_model(model, share_embedding=share_embedding, float_logits=float_logits)
     backbone, head = split_masked_lm(model)
     if task == "mlm" and head is None:
         raise UserError("task 'mlm' needs a BertMaskedLM; a BertBackbone can only export task 'encoder'")
@@ -509,15 +574,16 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     vocab_size = int(backbone.vocabulary_size)
+    random_kw = {"mask_rate": 0.0} if task == "classifier" else {}  # a classifier never sees [MASK]
     if calibration_sequences is None:
-        calib = random_sequences(num_calibration, seq_len, vocab_size, seed=seed)
+        calib = random_sequences(num_calibration, seq_len, vocab_size, seed=seed, **random_kw)
         calib_source = "random_ids"
     else:
         calib = _as_feeds(calibration_sequences)
         calib_source = "given"
     _check_feeds(calib, seq_len, vocab_size)
     if parity_sequences is None:
-        checks = random_sequences(num_parity, seq_len, vocab_size, seed=seed + 1)
+        checks = random_sequences(num_parity, seq_len, vocab_size, seed=seed + 1, **random_kw)
         parity_source = "random_ids"
         parity_labels = None
     else:
@@ -571,6 +637,7 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
         "vocabulary_size": vocab_size,
         "calibration": {"source": calib_source, "sequences": int(len(calib["input_ids"]))}
         if quantization == "int8" else None,
+        **({"num_classes": int(model.num_classes)} if task == "classifier" else {}),
         "convert_seconds": round(convert_s, 2),
         **info,
         "parity": par,
@@ -597,6 +664,23 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
     if write_report:
         atomic_write_json(report_path(out_path), report)
     return report
+
+
+def _check_classifier_model(model, *, share_embedding=None, float_logits=None):
+    import keras_hub
+
+    from mobile_bert_distill.bert_graph import classifier_activation
+
+    if not isinstance(model, keras_hub.models.BertTextClassifier):
+        raise UserError(f"task 'classifier' needs a keras-hub BertTextClassifier, not a {type(model).__name__}")
+    try:
+        classifier_activation(model)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    for name, value in (("share_embedding", share_embedding), ("float_logits", float_logits)):
+        if value:
+            raise UserError(f"{name} is an MLM-only int8 pass (the tied embedding / logits projection); "
+                            "it does not apply to task 'classifier'")
 
 
 def report_path(model_path):
@@ -712,17 +796,28 @@ def export_student(student_dir, out_path, *, task="mlm", quantization="int8", se
     held out for parity, the rest calibrates. Without a corpus, int8 refuses
     (random ids are not a calibration set) and parity uses random valid ids.
     ``android_assets`` (a directory) additionally receives ``model.tflite``,
-    ``vocab.txt`` and ``model_info.json``.
+    ``vocab.txt`` and ``model_info.json``. ``task="classifier"`` hands over
+    to :func:`export_classifier` (``student_dir`` is then the classifier
+    folder ``mbd finetune`` writes).
     """
     if quantization not in QUANTIZATIONS:
         raise UserError(f"--quantization must be one of {', '.join(QUANTIZATIONS)}")
     if task not in TASKS:
         raise UserError(f"--task must be one of {', '.join(TASKS)}")
+    if task == "classifier":
+        return export_classifier(student_dir, out_path, quantization=quantization, seq_len=seq_len,
+                                 batch_size=batch_size, calibration_corpus=calibration_corpus,
+                                 num_calibration=num_calibration, num_parity=num_parity,
+                                 max_size_mb=max_size_mb, min_agreement=min_agreement,
+                                 android_assets=android_assets, seed=seed, **kw)
     check_student_dir(student_dir)
+    if task == "mlm" and preset_task_class(student_dir) == CLASSIFIER_CLASS:
+        raise UserError(f"{student_dir} is a fine-tuned classifier (BertTextClassifier), which has no MLM head: "
+                        "export it with --task classifier (or --task encoder)")
     if quantization == "int8" and calibration_corpus is None:
         raise UserError("int8 needs --calibration-corpus (a text file): it calibrates on real sentences")
     if android_assets is not None and task != "mlm":
-        raise UserError("--android-assets needs --task mlm (the demo fills masks)")
+        raise UserError("--android-assets needs --task mlm (the demo fills masks) or --task classifier")
     from mobile_bert_distill.wordpiece import WordPiece
 
     lines = read_corpus(calibration_corpus) if calibration_corpus is not None else None
@@ -749,6 +844,184 @@ def export_student(student_dir, out_path, *, task="mlm", quantization="int8", se
         from mobile_bert_distill.android import write_android_assets
 
         report["android_assets"] = write_android_assets(android_assets, out_path, vocab_path, report)
+        if kw.get("write_report", True):
+            atomic_write_json(report_path(out_path), report)
+    return report
+
+
+# --------------------------------------------------------------------------
+# fine-tuned classifiers (`mbd finetune` output)
+# --------------------------------------------------------------------------
+CLASSIFIER_CLASS = "BertTextClassifier"
+LABELS_FILE = "labels.json"
+
+
+def preset_task_class(preset_dir):
+    """The keras-hub task class a preset was saved from (``task.json``), or ``None``."""
+    path = os.path.join(str(preset_dir), "task.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f).get("class_name")
+    except (OSError, ValueError, AttributeError) as e:
+        raise UserError(f"{path} is not a keras-hub task config: {e}") from None
+
+
+def read_classifier_labels(preset_dir):
+    """``(classes, labels_json)`` of a classifier preset; a :class:`UserError` unless it is one."""
+    preset_dir = str(preset_dir)
+    check_student_dir(preset_dir)
+    task_class = preset_task_class(preset_dir)
+    if task_class not in (None, CLASSIFIER_CLASS):
+        raise UserError(f"{preset_dir} is a {task_class} preset, not a classifier: --task classifier needs "
+                        "the folder `mbd finetune` writes (a BertTextClassifier preset with labels.json)")
+    path = os.path.join(preset_dir, LABELS_FILE)
+    if not os.path.isfile(path):
+        raise UserError(f"{preset_dir} has no {LABELS_FILE}: --task classifier needs the folder "
+                        "`mbd finetune` writes (a BertTextClassifier preset with labels.json)")
+    if task_class is None:
+        raise UserError(f"{preset_dir} has no task.json: not a BertTextClassifier preset")
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+        classes = meta["classes"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path} is not a labels file with a 'classes' list ({type(e).__name__})") from None
+    if (not isinstance(classes, list) or len(classes) < 2
+            or not all(isinstance(c, str) and c.strip() and "\n" not in c for c in classes)
+            or len(set(classes)) != len(classes)):
+        raise UserError(f"{path}: 'classes' must list at least 2 distinct, non-empty, one-line class names")
+    return list(classes), meta
+
+
+def load_classifier_preset(preset_dir):
+    """Load a fine-tuned classifier; return ``(model, vocab_path, classes, labels_json)``."""
+    preset_dir = str(preset_dir)
+    classes, meta = read_classifier_labels(preset_dir)
+    vocab_path = find_preset_vocab(preset_dir)
+    _quiet_tf()
+    import keras_hub
+
+    try:
+        model = keras_hub.models.BertTextClassifier.from_preset(preset_dir)
+    except Exception as e:  # keras-hub raises many types for a broken preset
+        raise UserError(f"cannot load the classifier preset {preset_dir}: {str(e).splitlines()[0]}") from e
+    if int(model.num_classes) != len(classes):
+        raise UserError(f"{os.path.join(preset_dir, LABELS_FILE)} lists {len(classes)} classes but the "
+                        f"classifier has {model.num_classes} outputs")
+    _check_classifier_model(model)
+    return model, vocab_path, classes, meta
+
+
+def text_sequences(lines, tokenizer, seq_len, n=None, *, seed=0):
+    """One text per sequence, ``[CLS] tokens [SEP] [PAD]..`` (truncated to ``seq_len``), as a
+    classifier sees its input. ``n=None`` encodes every line in order; otherwise ``n``
+    sequences are drawn from a seeded shuffle of the lines (cycling when ``n`` exceeds them).
+    Returns ``(feeds, kept, truncated)``: int32 ``[N, S]`` arrays, the index of
+    each row's line, and how many rows were cut to fit ``seq_len``.
+    """
+    cls_id, sep_id = tokenizer.special_id("[CLS]"), tokenizer.special_id("[SEP]")
+    encoded = [(i, ids) for i, ids in enumerate(tokenizer.encode(line) for line in lines) if ids]
+    if not encoded:
+        raise UserError("the text produced no tokens")
+    if n is not None:
+        order = np.random.default_rng(seed).permutation(len(encoded))
+        encoded = [encoded[order[k % len(order)]] for k in range(n)]
+    ids = np.zeros((len(encoded), seq_len), np.int32)
+    mask = np.zeros_like(ids)
+    truncated = 0
+    for row, (_, body) in enumerate(encoded):
+        truncated += len(body) > seq_len - 2
+        tokens = [cls_id] + body[: seq_len - 2] + [sep_id]
+        ids[row, : len(tokens)] = tokens
+        mask[row, : len(tokens)] = 1
+    feeds = {"input_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": mask}
+    return feeds, [i for i, _ in encoded], int(truncated)
+
+
+def export_classifier(classifier_dir, out_path, *, quantization="int8", seq_len=None, batch_size=1,
+                      calibration_corpus=None, num_calibration=200, num_parity=200, parity_csv=None,
+                      text_column=None, label_column=None, max_size_mb=None, min_agreement=None,
+                      android_assets=None, seed=0, **kw):
+    """Export the classifier preset ``mbd finetune`` writes (``BertTextClassifier`` + ``labels.json``).
+
+    The model outputs ``probabilities`` ``[batch, num_classes]`` (float32,
+    softmax), in the order of ``labels.json``'s ``classes``. ``seq_len``
+    defaults to the preset preprocessor's sequence length. Calibration (int8)
+    uses one corpus line per sequence (9 lines in 10), tokenized with the
+    classifier's own tokenizer. Parity against the float Keras classifier uses
+    the rows of ``parity_csv`` when given (all of them, with accuracy of both
+    models; columns default to those ``mbd finetune`` recorded in
+    ``labels.json``), else the held-out corpus lines (every 10th, at most
+    ``num_parity``), else ``num_parity`` random valid ids.
+    ``android_assets`` also receives ``labels.txt``.
+    """
+    from mobile_bert_distill.wordpiece import WordPiece
+
+    if quantization not in QUANTIZATIONS:
+        raise UserError(f"--quantization must be one of {', '.join(QUANTIZATIONS)}")
+    classes, meta = read_classifier_labels(classifier_dir)
+    if quantization == "int8" and calibration_corpus is None:
+        raise UserError("int8 needs --calibration-corpus (a text file): it calibrates on real sentences")
+    lines = read_corpus(calibration_corpus) if calibration_corpus is not None else None
+    csv_rows = None
+    if parity_csv is not None:
+        from mobile_bert_distill.finetune import encode_labels, read_labelled_csv
+
+        text_column = text_column or meta.get("text_column") or "text"
+        label_column = label_column or meta.get("label_column") or "label"
+        texts, raw_labels = read_labelled_csv(parity_csv, text_column, label_column, log=None)
+        csv_rows = (texts, encode_labels(raw_labels, classes, parity_csv))
+    elif text_column is not None or label_column is not None:
+        raise UserError("--text-column/--label-column need --parity-csv")
+    model, vocab_path, classes, meta = load_classifier_preset(classifier_dir)
+    tok_cfg = getattr(getattr(model, "preprocessor", None), "tokenizer", None)
+    lowercase = bool(getattr(tok_cfg, "lowercase", True))
+    accents = bool(getattr(tok_cfg, "strip_accents", lowercase))
+    if seq_len is None:
+        seq_len = int(getattr(model.preprocessor, "sequence_length", None) or 128)
+    tokenizer = WordPiece(vocab_path, lowercase=lowercase, strip_accents=accents)
+    vocab_size = int(model.backbone.vocabulary_size)
+    if len(tokenizer) != vocab_size:
+        raise UserError(f"vocabulary has {len(tokenizer)} tokens but the model has {vocab_size} embedding rows")
+    calib = parity_feeds = parity_labels = None
+    parity_data = {"source": "random_ids"}
+    if lines is not None:
+        calib_lines, heldout = split_corpus(lines)
+        calib, _, _ = text_sequences(calib_lines, tokenizer, seq_len, num_calibration, seed=seed)
+        if csv_rows is None:
+            parity_feeds, _, cut = text_sequences(heldout[:num_parity], tokenizer, seq_len)
+            parity_data = {"source": "held-out corpus lines", "path": os.path.abspath(calibration_corpus),
+                           "truncated": cut}
+    if csv_rows is not None:
+        texts, y = csv_rows
+        parity_feeds, kept, cut = text_sequences(texts, tokenizer, seq_len)
+        parity_labels = y[kept]
+        parity_data = {"source": "labelled csv", "path": os.path.abspath(parity_csv),
+                       "text_column": text_column, "label_column": label_column, "truncated": cut}
+    metrics_path = os.path.join(str(classifier_dir), "metrics.json")
+    finetune_metrics = None
+    if os.path.isfile(metrics_path):
+        with contextlib.suppress(OSError, ValueError):
+            with open(metrics_path, encoding="utf-8") as f:
+                finetune_metrics = json.load(f)
+    report = export_keras_model(
+        model, out_path, task="classifier", quantization=quantization, seq_len=seq_len,
+        batch_size=batch_size, calibration_sequences=calib, parity_sequences=parity_feeds,
+        parity_labels=parity_labels, num_calibration=num_calibration, num_parity=num_parity,
+        max_size_mb=max_size_mb, min_agreement=min_agreement, seed=seed,
+        extra_report={"student_dir": os.path.abspath(str(classifier_dir)),
+                      "labels": classes, "lowercase": lowercase, "strip_accents": accents,
+                      "calibration_corpus": os.path.abspath(calibration_corpus) if calibration_corpus else None,
+                      "parity_data": parity_data, "finetune_metrics": finetune_metrics},
+        **kw,
+    )
+    if android_assets is not None:
+        from mobile_bert_distill.android import write_android_assets
+
+        report["android_assets"] = write_android_assets(android_assets, out_path, vocab_path, report,
+                                                        labels=classes)
         if kw.get("write_report", True):
             atomic_write_json(report_path(out_path), report)
     return report

@@ -12,10 +12,13 @@ Example::
     for mask in model.fill_mask("the capital of [MASK] is paris .", top_k=3)[0]:
         print(mask["position"], [(c["token"], round(c["probability"], 3)) for c in mask["candidates"]])
     vectors = model.embeddings(["a sentence", "another one"])   # encoder exports
+    clf = LiteRTModel("clf.tflite", "vocab.txt")                  # classifier exports
+    clf.classify("a gorgeous, witty film")[0]["label"]            # e.g. 'positive'
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -50,9 +53,14 @@ class LiteRTModel:
             [SEP] [MASK]`` first). Default: ``vocab.txt`` beside the model.
         num_threads: interpreter threads.
         lowercase: must match training (the student is uncased).
+        labels: class names of a classifier export (output ``probabilities``):
+            a list, or a file (``labels.txt``, one name per line, or a JSON
+            file with ``labels``/``classes``). Default: the ``labels`` of the
+            ``<model>.report.json`` beside the model, else ``labels.txt`` in
+            the model's folder, else none (classes are then shown by index).
     """
 
-    def __init__(self, model_path, vocab_path=None, *, num_threads=1, lowercase=True):
+    def __init__(self, model_path, vocab_path=None, *, num_threads=1, lowercase=True, labels=None):
         model_path = str(model_path)
         if vocab_path is None:
             vocab_path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "vocab.txt")
@@ -74,7 +82,9 @@ class LiteRTModel:
             raise UserError(f"{model_path} lacks the inputs {sorted(missing)}; export it with `mbd export`")
         self.batch_size, self.seq_len = (int(s) for s in inputs["input_ids"]["shape"])
         self.output_names = sorted(outputs)
-        self.task = "mlm" if "logits" in outputs else "encoder"
+        self.task = "mlm" if "logits" in outputs else "classifier" if "probabilities" in outputs else "encoder"
+        self.num_classes = int(outputs["probabilities"]["shape"][-1]) if self.task == "classifier" else None
+        self.labels = self._resolve_labels(labels)
         rows = self._embedding_rows()
         if rows is not None and rows != len(self.tokenizer):
             raise UserError(
@@ -87,6 +97,37 @@ class LiteRTModel:
         self.ids = {t: self.tokenizer.special_id(t) for t in SPECIALS}
 
     # ------------------------------------------------------------------
+    def _resolve_labels(self, labels):
+        """Class names for a classifier (see the class docstring); ``None`` when there are none."""
+        if labels is not None and self.task != "classifier":
+            raise UserError(f"{self.model_path} is an {self.task!r} export; class labels apply to classifiers only")
+        if self.task != "classifier":
+            return None
+        source = "labels"
+        if labels is None:
+            root = os.path.splitext(self.model_path)[0]
+            beside = os.path.join(os.path.dirname(os.path.abspath(self.model_path)), "labels.txt")
+            report = root + ".report.json"
+            if os.path.isfile(report):
+                with open(report, encoding="utf-8") as f:
+                    try:
+                        labels = json.load(f).get("labels")
+                    except (ValueError, AttributeError):
+                        labels = None
+                source = report
+            if labels is None and os.path.isfile(beside):
+                labels = source = beside
+            if labels is None:
+                return None
+        if isinstance(labels, (str, os.PathLike)):
+            source = str(labels)
+            labels = read_labels(source)
+        labels = [str(x) for x in labels]
+        if len(labels) != self.num_classes:
+            raise UserError(f"{source} has {len(labels)} class names but {self.model_path} outputs "
+                            f"{self.num_classes} probabilities")
+        return labels
+
     def _embedding_rows(self):
         """Rows of the token-embedding table (the GATHER fed by ``input_ids``)."""
         if self.task == "mlm":
@@ -199,6 +240,60 @@ class LiteRTModel:
             return (seq * m).sum(1) / m.sum(1)
         raise UserError(f"pooling must be 'pooled', 'cls' or 'mean', not {pooling!r}")
 
+    def probabilities(self, texts):
+        """Class probabilities ``[N, K]`` of a classifier export (softmax, rows sum to 1)."""
+        self._need("classifier")
+        feeds, _ = self.encode(texts)
+        return self.run(feeds)["probabilities"]
+
+    def classify(self, texts, top_k=None):
+        """Label every text with a classifier export.
+
+        Returns one dict per text: ``label`` (the class name, or its index
+        when the model has no labels), ``index``, ``probability`` (of that
+        class), ``probabilities`` (all ``K``, in output order) and ``top``
+        (the ``top_k`` most probable classes as ``{"label", "index",
+        "probability"}``, all of them when ``top_k`` is ``None``).
+        """
+        if top_k is not None and top_k < 1:
+            raise UserError("top_k must be >= 1")
+        probs = self.probabilities(texts)
+        names = self.labels or list(range(self.num_classes))
+        results = []
+        for row in probs:
+            order = np.argsort(-row, kind="stable")[: top_k or len(row)]
+            best = int(order[0])
+            results.append({
+                "label": names[best], "index": best, "probability": float(row[best]),
+                "probabilities": [float(p) for p in row],
+                "top": [{"label": names[j], "index": int(j), "probability": float(row[j])} for j in order],
+            })
+        return results
+
     def _need(self, task):
         if self.task != task:
             raise UserError(f"{self.model_path} is an {self.task!r} export; this needs --task {task}")
+
+
+def read_labels(path):
+    """Class names from ``labels.txt`` (one per line) or a JSON file (``labels`` or ``classes``)."""
+    if not os.path.isfile(path):
+        raise UserError(f"labels file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read labels file {path}: {e}") from None
+    if path.endswith(".json"):
+        try:
+            doc = json.loads(text)
+            names = doc.get("labels") or doc.get("classes") if isinstance(doc, dict) else doc
+        except ValueError as e:
+            raise UserError(f"{path} is not JSON: {e}") from None
+        if not isinstance(names, list) or not names:
+            raise UserError(f"{path} has no 'labels' or 'classes' list")
+        return [str(x) for x in names]
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise UserError(f"labels file {path} is empty")
+    return names

@@ -41,6 +41,142 @@ def _op_names(model):
     return [fu.opcode_to_name(model, i) for i in range(len(model.operatorCodes))]
 
 
+class _DedupBuilder:
+    """A ``flatbuffers.Builder`` that writes each distinct numeric vector once.
+
+    An int8 model repeats the same small vectors hundreds of times: the int64
+    zero points of every per-channel tensor (all zeros, 8 bytes a channel),
+    shapes such as ``[1, 128, 48]``, shape signatures. FlatBuffers lets many
+    tables point at one vector (offsets only have to point forward, which a
+    vector written earlier always does), so the file stays a valid TFLite
+    model that every reader accepts; only the bytes shrink. Weight buffers
+    (byte vectors with their own 16-byte alignment) are written as usual.
+    """
+
+    def __new__(cls, initial_size=1024):
+        import flatbuffers
+
+        class Builder(flatbuffers.Builder):
+            def __init__(self, size):
+                super().__init__(size)
+                self._vectors = {}
+
+            def CreateNumpyVector(self, x):  # noqa: N802 (flatbuffers' name)
+                if x.dtype.itemsize == 1:
+                    return super().CreateNumpyVector(x)
+                key = (x.dtype.str, x.tobytes())
+                offset = self._vectors.get(key)
+                if offset is None:
+                    offset = self._vectors[key] = super().CreateNumpyVector(x)
+                return offset
+
+        return Builder(initial_size)
+
+
+def pack_model(model):
+    """Serialize a ``schema_py_generated.ModelT`` with shared duplicate vectors
+    (see :class:`_DedupBuilder`); returns ``bytes``."""
+    builder = _DedupBuilder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _quant_key(q):
+    if q is None or q.scale is None or len(q.scale) == 0:
+        return None
+    return (np.asarray(q.scale, np.float32).tobytes(), np.asarray(q.zeroPoint, np.int64).tobytes(),
+            int(q.quantizedDimension or 0))
+
+
+def share_constants(model):
+    """Point every op at one copy of each distinct constant tensor, then drop
+    the tensors and buffers nothing reads any more (in place; returns the
+    number of tensors removed).
+
+    The converter writes a fresh constant for each use: the ``[0, 2, 1, 3]``
+    permutation of every attention ``TRANSPOSE``, the ``[-1]`` axis of every
+    LayerNorm ``MEAN``, the target shape of every ``RESHAPE``. Constants are
+    read-only, so one tensor can feed them all.
+    """
+    removed = 0
+    for graph in model.subgraphs:
+        tensors = graph.tensors
+        first = {}
+        alias = {}
+        for i, t in enumerate(tensors):
+            buf = model.buffers[t.buffer] if t.buffer else None
+            if buf is None or buf.data is None or len(buf.data) == 0 or t.isVariable:
+                continue
+            key = (t.type, tuple(int(d) for d in t.shape), bytes(buf.data), _quant_key(t.quantization))
+            alias[i] = first.setdefault(key, i)
+        used = set(int(x) for x in graph.inputs) | set(int(x) for x in graph.outputs)
+        for op in graph.operators:
+            if op.inputs is not None:
+                op.inputs = [alias.get(int(x), int(x)) if int(x) >= 0 else int(x) for x in op.inputs]
+                used.update(int(x) for x in op.inputs if int(x) >= 0)
+            used.update(int(x) for x in op.outputs)
+            if op.intermediates is not None:
+                used.update(int(x) for x in op.intermediates)
+        for sig in model.signatureDefs or []:
+            used.update(int(t.tensorIndex) for t in list(sig.inputs or []) + list(sig.outputs or []))
+        if len(used) == len(tensors):
+            continue
+        new_index = {}
+        kept = []
+        for i, t in enumerate(tensors):
+            if i in used:
+                new_index[i] = len(kept)
+                kept.append(t)
+        removed += len(tensors) - len(kept)
+        graph.tensors = kept
+        remap = lambda xs: [new_index[int(x)] if int(x) >= 0 else int(x) for x in xs]  # noqa: E731
+        graph.inputs, graph.outputs = remap(graph.inputs), remap(graph.outputs)
+        for op in graph.operators:
+            op.inputs, op.outputs = remap(op.inputs), remap(op.outputs)
+            if op.intermediates is not None:
+                op.intermediates = remap(op.intermediates)
+        for sig in model.signatureDefs or []:
+            if sig.subgraphIndex == model.subgraphs.index(graph):
+                for t in list(sig.inputs or []) + list(sig.outputs or []):
+                    t.tensorIndex = new_index[int(t.tensorIndex)]
+    # buffers nothing points at any more (buffer 0 stays: the empty sentinel)
+    referenced = {0} | {int(t.buffer) for g in model.subgraphs for t in g.tensors}
+    referenced |= {int(m.buffer) for m in (model.metadata or [])}
+    if len(referenced) < len(model.buffers):
+        order = [i for i in range(len(model.buffers)) if i in referenced]
+        new_buf = {old: new for new, old in enumerate(order)}
+        model.buffers = [model.buffers[i] for i in order]
+        for g in model.subgraphs:
+            for t in g.tensors:
+                t.buffer = new_buf[int(t.buffer)]
+        for m in model.metadata or []:
+            m.buffer = new_buf[int(m.buffer)]
+    return removed
+
+
+def drop_empty_quantization(model):
+    """Remove the empty quantization tables of float tensors (in place)."""
+    for graph in model.subgraphs:
+        for tensor in graph.tensors:
+            q = tensor.quantization
+            if q is not None and (q.scale is None or len(q.scale) == 0) and q.details is None:
+                tensor.quantization = None
+
+
+def compact(model_bytes):
+    """Shrink TFLite bytes without changing what the model computes: one copy
+    of each distinct constant (:func:`share_constants`), no empty
+    quantization tables, duplicate vectors shared (:func:`pack_model`).
+    Returns ``(bytes, {"bytes_saved": n, "constants_shared": k})``."""
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    model = fu.read_model_from_bytearray(bytearray(model_bytes))
+    removed = share_constants(model)
+    drop_empty_quantization(model)
+    out = pack_model(model)
+    return out, {"bytes_saved": len(model_bytes) - len(out), "constants_shared": removed}
+
+
 class _UnionFind:
     def __init__(self):
         self.parent = {}
@@ -87,6 +223,11 @@ def fix_int8_for_xnnpack(model_bytes):
                 producer[int(t)] = op
             if name in _PASS_THROUGH and len(op.inputs) and len(op.outputs):
                 groups.union(int(op.inputs[0]), int(op.outputs[0]))
+            elif name == "SPLIT" and len(op.inputs) == 2:
+                # XNNPACK delegates an int8 SPLIT only when every output keeps the
+                # input's parameters (a fused QKV split feeds BATCH_MATMUL operands)
+                for out in op.outputs:
+                    groups.union(int(op.inputs[1]), int(out))
         members = {}
         for t in range(len(tensors)):
             members.setdefault(groups.find(t), []).append(t)
@@ -131,7 +272,7 @@ def fix_int8_for_xnnpack(model_bytes):
                     new_zero = int(np.clip(round(-center / floor), -128, 127))
                     retarget(t, floor, new_zero)
                     changes["widened_add_inputs"] += 1
-    return bytes(fu.convert_object_to_bytearray(model)), changes
+    return pack_model(model), changes
 
 
 def share_tied_embedding(model_bytes):
@@ -215,7 +356,7 @@ def share_tied_embedding(model_bytes):
                 fc.inputs[1] = table_idx
                 changes["shared_embedding_rows"] += int(table.shape[0])
                 break
-    return bytes(fu.convert_object_to_bytearray(model)), changes
+    return pack_model(model), changes
 
 
 def float_output_projection(model_bytes):
@@ -256,7 +397,19 @@ def float_output_projection(model_bytes):
             w_q = tensors[w_idx].quantization
             if tensors[x_idx].type != schema.TensorType.INT8 or w_q is None or any(int(z) != 0 for z in w_q.zeroPoint):
                 continue
-            # float copy of the input, made by a new DEQUANTIZE in front of the FC
+            # The float input: when the int8 input is just a QUANTIZE of a float
+            # tensor (a float LayerNorm in front), read that tensor itself, which
+            # skips a per-tensor rounding of the logits' input; otherwise a new
+            # DEQUANTIZE in front of the FC makes a float copy.
+            quantizer = next((op for op in ops if int(x_idx) in [int(o) for o in op.outputs]), None)
+            if (quantizer is not None and names[quantizer.opcodeIndex] == "QUANTIZE"
+                    and tensors[int(quantizer.inputs[0])].type == schema.TensorType.FLOAT32
+                    and len(consumers.get(x_idx, [])) == 1):
+                fc.inputs[0] = int(quantizer.inputs[0])
+                _finish_float_projection(model, fc, dq, ops, tensors, schema)
+                ops.remove(quantizer)
+                changes["float_output_projections"] += 1
+                break
             xf = schema.TensorT()
             xf.shape = list(tensors[x_idx].shape)
             xf.type = schema.TensorType.FLOAT32
@@ -268,25 +421,31 @@ def float_output_projection(model_bytes):
             new_dq.opcodeIndex = dq_code
             new_dq.inputs = [x_idx]
             new_dq.outputs = [xf_idx]
-            # float bias
-            if len(fc.inputs) > 2 and int(fc.inputs[2]) >= 0:
-                b_t = tensors[int(fc.inputs[2])]
-                b_buf = model.buffers[b_t.buffer]
-                q = np.frombuffer(bytes(b_buf.data), dtype=np.int32).astype(np.float64)
-                real = (q * np.asarray(b_t.quantization.scale, np.float64)).astype(np.float32)
-                b_buf.data = np.frombuffer(real.tobytes(), np.uint8)
-                b_t.type = schema.TensorType.FLOAT32
-                b_t.quantization = None
             fc.inputs[0] = xf_idx
-            fc.outputs[0] = int(dq.outputs[0])
-            if fc.builtinOptions is not None:
-                fc.builtinOptions.asymmetricQuantizeInputs = True
-            at = ops.index(fc)
-            ops.remove(dq)
-            ops.insert(at, new_dq)
+            _finish_float_projection(model, fc, dq, ops, tensors, schema)
+            ops.insert(ops.index(fc), new_dq)
             changes["float_output_projections"] += 1
             break
-    return bytes(fu.convert_object_to_bytearray(model)), changes
+    return pack_model(model), changes
+
+
+def _finish_float_projection(model, fc, dq, ops, tensors, schema):
+    """Make ``fc`` (already reading a float input) a hybrid op with a float
+    bias that writes the graph output of ``dq``, and remove ``dq``."""
+    # float bias (float16 + DEQUANTIZE would halve it, but XNNPACK then
+    # refuses the hybrid FULLY_CONNECTED: measured)
+    if len(fc.inputs) > 2 and int(fc.inputs[2]) >= 0:
+        b_t = tensors[int(fc.inputs[2])]
+        b_buf = model.buffers[b_t.buffer]
+        q = np.frombuffer(bytes(b_buf.data), dtype=np.int32).astype(np.float64)
+        real = (q * np.asarray(b_t.quantization.scale, np.float64)).astype(np.float32)
+        b_buf.data = np.frombuffer(real.tobytes(), np.uint8)
+        b_t.type = schema.TensorType.FLOAT32
+        b_t.quantization = None
+    fc.outputs[0] = int(dq.outputs[0])
+    if fc.builtinOptions is not None:
+        fc.builtinOptions.asymmetricQuantizeInputs = True
+    ops.remove(dq)
 
 
 def strip_tensor_names(model_bytes):
@@ -308,4 +467,4 @@ def strip_tensor_names(model_bytes):
             if i not in keep and tensor.name:
                 dropped += len(tensor.name)
                 tensor.name = None
-    return bytes(fu.convert_object_to_bytearray(model)), {"name_bytes_dropped": dropped}
+    return pack_model(model), {"name_bytes_dropped": dropped}

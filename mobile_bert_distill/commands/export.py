@@ -10,14 +10,18 @@ def register(sub):
         "export", help="export the student to LiteRT (.tflite) with float/int8 quantization",
         description="Convert the student preset written by `mbd distill` to a LiteRT flatbuffer with static "
                     "[batch, seq-len] int32 inputs input_ids/segment_ids/padding_mask and outputs `logits` "
-                    "(--task mlm) or `sequence_output`/`pooled_output` (--task encoder). Writes MODEL and "
+                    "(--task mlm), `sequence_output`/`pooled_output` (--task encoder) or `probabilities` "
+                    "(--task classifier: the folder `mbd finetune` writes). Writes MODEL and "
                     "MODEL's .report.json (op histogram, QUANTIZE/DEQUANTIZE and float-op counts, size, "
                     "params, parity with the float Keras student on held-out text). Fails with nothing "
                     "written when the file exceeds --max-size-mb or parity is below --min-agreement.")
-    p.add_argument("--student", required=True, metavar="DIR", help="student preset folder (OUT/student)")
+    p.add_argument("--student", required=True, metavar="DIR",
+                   help="student preset folder (OUT/student); for --task classifier the classifier folder "
+                        "`mbd finetune` writes (BertTextClassifier preset + labels.json)")
     p.add_argument("--out", required=True, metavar="MODEL.tflite", help="output model file")
-    p.add_argument("--task", choices=("mlm", "encoder"), default="mlm",
-                   help="mlm: fill-mask logits; encoder: sequence and pooled outputs (default: mlm)")
+    p.add_argument("--task", choices=("mlm", "encoder", "classifier"), default="mlm",
+                   help="mlm: fill-mask logits; encoder: sequence and pooled outputs; classifier: class "
+                        "probabilities [batch, num_classes] (default: mlm)")
     p.add_argument("--quantization", choices=QUANTIZATIONS, default="int8",
                    help="float32, float16, dynamic (int8 weights, float activations) or int8 "
                         "(full integer, calibrated on --calibration-corpus) (default: int8)")
@@ -25,20 +29,30 @@ def register(sub):
                    help="matmul: every FULLY_CONNECTED/BATCH_MATMUL int8, elementwise ops float (default); "
                         "xnnpack: also the elementwise ops int8 except SOFTMAX/RSQRT; strict: every op "
                         "int8; naive: the stock Keras graph")
-    p.add_argument("--seq-len", type=int, default=128, help="static sequence length (default: 128)")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="static sequence length (default: 128; classifier: its preprocessor's length)")
     p.add_argument("--batch-size", type=int, default=1, help="static batch size (default: 1)")
     p.add_argument("--calibration-corpus", metavar="TEXT",
                    help="UTF-8 text, one sentence/paragraph per line: int8 calibration (9 lines in 10) "
                         "and held-out parity (every 10th line); required for int8")
     p.add_argument("--num-calibration", type=int, default=200, help="calibration sequences (default: 200)")
-    p.add_argument("--num-parity", type=int, default=200, help="held-out parity sequences (default: 200)")
+    p.add_argument("--num-parity", type=int, default=200,
+                   help="held-out parity sequences (default: 200; --parity-csv uses all its rows)")
     p.add_argument("--max-size-mb", type=float, help="fail (nothing written) when the model is larger")
     p.add_argument("--min-agreement", type=float,
                    help="fail (nothing written) when masked-token top-1 agreement with the float model "
-                        "(encoder: mean cosine) is lower (default: 0.99 for int8, 0.999 float32, "
+                        "(encoder: mean cosine; classifier: label agreement) is lower "
+                        "(default: 0.99 for int8, 0.999 float32, "
                         "0.99 float16, 0.95 dynamic; 0 disables)")
     p.add_argument("--android-assets", metavar="DIR",
-                   help="also write DIR/model.tflite, DIR/vocab.txt and DIR/model_info.json (golden vectors)")
+                   help="also write DIR/model.tflite, DIR/vocab.txt and DIR/model_info.json (golden vectors); "
+                        "a classifier also gets DIR/labels.txt")
+    p.add_argument("--parity-csv", metavar="CSV",
+                   help="classifier only: labelled CSV (e.g. the eval.csv of `mbd finetune`) on whose rows "
+                        "label agreement with the float classifier and both models' accuracy are measured "
+                        "(default: held-out corpus lines, agreement only)")
+    p.add_argument("--text-column", help="--parity-csv text column (default: the one `mbd finetune` used)")
+    p.add_argument("--label-column", help="--parity-csv label column (default: the one `mbd finetune` used)")
     p.set_defaults(func=run)
 
 
@@ -46,7 +60,14 @@ def run(args):
     from mobile_bert_distill.errors import UserError
     from mobile_bert_distill.export import DEFAULT_MIN_AGREEMENT, export_student, report_path
 
-    if args.seq_len < 8:
+    if args.task != "classifier":
+        given = [f"--{n.replace('_', '-')}" for n in ("parity_csv", "text_column", "label_column")
+                 if getattr(args, n) is not None]
+        if given:
+            raise UserError(f"{', '.join(given)} apply only to --task classifier")
+        if args.seq_len is None:
+            args.seq_len = 128
+    if args.seq_len is not None and args.seq_len < 8:
         raise UserError("--seq-len must be at least 8")
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
@@ -57,11 +78,13 @@ def run(args):
     min_agreement = args.min_agreement
     if min_agreement is None:
         min_agreement = DEFAULT_MIN_AGREEMENT[args.quantization]
-        if args.calibration_corpus is None:
+        if args.calibration_corpus is None and getattr(args, "parity_csv", None) is None:
             min_agreement = None  # random ids: agreement is reported, not enforced
     elif min_agreement <= 0:
         min_agreement = None
     kw = {"recipe": args.int8_recipe} if args.quantization == "int8" else {}
+    if args.task == "classifier":
+        kw.update(parity_csv=args.parity_csv, text_column=args.text_column, label_column=args.label_column)
     report = export_student(
         args.student, args.out, task=args.task, quantization=args.quantization, seq_len=args.seq_len,
         batch_size=args.batch_size, calibration_corpus=args.calibration_corpus,
@@ -72,7 +95,16 @@ def run(args):
           f"{', recipe ' + report['recipe'] if report.get('recipe') else ''}; {report['params']:,} params)")
     print(f"ops: {sum(g['ops'].values())} ({g['quantize_ops']} QUANTIZE, {g['dequantize_ops']} DEQUANTIZE, "
           f"float: {g['float_ops'] or 'none'}); XNNPACK partitions: {report['xnnpack']['delegate_partitions']}")
-    if "top1_agreement" in par:
+    if "label_agreement" in par:
+        line = (f"parity on {par['examples']} texts ({report['parity_data']['source']}): label agreement "
+                f"{par['label_agreement']:.4f} ({par['label_flips']} flipped), max |dprob| "
+                f"{par['max_abs_prob_diff']:.4g}")
+        if "float_accuracy" in par:
+            line += f", accuracy {par['float_accuracy']:.4f} float -> {par['tflite_accuracy']:.4f}"
+        print(line)
+        print(f"output: probabilities [{report['batch_size']}, {report['num_classes']}] over "
+              f"{', '.join(report['labels'])}")
+    elif "top1_agreement" in par:
         line = (f"parity on {par['masked_tokens']} masked tokens ({par['source']}): top-1 agreement "
                 f"{par['top1_agreement']:.4f}, max |dlogit| {par['max_abs_logit_diff']:.4g}")
         if "float_accuracy" in par:
@@ -83,5 +115,6 @@ def run(args):
               f"{par['sequence_output_cosine_mean']:.5f} (min {par['sequence_output_cosine_min']:.5f})")
     print(f"report: {report_path(args.out)}")
     if args.android_assets:
-        print(f"android assets: {args.android_assets}/model.tflite, vocab.txt, model_info.json")
+        files = ", ".join(report.get("android_assets", {}).get("files", []))
+        print(f"android assets in {args.android_assets}: {files}")
     return 0
