@@ -42,6 +42,7 @@ MODES = {
     "float16": {"quantization": "float16"},
     "dynamic": {"quantization": "dynamic"},
     "int8": {"quantization": "int8", "recipe": "matmul"},
+    "int8-fc": {"quantization": "int8", "recipe": "fc"},
     "int8-xnnpack": {"quantization": "int8", "recipe": "xnnpack"},
     "int8-int8-logits": {"quantization": "int8", "recipe": "xnnpack", "float_logits": False},
     "int8-per-tensor": {"quantization": "int8", "recipe": "xnnpack", "per_channel": False},

@@ -102,6 +102,19 @@ def test_int8_xnnpack_recipe_keeps_only_softmax_and_rsqrt_float(art, tmp_path):
     assert rep["xnnpack"]["delegate_partitions"] <= 2
 
 
+def test_int8_fc_recipe_keeps_attention_matmuls_float(art, tmp_path):
+    from mobile_bert_distill.export import export_student
+
+    rep = export_student(art["student"], str(tmp_path / "fc.tflite"), quantization="int8",
+                         recipe="fc", seq_len=SEQ_LEN, calibration_corpus=art["corpus"],
+                         num_calibration=32, num_parity=32)
+    g = rep["graph_ops"]
+    assert rep["recipe"] == "fc"
+    assert g["float_compute_ops"].get("BATCH_MATMUL") == g["ops"]["BATCH_MATMUL"]
+    assert g["int8_compute_ops"]["FULLY_CONNECTED"] == g["ops"]["FULLY_CONNECTED"] - 1
+    assert rep["xnnpack"]["delegate_partitions"] == 1
+
+
 def test_int8_strict_recipe_has_no_float_ops(art, tmp_path):
     from mobile_bert_distill.export import export_student
 
