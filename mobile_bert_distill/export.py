@@ -299,6 +299,24 @@ def convert(model, *, task="mlm", quantization="float32", seq_len=128, batch_siz
         return flat
 
 
+def attention_matmul_names(model, *, task="mlm", seq_len=128, graph_options=None):
+    """Tensor names of the attention ``BATCH_MATMUL`` outputs in the rebuilt
+    graph, as ``(scores, context)`` lists (usable as ``float_nodes``)."""
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    flat = convert(model, task=task, quantization="float32", seq_len=seq_len, graph="friendly",
+                   graph_options=graph_options)
+    m = fu.read_model_from_bytearray(bytearray(flat))
+    names = [fu.opcode_to_name(m, i) for i in range(len(m.operatorCodes))]
+    g = m.subgraphs[0]
+    scores, context = [], []
+    for op in g.operators:
+        if names[op.opcodeIndex] == "BATCH_MATMUL":
+            lhs = g.tensors[int(op.inputs[0])].name or b""
+            (context if b"Softmax" in lhs else scores).append(g.tensors[int(op.outputs[0])].name.decode())
+    return scores, context
+
+
 def layer_sensitivity(model, *, task="mlm", seq_len=128, calibration_feeds, recipe="xnnpack",
                       num_samples=16):
     """Per-op quantization error of an int8 recipe (Q-BERT-style sensitivity).
