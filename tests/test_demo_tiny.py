@@ -1,4 +1,4 @@
-"""The tiny built-in demo (`make demo`) end to end, and its stage caching."""
+"""The tiny built-in demo (`make demo-tiny`, `python -m mobile_bert_distill.demo --tiny`) end to end, and its stage caching."""
 
 import os
 import subprocess
@@ -22,7 +22,7 @@ def test_tiny_config_validates():
 @pytest.mark.slow
 def test_tiny_demo_runs_and_caches_stages(tmp_path):
     out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "mobile_bert_distill.demo", "--out", str(out), "--steps", "20"]
+    cmd = [sys.executable, "-m", "mobile_bert_distill.demo", "--tiny", "--out", str(out), "--steps", "20"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
