@@ -633,6 +633,13 @@ def write_report(out, st, info):
                f"positions, {_pct(kd)} % vs {_pct(nokd)} % ({100 * (kd - nokd):+.2f} points)." if gate else
                f"**NOT PASSED**: the distilled (dual+up) student does NOT beat the nokd student in this run: "
                f"{_pct(kd)} % vs {_pct(nokd)} % ({100 * (kd - nokd):+.2f} points).")
+    n_masked = ev["nokd"]["masked_tokens"]
+    margin = round(kd * n_masked) - round(nokd * n_masked)
+    se = 100 * ((kd * (1 - kd) + nokd * (1 - nokd)) / max(n_masked, 1)) ** 0.5
+    noise = (f" The margin is {margin:+d} of {n_masked:,} masked pieces; the standard error of the difference "
+             f"(unpaired, an upper bound for these paired scores) is about {se:.2f} points"
+             + (", so this gap is within noise." if abs(100 * (kd - nokd)) < 2 * se else ", so the gap is larger "
+                "than two standard errors."))
     teacher_better = th_s > max(kd, nokd)
     plot = _curves_plot(out, dirs, ev, rep)
 
@@ -667,7 +674,7 @@ def write_report(out, st, info):
               f"{summ['nokd'].get('steps')} | {runs['nokd']['train']['batch_size']} | {summ['nokd'].get('seconds')} |",
               f"| student, dual+up (distilled) | {_pct(kd)} | {ev['dual+up']['masked_tokens']:,} | "
               f"{summ['dual+up'].get('steps')} | {kd_cfg['train']['batch_size']} | {summ['dual+up'].get('seconds')} |",
-              "", f"Quality gate: {verdict}",
+              "", f"Quality gate: {verdict}{noise}",
               "" if teacher_better else "",
               ("The prepared teacher's student-vocabulary head is a better masked-LM than both students."
                if teacher_better else
