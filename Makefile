@@ -38,7 +38,7 @@ DEMO_ARGS ?=
 demo:
 	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ]; then \
 	  echo "[setup 1/2] create $(VENV): cached"; echo "[setup 2/2] install: cached"; fi
-	@$(MAKE) --no-print-directory $(STAMP)
+	@$(MAKE) --no-print-directory -s $(STAMP)
 	@$(PY) -m mobile_bert_distill.demo --out demo_out $(DEMO_ARGS)
 
 # The tiny offline pipeline (generated text, a random 2-layer teacher; a few minutes, no network).
