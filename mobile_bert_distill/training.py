@@ -116,6 +116,11 @@ def teacher_depth(teacher_cfg, default=12):
     if teacher_cfg.get("random"):
         return int(teacher_cfg["random"].get("num_layers", default))
     src = teacher_cfg.get("source")
+    looks_like_path = src and (os.sep in str(src) or str(src).startswith("."))
+    if looks_like_path and not os.path.isfile(os.path.join(str(src), "config.json")):
+        # never guess: a student of the wrong depth would be trained silently
+        raise UserError(f"cannot read the teacher's depth: no config.json in {src} "
+                        "(fix teacher.source or set student.num_layers)")
     if src and os.path.isfile(os.path.join(str(src), "config.json")):
         with open(os.path.join(str(src), "config.json"), encoding="utf-8") as f:
             c = json.load(f)

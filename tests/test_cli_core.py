@@ -127,6 +127,18 @@ def test_distill_missing_teacher_preset_path(tiny_data, tmp_path, capsys):
     assert not (tmp_path / "o.partial").exists()
 
 
+def test_nokd_with_missing_teacher_path_does_not_guess_the_depth(tiny_data, tmp_path, capsys):
+    # nokd reads the teacher only for the student's depth; a stale path must not silently give 12 layers
+    cfg = tiny_config_dict(tiny_data, "nokd")
+    cfg["teacher"] = {"source": str(tmp_path / "gone_teacher")}
+    cfg["student"]["num_layers"] = None
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    code, _, err = run_cli(["distill", "--config", str(path), "--out", str(tmp_path / "o"), "--no-progress"], capsys)
+    assert_one_line_error(code, err, "cannot read the teacher's depth")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
+
+
 def test_distill_depth_mismatch_needs_layer_map(tiny_data, tmp_path, capsys):
     cfg = tiny_config_dict(tiny_data, "dual+down")
     cfg["student"]["num_layers"] = 1
