@@ -238,7 +238,8 @@ def main(argv=None):
                "config": {k: first[k] for k in ("data", "student", "dual", "loss", "train")},
                "teacher_after_prep": teacher_eval, "runs": []}
     total = len(args.modes) * len(seeds)
-    for i, (mode, seed) in enumerate([(m, s) for m in args.modes for s in seeds], 1):
+    # seed-major: an interrupted grid still holds complete comparisons for the seeds it finished
+    for i, (seed, mode) in enumerate([(s, m) for s in seeds for m in args.modes], 1):
         run_dir = os.path.join(out, "runs", f"{mode.replace('+', '_')}_seed{seed}")
         cfg = config_for(mode, seed)
         done = os.path.exists(os.path.join(run_dir, "summary.json")) and _same_config(run_dir, cfg)
@@ -270,7 +271,8 @@ def main(argv=None):
     lines = ["| mode | held-out MLM accuracy (mean ± std) | Δ vs nokd (points) | seeds |", "|---|---|---|---|"]
     for m, a, s, n in rows:
         delta = f"{100 * (a - nokd_mean):+.2f}" if nokd_mean is not None else ""
-        lines.append(f"| {m} | {100 * a:.2f} ± {100 * s:.2f} | {delta} | {n} |")
+        spread = f"{100 * s:.2f}" if n > 1 else "—"  # one seed has no spread
+        lines.append(f"| {m} | {100 * a:.2f} ± {spread} | {delta} | {n} |")
     table = "\n".join(lines)
     from mobile_bert_distill.atomic import atomic_write_json, atomic_write_text
 
