@@ -70,6 +70,39 @@ class GraphOptions:
         table is stored in int8 (a quarter of the float constant's bytes).
         With BERT's two segments the table holds ``position + segment 0``
         (``[S, hidden]``) and segment 1 adds a float difference vector.
+    smooth_alpha: SmoothQuant-style per-channel rescaling (Xiao et al. 2022)
+        with migration strength ``alpha`` (``None``: off). Needs calibration
+        feeds (see :class:`ExportBert`). A LayerNorm that feeds projections
+        writes ``x / s`` (``gamma / s``) and those kernels' rows are multiplied
+        by ``s``, with ``s_j = max|x_j|^alpha / max|W_j|^(1-alpha)``; the
+        residual branch gets ``x`` back through one ``MUL`` by ``s`` (two per
+        layer). The attention-output projection's input is smoothed for free
+        through the value kernel's columns (the context is linear in them).
+        Exact in real arithmetic.
+    balance_qk: rescale each query column by ``t_c`` and the matching key
+        column by ``1/t_c`` (``t_c = sqrt(max|k_c| / max|q_c|)``, from
+        calibration) so both operands of the attention-score matmul have the
+        same per-channel range. Exact in real arithmetic, no extra op.
+    gptq: round the projection kernels to the per-output-channel int8 grid
+        with GPTQ (Frantar et al. 2022): column by column, each rounding
+        error is compensated on the columns not yet rounded through the
+        inverse Hessian ``(X^T X)^-1`` of the layer's calibration inputs.
+        Each channel's largest weight is rounded first and lands exactly on
+        ``+-127``, so the converter's own per-channel scales (``max|w|/127``)
+        reproduce the grid and store these integers. Changes the float
+        function (it *is* the int8 weights): for int8 exports only. Without
+        smoothing, kernels fed by a LayerNorm are rounded in the space the
+        converter quantizes them in (it folds the LayerNorm's gamma into their
+        rows): ``diag(1/gamma) GPTQ(diag(gamma) W)``.
+    score_margin: int8 exports only (applied after conversion, see
+        :func:`~mobile_bert_distill.quantization.set_attention_score_ranges`):
+        each attention-score matmul's output range becomes ``[min row max -
+        score_margin, max row max]`` of its float scores on calibration
+        (query rows of real tokens; row max over unmasked keys) instead of
+        the calibrated min/max, which the scores of padded keys widen. A
+        score more than ``score_margin`` below its row's maximum has softmax
+        weight below ``exp(-score_margin)``, so saturating it costs ~nothing
+        while every score gets a finer int8 step. ``None``: off.
 
     Always applied (exact in real arithmetic, so not options): the key bias is
     dropped, since ``q . (k + b_k) = q . k + q . b_k`` shifts every score of a
@@ -85,12 +118,23 @@ class GraphOptions:
     layer_norm_epsilon: bool = True
     tie_embedding: bool = True
     position_segment_table: bool = False
+    smooth_alpha: float | None = None
+    balance_qk: bool = False
+    gptq: bool = False
+    score_margin: float | None = None
 
     def __post_init__(self):
         if self.gelu not in ("builtin", "tanh"):
             raise ValueError(f"gelu must be 'builtin' or 'tanh', not {self.gelu!r}")
         if self.attention not in ("heads", "per_head"):
             raise ValueError(f"attention must be 'heads' or 'per_head', not {self.attention!r}")
+        if self.smooth_alpha is not None and not 0.0 <= self.smooth_alpha <= 1.0:
+            raise ValueError(f"smooth_alpha must be in [0, 1] or None, not {self.smooth_alpha!r}")
+
+    @property
+    def needs_calibration(self):
+        """Whether building the graph needs calibration activations."""
+        return self.smooth_alpha is not None or self.balance_qk or self.gptq or self.score_margin is not None
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -222,13 +266,97 @@ def _ln(layer):
     return (_np(layer.gamma), _np(layer.beta), float(layer.epsilon))
 
 
+def gptq_round(kernel, hessian, *, damp=0.01):
+    """Round ``kernel`` ``[in, out]`` to the symmetric per-output-channel int8 grid
+    (scale ``max|w|/127`` per output channel, the converter's own) with GPTQ.
+
+    ``hessian`` is ``X^T X`` ``[in, in]`` of the layer's inputs. Inputs are
+    rounded in decreasing order of ``diag(H)`` (GPTQ's act-order), except that
+    each output channel's largest weight goes first: it sits exactly on
+    ``+-127`` and never moves, so ``max|w|`` and hence the converter's scale
+    stay those of the original kernel. Each later rounding error is spread on
+    the inputs not yet rounded through the Cholesky factor of ``H^-1``
+    (``damp * mean(diag H)`` is added to the diagonal). Returns float32
+    weights that are integers times their channel's scale.
+    """
+    w_all = np.asarray(kernel, np.float64).T.copy()  # [out, in]
+    n_in = w_all.shape[1]
+    scale = np.abs(w_all).max(axis=1) / 127.0
+    scale[scale == 0] = 1.0
+    h = np.array(hessian, np.float64)
+    if h.shape != (n_in, n_in):
+        raise ValueError(f"hessian must be [{n_in}, {n_in}], got {h.shape}")
+    dead = np.diag(h) <= 0
+    h[dead, dead] = 1.0
+    h += damp * np.mean(np.diag(h)) * np.eye(n_in)
+    act = np.argsort(-np.diag(h), kind="stable")
+    top = np.abs(w_all).argmax(axis=1)
+    out = np.empty_like(w_all)
+    for m in np.unique(top):
+        rows = np.flatnonzero(top == m)
+        order = np.concatenate([[m], act[act != m]])
+        upper = np.linalg.cholesky(np.linalg.inv(h[np.ix_(order, order)])).T  # H^-1 = U^T U
+        w = w_all[np.ix_(rows, order)]
+        s = scale[rows]
+        q = np.empty_like(w)
+        for j in range(n_in):
+            q[:, j] = np.clip(np.round(w[:, j] / s), -127, 127)
+            err = (w[:, j] - q[:, j] * s) / upper[j, j]
+            w[:, j + 1:] -= err[:, None] * upper[j, j + 1:][None, :]
+        out[np.ix_(rows, order)] = q * s[:, None]
+    return out.T.astype(np.float32)
+
+
+def _gptq_folded(kernel, hessian, gamma):
+    """GPTQ of a kernel whose input ``x = y * gamma`` the converter folds:
+    it quantizes ``diag(gamma) W`` fed by ``y``; returns ``diag(1/gamma) GPTQ(diag(gamma) W)``."""
+    g = np.asarray(gamma, np.float64)
+    if np.all(g == 1) or np.min(np.abs(g)) < 1e-6:
+        return gptq_round(kernel, hessian)
+    return (gptq_round(np.asarray(kernel, np.float64) * g[:, None], hessian / np.outer(g, g))
+            / g[:, None]).astype(np.float32)
+
+
+def _smooth_scale(act_max, kernel_rows_max, alpha):
+    """SmoothQuant's ``s_j = max|x_j|^alpha / max|W_j|^(1-alpha)`` (1 where undefined)."""
+    a, w = np.asarray(act_max, np.float64), np.asarray(kernel_rows_max, np.float64)
+    ok = (a > 0) & (w > 0)
+    s = np.ones_like(a)
+    s[ok] = a[ok] ** alpha / w[ok] ** (1.0 - alpha)
+    return np.clip(s, 1e-5, 1e5)
+
+
+def calibration_stats(weights, config, feeds, *, task, seq_len):
+    """Statistics of the projection inputs of the float export graph on ``feeds``.
+
+    Returns ``{key: {"max": per-channel max|x|, "hessian": X^T X, "tokens": n}}``
+    (the max over every position, as the int8 calibration sees them; the
+    Hessian over non-padding tokens) for ``"{i}.x"`` (query/key/value input of
+    layer ``i``), ``"{i}.q"``/``"{i}.k"`` (query/key outputs, max only),
+    ``"{i}.c"`` (attention context), ``"{i}.x2"`` (first feed-forward input),
+    ``"{i}.h"`` (second feed-forward input) and ``"mlm.x"`` (MLM dense input).
+    """
+    import tensorflow as tf
+
+    n = len(feeds["input_ids"])
+    batch = max(b for b in range(1, 17) if n % b == 0)
+    probe = ExportBert(weights, config, task=task, seq_len=seq_len, batch_size=batch, options=GraphOptions())
+    probe._taps = {}
+    for r in range(0, n, batch):
+        probe._keep = np.asarray(feeds["padding_mask"][r : r + batch]).astype(bool).reshape(-1)
+        probe._forward(*(tf.constant(np.asarray(feeds[k][r : r + batch], np.int32))
+                         for k in ("input_ids", "segment_ids", "padding_mask")))
+    return probe._taps
+
+
 class ExportBert:
     """Builds a ``tf.Module`` whose ``serve`` signature is the export graph.
 
     Use :meth:`from_keras`; :attr:`module` is what gets saved and converted.
     """
 
-    def __init__(self, weights, config, *, task, seq_len, batch_size=1, options=None):
+    def __init__(self, weights, config, *, task, seq_len, batch_size=1, options=None,
+                 calibration_feeds=None, stats=None):
         import tensorflow as tf
 
         if task not in TASKS:
@@ -247,6 +375,30 @@ class ExportBert:
         hidden = config["hidden_dim"]
         self.head_dim = hidden // heads
         scale = 1.0 / math.sqrt(self.head_dim)
+        self._taps = None
+        self._unfolded_ln = self.options.smooth_alpha is not None
+        if self.options.needs_calibration and stats is None:
+            if calibration_feeds is None:
+                raise ValueError("smooth_alpha, balance_qk and gptq need calibration_feeds")
+            stats = calibration_stats(weights, config, calibration_feeds, task=task, seq_len=self.seq_len)
+        self.stats = stats
+        if self.options.score_margin is not None:
+            m = float(self.options.score_margin)
+            self.score_ranges = [(stats[f"{i}.s"]["rowmax_min"] - m, stats[f"{i}.s"]["rowmax_max"])
+                                 for i in range(len(weights["layers"]))]
+        # the gamma the converter folds into each projection fed by a LayerNorm (GPTQ without smoothing)
+        gammas = [weights["emb_ln"][0]] + [lw["ff_ln"][0] for lw in weights["layers"]]
+        self._folded_gamma = [(gammas[i], lw["att_ln"][0]) for i, lw in enumerate(weights["layers"])]
+        self._folded_gamma.append(gammas[-1])  # the MLM dense input
+        plan = self._smoothing_plan(weights, stats, scale) if self.options.smooth_alpha is not None else None
+        if plan is not None:  # each LayerNorm that feeds projections writes x / s
+            def div_gamma(ln, s):
+                return ln if s is None else ((ln[0] / s).astype(np.float32),) + tuple(ln[1:])
+
+            weights = dict(weights, emb_ln=div_gamma(weights["emb_ln"], plan["in"][0]),
+                           layers=[dict(lw, att_ln=div_gamma(lw["att_ln"], plan["mid"][i]),
+                                        ff_ln=div_gamma(lw["ff_ln"], plan["in"][i + 1]))
+                                   for i, lw in enumerate(weights["layers"])])
 
         module = tf.Module()
         const = {}
@@ -291,6 +443,11 @@ class ExportBert:
             qk, qb = qk * scale, qb * scale  # fold 1/sqrt(d) into the query projection
             layer = {}
             flat = lambda k: k.reshape(hidden, hidden)  # noqa: E731  [H, heads, d] -> [H, H]
+            if stats is not None:
+                qk, qb, lw = self._rescale_layer(i, qk, qb, lw, stats, plan)
+                if plan is not None:
+                    layer["res_in"] = var(f"l{i}_res_in", plan["in"][i])
+                    layer["res_mid"] = var(f"l{i}_res_mid", plan["mid"][i])
             if self.options.attention == "per_head":
                 for name, (k, b) in (("q", (qk, qb)), ("k", lw["k"]), ("v", lw["v"])):
                     layer[name] = [
@@ -323,7 +480,16 @@ class ExportBert:
             m = weights["mlm"]
             dense_b = (m["dense"][1].astype(np.float64)
                        + beta_in.astype(np.float64) @ m["dense"][0].astype(np.float64))  # reads LN(x) - beta
-            self._mlm_dense = (var("mlm_dense_k", m["dense"][0]), var("mlm_dense_b", dense_b.astype(np.float32)))
+            dense_k = m["dense"][0]
+            if plan is not None and plan["in"][-1] is not None:
+                dense_k = dense_k * plan["in"][-1][:, None]
+            if stats is not None and self.options.gptq:
+                h = stats["mlm.x"]["hessian"]
+                if plan is not None and plan["in"][-1] is not None:
+                    h = h / np.outer(plan["in"][-1], plan["in"][-1])
+                g = np.ones(len(h)) if plan is not None else np.asarray(self._folded_gamma[-1], np.float64)
+                dense_k = _gptq_folded(dense_k, h, g)
+            self._mlm_dense = (var("mlm_dense_k", dense_k), var("mlm_dense_b", dense_b.astype(np.float32)))
             self._mlm_exact_gelu = "approximate" not in m["dense_activation"]
             self._mlm_ln = self._ln_vars(var, "mlm_ln", m["ln"])
             if self._inv_gamma is not None:
@@ -341,9 +507,81 @@ class ExportBert:
         self.module = module
 
     @classmethod
-    def from_keras(cls, model, *, task, seq_len, batch_size=1, options=None):
+    def from_keras(cls, model, *, task, seq_len, batch_size=1, options=None, calibration_feeds=None):
         weights, config = extract_weights(model, task)
-        return cls(weights, config, task=task, seq_len=seq_len, batch_size=batch_size, options=options)
+        return cls(weights, config, task=task, seq_len=seq_len, batch_size=batch_size, options=options,
+                   calibration_feeds=calibration_feeds)
+
+    def _smoothing_plan(self, weights, stats, q_scale):
+        """SmoothQuant scales: ``in[i]`` for layer ``i``'s query/key/value input
+        (``in[L]``: the MLM dense input, ``None`` unless task ``mlm``), ``mid[i]``
+        for its first feed-forward input."""
+        alpha = self.options.smooth_alpha
+        hidden = self.config["hidden_dim"]
+        s_in, s_mid = [], []
+        for i, lw in enumerate(weights["layers"]):
+            rows = np.concatenate([lw[n][0].reshape(hidden, -1) * (q_scale if n == "q" else 1.0)
+                                   for n in ("q", "k", "v")], axis=1)
+            s_in.append(_smooth_scale(stats[f"{i}.x"]["max"], np.abs(rows).max(1), alpha))
+            s_mid.append(_smooth_scale(stats[f"{i}.x2"]["max"], np.abs(lw["ff1"][0]).max(1), alpha))
+        if self.task == "mlm":
+            s_in.append(_smooth_scale(stats["mlm.x"]["max"], np.abs(weights["mlm"]["dense"][0]).max(1), alpha))
+        else:
+            s_in.append(None)  # the last LayerNorm is the output
+        return {"in": [a.astype(np.float32) if a is not None else None for a in s_in],
+                "mid": [a.astype(np.float32) for a in s_mid]}
+
+    def _rescale_layer(self, i, qk, qb, lw, stats, plan):
+        """Apply smoothing / query-key balancing / GPTQ to one layer's kernels
+        (already bias-folded, query scaled); returns ``(qk, qb, lw)``."""
+        hidden = self.config["hidden_dim"]
+        f64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
+        shape3 = qk.shape
+        q, bq = f64(qk).reshape(hidden, hidden), f64(qb).reshape(-1)
+        k, v = f64(lw["k"][0]).reshape(hidden, hidden), f64(lw["v"][0]).reshape(hidden, hidden)
+        o, f1, f2 = f64(lw["o"][0]).reshape(hidden, hidden), f64(lw["ff1"][0]), f64(lw["ff2"][0])
+        h_x, h_c = stats[f"{i}.x"]["hessian"], stats[f"{i}.c"]["hessian"]
+        h_x2, h_h = stats[f"{i}.x2"]["hessian"], stats[f"{i}.h"]["hessian"]
+        if plan is not None:
+            s_in, s_mid = f64(plan["in"][i]), f64(plan["mid"][i])
+            q, k, v, f1 = q * s_in[:, None], k * s_in[:, None], v * s_in[:, None], f1 * s_mid[:, None]
+            # attention-output input: the context is linear in V's columns
+            s_c = _smooth_scale(stats[f"{i}.c"]["max"], np.abs(o).max(1), self.options.smooth_alpha)
+            v, o = v / s_c[None, :], o * s_c[:, None]
+            h_x, h_x2 = h_x / np.outer(s_in, s_in), h_x2 / np.outer(s_mid, s_mid)
+            h_c = h_c / np.outer(s_c, s_c)
+        if self.options.balance_qk:
+            qm, km = stats[f"{i}.q"]["max"], stats[f"{i}.k"]["max"]
+            t = np.where((qm > 0) & (km > 0), np.sqrt(km / np.maximum(qm, 1e-30)), 1.0)
+            q, bq, k = q * t[None, :], bq * t, k / t[None, :]
+        if self.options.gptq:
+            g_x, g_x2 = (np.ones(hidden), np.ones(hidden)) if plan is not None else map(f64, self._folded_gamma[i])
+            q, k, v = (_gptq_folded(w, h_x, g_x) for w in (q, k, v))
+            o, f1, f2 = gptq_round(o, h_c), _gptq_folded(f1, h_x2, g_x2), gptq_round(f2, h_h)
+        as32 = lambda a, like: np.asarray(a, np.float32).reshape(np.shape(like))  # noqa: E731
+        lw = dict(lw, k=(as32(k, lw["k"][0]), lw["k"][1]), v=(as32(v, lw["v"][0]), lw["v"][1]),
+                  o=(as32(o, lw["o"][0]), lw["o"][1]), ff1=(as32(f1, lw["ff1"][0]), lw["ff1"][1]),
+                  ff2=(as32(f2, lw["ff2"][0]), lw["ff2"][1]))
+        return q.reshape(shape3).astype(np.float32), as32(bq, qb), lw
+
+    def _tap(self, key, t, hessian=True):
+        """Record statistics of ``t`` while :func:`calibration_stats` runs (else nothing)."""
+        if self._taps is None:
+            return
+        a = np.asarray(t.numpy(), np.float64).reshape(-1, t.shape[-1])
+        st = self._taps.setdefault(key, {"max": np.zeros(a.shape[1]), "hessian": 0.0, "tokens": 0})
+        st["max"] = np.maximum(st["max"], np.abs(a).max(0))
+        if hessian:
+            real = a[self._keep]  # non-padding tokens, [B * S]
+            st["hessian"] = st["hessian"] + real.T @ real
+            st["tokens"] += len(real)
+
+    def _tap_scores(self, key, s):
+        """Record the range of attention-score row maxima over real query rows."""
+        rowmax = np.moveaxis(s.numpy().max(-1), 1, -1).reshape(-1, s.shape[1])[self._keep]  # [tokens, heads]
+        st = self._taps.setdefault(key, {"rowmax_min": np.inf, "rowmax_max": -np.inf})
+        st["rowmax_min"] = min(st["rowmax_min"], float(rowmax.min()))
+        st["rowmax_max"] = max(st["rowmax_max"], float(rowmax.max()))
 
     @staticmethod
     def _ln_vars(var, name, ln):
@@ -372,6 +610,11 @@ class ExportBert:
         var = tf.reduce_mean(d * d, axis=-1, keepdims=True)
         if self.options.layer_norm_epsilon:
             var = var + eps
+        if split and self._unfolded_ln:
+            # gamma before the rsqrt: the converter folds a constant MUL that feeds
+            # FULLY_CONNECTEDs into their weights, which would undo smoothing (the
+            # projections would read the normalized x again) and GPTQ's grid
+            return (d * gamma) * tf.math.rsqrt(var)
         y = d * tf.math.rsqrt(var)
         if split:
             return y * gamma
@@ -412,10 +655,16 @@ class ExportBert:
             def heads_first(t):
                 return tf.transpose(tf.reshape(t, [B, S, heads, d]), [0, 2, 1, 3])
 
+            self._tap(f"{self._tap_layer}.x", x)
+            self._tap(f"{self._tap_layer}.q", q, hessian=False)
+            self._tap(f"{self._tap_layer}.k", k, hessian=False)
             q, k, v = heads_first(q), heads_first(k), heads_first(v)
             s = tf.matmul(q, k, transpose_b=True) + bias[:, None]  # [B, h, S, S]
+            if self._taps is not None:
+                self._tap_scores(f"{self._tap_layer}.s", s)
             p = tf.nn.softmax(s, axis=-1)
             c = tf.reshape(tf.transpose(tf.matmul(p, v), [0, 2, 1, 3]), [B, S, hidden])
+            self._tap(f"{self._tap_layer}.c", c)
         return self._dense(c, layer["o"])
 
     def _forward(self, input_ids, segment_ids, padding_mask):
@@ -440,10 +689,16 @@ class ExportBert:
         x = self._layer_norm(x, self._emb_ln, split=True)  # every x below omits its LayerNorm's beta
         keep = tf.cast(padding_mask, tf.float32)  # [B, S]
         bias = ((1.0 - keep) * self.options.mask_bias)[:, None, :]  # [B, 1, S]
-        for layer in self._layers:
-            x = self._layer_norm(x + self._attention(x, layer, bias), layer["att_ln"], split=True)
+        for i, layer in enumerate(self._layers):
+            self._tap_layer = i
+            # with smoothing, x is the LayerNorm output divided by res_in: the residual multiplies it back
+            res = x * layer["res_in"] if "res_in" in layer else x
+            x = self._layer_norm(res + self._attention(x, layer, bias), layer["att_ln"], split=True)
+            self._tap(f"{i}.x2", x)
+            res = x * layer["res_mid"] if "res_mid" in layer else x
             h = self._gelu(self._dense(x, layer["ff1"]))
-            x = self._layer_norm(x + self._dense(h, layer["ff2"]), layer["ff_ln"], split=True)
+            self._tap(f"{i}.h", h)
+            x = self._layer_norm(res + self._dense(h, layer["ff2"]), layer["ff_ln"], split=True)
         if self.task != "mlm":
             x = x + m.final_ln_beta
         if self.task == "encoder":
@@ -457,6 +712,7 @@ class ExportBert:
             pooled = tf.math.tanh(self._dense(cls, self._pooled))
             logits = self._dense(pooled, self._cls_out)
             return {"probabilities": tf.nn.softmax(logits, axis=-1)}
+        self._tap("mlm.x", x)
         h = self._gelu(self._dense(x, self._mlm_dense), exact=self._mlm_exact_gelu)
         if self._inv_gamma is None:
             h = self._layer_norm(h, self._mlm_ln)

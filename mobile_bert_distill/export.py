@@ -67,8 +67,15 @@ def _recipes():
     # GELU stays float in "matmul": one builtin op (XNNPACK has a float GELU)
     # instead of the seven of the tanh formula, which int8 GELU needs; the
     # position table is stored in int8 (the all-int8 recipes would get one
-    # more delegate partition from its float segment term).
-    matmul_int8 = dataclasses.replace(friendly_int8, gelu="builtin", position_segment_table=True)
+    # more delegate partition from its float segment term). The attention
+    # scores get int8 ranges from their float row maxima (score_margin, see
+    # GraphOptions): the calibrated ranges, widened by the scores of padded
+    # keys, had steps of 0.2-0.4; measured top-1 agreement on the 12x48
+    # reference student 0.899 -> 0.923-0.933 (margins 6-10), same file size
+    # and graph. GPTQ, SmoothQuant and query/key balancing (GraphOptions) did
+    # not measurably help there and stay off (bench/export_modes/smoothing_run*.json).
+    matmul_int8 = dataclasses.replace(friendly_int8, gelu="builtin", position_segment_table=True,
+                                      score_margin=10.0)
     return {
         # Every FULLY_CONNECTED and BATCH_MATMUL in int8; LayerNorm, residual
         # adds, GELU and softmax stay float (XNNPACK runs them fast in float,
@@ -208,13 +215,16 @@ def _keras_saved_model(model, task, seq_len, batch_size, directory):
         archive.write_out(directory)
 
 
-def _friendly_saved_model(model, task, seq_len, batch_size, directory, options):
+def _friendly_saved_model(model, task, seq_len, batch_size, directory, options, calibration_feeds=None):
     import tensorflow as tf
 
     from mobile_bert_distill.bert_graph import ExportBert
 
-    built = ExportBert.from_keras(model, task=task, seq_len=seq_len, batch_size=batch_size, options=options)
+    needs = options is not None and options.needs_calibration
+    built = ExportBert.from_keras(model, task=task, seq_len=seq_len, batch_size=batch_size, options=options,
+                                  calibration_feeds=calibration_feeds if needs else None)
     tf.saved_model.save(built.module, directory, signatures={"serving_default": built.module.serve})
+    return built
 
 
 def convert(model, *, task="mlm", quantization="float32", seq_len=128, batch_size=1,
@@ -224,7 +234,8 @@ def convert(model, *, task="mlm", quantization="float32", seq_len=128, batch_siz
     """Convert ``model`` to TFLite flatbuffer bytes (no file is written).
 
     ``calibration_feeds`` (dict of ``[N, S]`` int32 arrays) is required for
-    ``int8``. ``float_ops`` (op type names, e.g. ``("SOFTMAX",)``) and
+    ``int8``, and for graph options that need calibration (smoothing, GPTQ;
+    see :class:`~mobile_bert_distill.bert_graph.GraphOptions`). ``float_ops`` (op type names, e.g. ``("SOFTMAX",)``) and
     ``float_nodes`` (tensor names) stay float in an int8 model (selective
     quantization through TFLite's quantization debugger). ``xnnpack_fixups``
     applies :func:`~mobile_bert_distill.quantization.fix_int8_for_xnnpack`
@@ -242,10 +253,12 @@ def convert(model, *, task="mlm", quantization="float32", seq_len=128, batch_siz
     tf = _quiet_tf()
     with tempfile.TemporaryDirectory(prefix="mbd-export-") as tmp:
         saved = os.path.join(tmp, "saved_model")
+        built = None
         if graph == "keras":
             _keras_saved_model(model, task, seq_len, batch_size, saved)
         else:
-            _friendly_saved_model(model, task, seq_len, batch_size, saved, graph_options)
+            built = _friendly_saved_model(model, task, seq_len, batch_size, saved, graph_options,
+                                          calibration_feeds)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
         if quantization == "float16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -284,6 +297,8 @@ def convert(model, *, task="mlm", quantization="float32", seq_len=128, batch_siz
 
             if xnnpack_fixups:
                 flat, _ = q.fix_int8_for_xnnpack(flat)
+            if built is not None and getattr(built, "score_ranges", None) is not None:
+                flat, _ = q.set_attention_score_ranges(flat, built.score_ranges)
             if share_embedding and task == "mlm":
                 flat, _ = q.share_tied_embedding(flat)
             if float_logits and task == "mlm":
@@ -348,7 +363,7 @@ def layer_sensitivity(model, *, task="mlm", seq_len=128, calibration_feeds, reci
 
     with tempfile.TemporaryDirectory(prefix="mbd-sens-") as tmp:
         saved = os.path.join(tmp, "saved_model")
-        _friendly_saved_model(model, task, seq_len, 1, saved, chosen["graph_options"])
+        _friendly_saved_model(model, task, seq_len, 1, saved, chosen["graph_options"], feeds)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
@@ -619,7 +634,9 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
 
     t0 = time.perf_counter()
     flat = convert(model, task=task, quantization=quantization, seq_len=seq_len,
-                   batch_size=batch_size, calibration_feeds=calib if quantization == "int8" else None,
+                   batch_size=batch_size,
+                   calibration_feeds=calib if quantization == "int8" or (
+                       graph_options is not None and graph_options.needs_calibration) else None,
                    graph=graph, graph_options=graph_options, float_ops=float_ops,
                    float_nodes=float_nodes, xnnpack_fixups=chosen["xnnpack_fixups"],
                    share_embedding=chosen["share_embedding"], float_logits=chosen["float_logits"],

@@ -468,3 +468,51 @@ def strip_tensor_names(model_bytes):
                 dropped += len(tensor.name)
                 tensor.name = None
     return pack_model(model), {"name_bytes_dropped": dropped}
+
+
+def set_attention_score_ranges(model_bytes, ranges):
+    """Give the attention-score ``BATCH_MATMUL`` outputs the real ranges ``ranges``.
+
+    ``ranges`` lists one ``(lo, hi)`` per attention layer, in graph order. A
+    score matmul is a ``BATCH_MATMUL`` whose left operand is not the
+    quantized output of a ``SOFTMAX`` (that one is the context matmul). The
+    calibrated range of the scores also covers scores of padded keys, which
+    the mask pushes out of the softmax anyway, and far-below-the-row-maximum
+    scores whose softmax weight is ~0; a narrower range (computed from the
+    float scores that matter, see
+    :func:`~mobile_bert_distill.bert_graph.calibration_stats`) gives the
+    int8 scores a finer step. The producer requantizes (saturating) to the
+    new parameters and the consumer reads them, so nothing else changes.
+    Returns ``(bytes, changes)``.
+    """
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    model = fu.read_model_from_bytearray(bytearray(model_bytes))
+    names = _op_names(model)
+    changes = {"score_ranges_set": 0}
+    for graph in model.subgraphs:
+        producer = {int(t): op for op in graph.operators for t in op.outputs}
+        scores = []
+        for op in graph.operators:
+            if names[op.opcodeIndex] != "BATCH_MATMUL":
+                continue
+            lhs = producer.get(int(op.inputs[0]))
+            src = producer.get(int(lhs.inputs[0])) if lhs is not None and names[lhs.opcodeIndex] == "QUANTIZE" else None
+            if src is not None and names[src.opcodeIndex] == "SOFTMAX":
+                continue
+            scores.append(op)
+        if not ranges or len(scores) % len(ranges):
+            raise ValueError(f"found {len(scores)} attention-score matmuls, got {len(ranges)} ranges")
+        per = len(scores) // len(ranges)  # per-head attention: one matmul a head, same range
+        ranges = [r for r in ranges for _ in range(per)]
+        for op, (lo, hi) in zip(scores, ranges):
+            out = graph.tensors[int(op.outputs[0])]
+            if _qparams(out) is None:
+                continue
+            lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+            scale = max(hi - lo, 1e-6) / 255.0
+            zero = int(np.clip(round(-128 - lo / scale), -128, 127))
+            _set_qparams(out, scale, zero)
+            changes["score_ranges_set"] += 1
+    return pack_model(model), changes
+

@@ -1,5 +1,6 @@
 """LiteRT export: every mode converts, loads, has the named I/O, and is faithful."""
 
+import contextlib
 import json
 import os
 
@@ -72,7 +73,7 @@ def test_float32_matches_keras_logits(art):
 def test_int8_graph_is_integer_and_faithful(art):
     rep = art["reports"]["int8"]
     g = rep["graph_ops"]
-    assert rep["recipe"] == "matmul"
+    assert rep["recipe"] == "matmul" and rep["graph_options"]["score_margin"] == 10.0
     # every FULLY_CONNECTED / BATCH_MATMUL computes in int8; the logits
     # projection runs on int8 weights with float output (hybrid)
     assert g["float_compute_ops"] == {}
@@ -280,3 +281,156 @@ def test_layer_sensitivity_ranks_quantized_ops(art):
     assert errors == sorted(errors, reverse=True) and errors[-1] >= 0
     ops = {r["op"] for r in rows}
     assert "FULLY_CONNECTED" in ops and "SOFTMAX" not in ops  # SOFTMAX is float in the recipe
+
+
+def _tiny_mlm_with_random_norms(seed=0):
+    """A 2-layer 16-d BertMaskedLM with random biases, betas and uneven gammas
+    (one loud channel), so that smoothing scales are far from 1."""
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(seed)
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16,
+                                             intermediate_dim=32, max_sequence_length=64, dropout=0.0)
+    model = keras_hub.models.BertMaskedLM(backbone=backbone, preprocessor=None)
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        if w.path.endswith("bias") or w.path.endswith("beta"):
+            w.assign(rng.normal(0, 0.3, w.shape).astype("float32"))
+        elif w.path.endswith("gamma"):
+            g = rng.uniform(0.5, 1.5, w.shape)
+            g[..., 3] = 6.0
+            w.assign(g.astype("float32"))
+    return model
+
+
+def test_smoothing_and_qk_balancing_are_exact_in_float():
+    """SmoothQuant rescaling (LayerNorm gamma / s, kernel rows * s, residual * s,
+    value columns / s into the output rows) and query/key balancing leave the
+    function unchanged, in every attention layout and for the encoder."""
+    from mobile_bert_distill.bert_graph import ExportBert, GraphOptions
+    from mobile_bert_distill.export import keras_outputs, random_sequences
+
+    model = _tiny_mlm_with_random_norms()
+    seq = 12
+    calib = random_sequences(8, seq, 100, seed=1)
+    feeds = random_sequences(3, seq, 100, seed=2)
+    feeds["segment_ids"][:, seq // 2:] = 1
+    feeds["padding_mask"][0, seq - 3:] = 0
+    keep = feeds["padding_mask"].astype(bool)  # padded positions are never compared
+    ref = keras_outputs(model, "mlm", feeds)["logits"]
+    plain = ExportBert.from_keras(model, task="mlm", seq_len=seq, batch_size=3)
+    for opts in (GraphOptions(smooth_alpha=0.5), GraphOptions(smooth_alpha=0.85, balance_qk=True),
+                 GraphOptions(smooth_alpha=0.5, balance_qk=True, fuse_qkv=True, position_segment_table=True),
+                 GraphOptions(balance_qk=True, attention="per_head")):
+        m = ExportBert.from_keras(model, task="mlm", seq_len=seq, batch_size=3, options=opts,
+                                  calibration_feeds=calib)
+        got = m.module.serve(**feeds)["logits"].numpy()
+        np.testing.assert_allclose(got[keep], ref[keep], atol=1e-4, rtol=0)
+    # the rewrite did move the ranges: the loud gamma channel is divided down
+    m = ExportBert.from_keras(model, task="mlm", seq_len=seq, batch_size=3,
+                              options=GraphOptions(smooth_alpha=0.5, balance_qk=True), calibration_feeds=calib)
+    assert np.abs(m.module.l0_res_in.numpy() - 1).max() > 0.1
+    assert np.abs(m.module.l0_q_k.numpy() - plain.module.l0_q_k.numpy()).max() > 1e-3
+    assert np.abs(m.module.l1_v_k.numpy() - plain.module.l1_v_k.numpy()).max() > 1e-3
+    enc_ref = keras_outputs(model, "encoder", feeds)
+    enc = ExportBert.from_keras(model, task="encoder", seq_len=seq, batch_size=3,
+                                options=GraphOptions(smooth_alpha=0.5, balance_qk=True),
+                                calibration_feeds=calib).module.serve(**feeds)
+    np.testing.assert_allclose(enc["sequence_output"].numpy()[keep], enc_ref["sequence_output"][keep], atol=1e-4)
+    with pytest.raises(ValueError, match="calibration_feeds"):
+        ExportBert.from_keras(model, task="mlm", seq_len=seq, options=GraphOptions(smooth_alpha=0.5))
+
+
+def test_gptq_round_is_on_the_converter_grid_and_beats_round_to_nearest():
+    from mobile_bert_distill.bert_graph import gptq_round
+
+    rng = np.random.default_rng(0)
+    n_in, n_out, tokens = 32, 24, 600
+    # correlated, uneven inputs: where error compensation has something to use
+    x = rng.normal(size=(tokens, n_in)) @ (rng.normal(size=(n_in, n_in)) * rng.uniform(0.1, 2, n_in))
+    w = rng.normal(size=(n_in, n_out)).astype(np.float32)
+    scale = np.abs(w).max(0) / 127
+    rtn = np.round(w / scale) * scale
+    got = gptq_round(w, x.T @ x)
+    q = got / scale
+    np.testing.assert_allclose(q, np.round(q), atol=1e-3)  # integers on the RTN grid ...
+    assert np.abs(np.round(q)).max() <= 127
+    np.testing.assert_array_equal(np.abs(np.round(q)).max(0), 127)  # ... whose max|w| (= scale) is unchanged
+    err_gptq = np.linalg.norm(x @ got - x @ w)
+    err_rtn = np.linalg.norm(x @ rtn - x @ w)
+    assert err_gptq < 0.8 * err_rtn, (err_gptq, err_rtn)
+
+
+def test_gptq_int8_file_stores_the_gptq_integers():
+    """The converter's per-channel scales reproduce the GPTQ grid: the int8
+    kernels in the file dequantize to the exported float kernels."""
+    from mobile_bert_distill.bert_graph import ExportBert, GraphOptions
+    from mobile_bert_distill.export import convert, random_sequences
+    from mobile_bert_distill.tflite_tools import load_interpreter
+
+    model = _tiny_mlm_with_random_norms(seed=1)
+    seq = 12
+    calib = random_sequences(8, seq, 100, seed=1)
+    # with smoothing the projections read the LayerNorm output as is; without,
+    # the converter folds gamma into them and GPTQ rounds diag(gamma) W
+    for opts in (_matmul_options(gptq=True, smooth_alpha=0.5), _matmul_options(gptq=True)):
+        module = ExportBert.from_keras(model, task="mlm", seq_len=seq, options=opts, calibration_feeds=calib).module
+        named = {v.name.split(":")[0]: v.numpy() for v in module.variables}
+        kernels = [v for n, v in named.items() if n.endswith(("_q_k", "_k_k", "_v_k", "_o_k", "_ff1_k", "_ff2_k",
+                                                               "dense_k"))]
+        assert len(kernels) == 13
+        gammas = [np.ones(16)] + [v for n, v in named.items() if n.endswith("ln_g") and v.shape == (16,)]
+        flat = convert(model, task="mlm", quantization="int8", seq_len=seq, calibration_feeds=calib,
+                       graph_options=opts, float_ops=("SOFTMAX", "RSQRT", "ADD", "MEAN", "SUB", "MUL", "GELU"),
+                       float_logits=True)
+        interp, _ = load_interpreter(model_content=flat, xnnpack=False)
+        stored = []
+        for t in interp.get_tensor_details():
+            scales = t["quantization_parameters"]["scales"]
+            if t["dtype"] == np.int8 and len(t["shape"]) == 2 and len(scales) > 1:
+                with contextlib.suppress(ValueError):
+                    stored.append(interp.get_tensor(t["index"]).astype(np.float64) * scales[:, None])
+        for k in kernels:
+            match = [s for s in stored for g in gammas if s.shape == k.T.shape and k.shape[0] == len(g)
+                     and np.abs(s - (k * g[:, None]).T).max() < 1e-4 * np.abs(k * g[:, None]).max()]
+            match += [s for s in stored if s.shape == k.T.shape and np.abs(s - k.T).max() < 1e-4 * np.abs(k).max()]
+            assert match, f"no int8 tensor in the file dequantizes to a GPTQ kernel of shape {k.shape} ({opts})"
+
+
+def test_attention_score_ranges_narrow_the_score_step(tmp_path):
+    """score_margin sets each score matmul's output range from the float row maxima."""
+    from mobile_bert_distill.bert_graph import ExportBert
+    from mobile_bert_distill.export import convert, random_sequences
+    from mobile_bert_distill.tflite_tools import load_interpreter
+
+    model = _tiny_mlm_with_random_norms(seed=2)
+    seq = 12
+    calib = random_sequences(8, seq, 100, seed=1)
+    opts = _matmul_options(score_margin=4.0)
+    ranges = ExportBert.from_keras(model, task="mlm", seq_len=seq, options=opts,
+                                   calibration_feeds=calib).score_ranges
+    assert len(ranges) == 2 and all(lo < hi for lo, hi in ranges)
+    kw = dict(task="mlm", quantization="int8", seq_len=seq, calibration_feeds=calib,
+              float_ops=("SOFTMAX", "RSQRT", "ADD", "MEAN", "SUB", "MUL", "GELU"), float_logits=True)
+
+    def score_outputs(flat):
+        interp, _ = load_interpreter(model_content=flat, xnnpack=False)
+        td = {t["index"]: t for t in interp.get_tensor_details()}
+        ops = [op for op in interp._get_ops_details() if op["op_name"] == "BATCH_MATMUL"]
+        return [td[op["outputs"][0]]["quantization"] for op in ops[::2]]  # score, context, score, ...
+
+    plain = score_outputs(convert(model, graph_options=_matmul_options(), **kw))
+    narrowed = score_outputs(convert(model, graph_options=opts, **kw))
+    for (lo, hi), (scale, zero), (old_scale, _) in zip(ranges, narrowed, plain):
+        assert scale == pytest.approx((max(hi, 0) - min(lo, 0)) / 255, rel=1e-5)
+        assert (-128 - zero) * scale == pytest.approx(min(lo, 0), abs=scale)
+        assert scale < old_scale
+
+
+def _matmul_options(**change):
+    import dataclasses
+
+    from mobile_bert_distill.export import _recipes
+
+    return dataclasses.replace(_recipes()["matmul"]["graph_options"], **change)
