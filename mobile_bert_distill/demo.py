@@ -707,6 +707,9 @@ def write_report(out, st, info):
                   "tokens) against the float Keras student.", "",
                   "| | value |", "|---|---:|",
                   f"| top-1 agreement int8 vs float | {_pct(par.get('top1_agreement'))} % |",
+                  *([f"| … where float's top-2 logit gap ≥ {par['near_tie_gap']:g} "
+                     f"({_pct(1 - par['near_tie_fraction'])} % of tokens) | {_pct(par['top1_agreement_clear'])} % |"]
+                    if par.get("top1_agreement_clear") is not None else []),
                   f"| masked-token accuracy, float Keras | {_pct(par.get('float_accuracy'))} % |",
                   f"| masked-token accuracy, {rep.get('quantization')} LiteRT | {_pct(par.get('tflite_accuracy'))} % |",
                   f"| max / mean abs logit difference | {par.get('max_abs_logit_diff', 0):.3g} / "

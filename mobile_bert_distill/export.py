@@ -461,12 +461,18 @@ def _cosine(a, b):
     return num / den
 
 
+#: Float top-2 logit gap under which a masked token counts as a near-tie in the parity block.
+NEAR_TIE_GAP = 0.5
+
+
 def parity(task, reference, candidate, feeds, labels=None):
     """Compare TFLite outputs with the float reference.
 
     For ``mlm``: positions where ``input_ids == [MASK]`` (id 4) are scored:
     top-1 agreement, each model's accuracy against ``labels`` (the original
-    ids; ``None`` leaves accuracy out), max/mean |Δlogit| and logit cosine.
+    ids; ``None`` leaves accuracy out), max/mean |Δlogit| and logit cosine;
+    agreement is also split into tokens whose float top-2 logit gap is at
+    least :data:`NEAR_TIE_GAP` ("clear") and near-ties, with their share.
     For ``encoder``: cosine of sequence outputs over non-padding tokens and
     of pooled outputs, and max/mean |Δ|.
     For ``classifier``: label (arg-max) agreement, max/mean |Δprobability|,
@@ -501,9 +507,18 @@ def parity(task, reference, candidate, feeds, labels=None):
         ref_top = ref.argmax(-1)
         cand_top = cand.argmax(-1)
         diff = np.abs(ref - cand)
+        # near-ties: the float model's own top-2 logit gap is below NEAR_TIE_GAP, so any
+        # rounding may swap them; reported apart so a user sees where disagreement lives
+        top2 = np.sort(ref, axis=-1)[:, -2:]
+        clear = (top2[:, 1] - top2[:, 0]) >= NEAR_TIE_GAP
+        same = ref_top == cand_top
         res.update(
             masked_tokens=int(where.sum()),
-            top1_agreement=float((ref_top == cand_top).mean()),
+            top1_agreement=float(same.mean()),
+            near_tie_gap=NEAR_TIE_GAP,
+            near_tie_fraction=float(1.0 - clear.mean()),
+            top1_agreement_clear=float(same[clear].mean()) if clear.any() else None,
+            top1_agreement_near_ties=float(same[~clear].mean()) if (~clear).any() else None,
             max_abs_logit_diff=float(diff.max()),
             mean_abs_logit_diff=float(diff.mean()),
             logit_cosine_mean=float(_cosine(ref, cand).mean()),

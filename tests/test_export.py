@@ -434,3 +434,25 @@ def _matmul_options(**change):
     from mobile_bert_distill.export import _recipes
 
     return dataclasses.replace(_recipes()["matmul"]["graph_options"], **change)
+
+
+def test_parity_splits_agreement_at_near_ties():
+    from mobile_bert_distill.export import NEAR_TIE_GAP, parity
+
+    ids = np.array([[2, 4, 4, 4, 4, 3]], np.int32)  # four [MASK] positions
+    feeds = {"input_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": np.ones_like(ids)}
+    ref = np.zeros((1, 6, 5), np.float32)
+    ref[0, 1, :2] = [3.0, 0.0]                        # clear: gap 3
+    ref[0, 2, :2] = [2.0, 0.0]                        # clear: gap 2
+    ref[0, 3, :2] = [1.0, 1.0 - NEAR_TIE_GAP / 2]     # near-tie
+    ref[0, 4, :2] = [1.0, 1.0 - NEAR_TIE_GAP / 4]     # near-tie
+    cand = ref.copy()
+    cand[0, 2, 1] = 5.0  # flips a clear token
+    cand[0, 3, 1] = 2.0  # flips a near-tie
+    res = parity("mlm", {"logits": ref}, {"logits": cand}, feeds)
+    assert res["masked_tokens"] == 4 and res["top1_agreement"] == 0.5
+    assert res["near_tie_fraction"] == 0.5
+    assert res["top1_agreement_clear"] == 0.5 and res["top1_agreement_near_ties"] == 0.5
+    cand[0, 2, 1] = 0.0  # restore the clear token
+    res = parity("mlm", {"logits": ref}, {"logits": cand}, feeds)
+    assert res["top1_agreement_clear"] == 1.0 and res["top1_agreement_near_ties"] == 0.5

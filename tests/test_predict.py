@@ -104,3 +104,7 @@ def test_export_cli_end_to_end_with_android_assets(art, capsys, tmp_path):
     assert sorted(os.listdir(assets)) == ["model.tflite", "model_info.json", "vocab.txt"]
     report = json.loads((tmp_path / "model.report.json").read_text())
     assert report["android_assets"]["files"] == ["model.tflite", "vocab.txt", "model_info.json"]
+    par = report["parity"]
+    assert 0.0 <= par["near_tie_fraction"] <= 1.0 and par["near_tie_gap"] == 0.5
+    if 0.0 < par["near_tie_fraction"] < 1.0:
+        assert "where float's top-2 gap >= 0.5" in text

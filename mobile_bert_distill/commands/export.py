@@ -107,6 +107,9 @@ def run(args):
     elif "top1_agreement" in par:
         line = (f"parity on {par['masked_tokens']} masked tokens ({par['source']}): top-1 agreement "
                 f"{par['top1_agreement']:.4f}, max |dlogit| {par['max_abs_logit_diff']:.4g}")
+        if par.get("top1_agreement_clear") is not None and par.get("near_tie_fraction"):
+            line += (f" ({par['top1_agreement_clear']:.4f} where float's top-2 gap >= {par['near_tie_gap']:g}; "
+                     f"{100 * par['near_tie_fraction']:.1f}% of tokens are near-ties)")
         if "float_accuracy" in par:
             line += f", accuracy {par['float_accuracy']:.4f} float -> {par['tflite_accuracy']:.4f}"
         print(line)
