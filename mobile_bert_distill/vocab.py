@@ -46,6 +46,12 @@ def learn_vocab(lines, size=4928, words=None, min_frequency=2, limit_alphabet=10
     )
     vocab = trainer_tok.get_vocab()
     tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    # The trainer numbers its alphabet in hash-set order, so the same corpus gave the same
+    # pieces under different ids from run to run. Ids carry no meaning for WordPiece: sort
+    # everything after the specials so a rerun of the same corpus gives the same vocab.txt.
+    n = len(text.SPECIAL_TOKENS)
+    if tuple(tokens[:n]) == text.SPECIAL_TOKENS:
+        tokens = tokens[:n] + sorted(tokens[n:])
     return text.validate_vocab(tokens, source="learned vocabulary")
 
 

@@ -48,6 +48,18 @@ def test_vocab_writes_exact_size_and_stats(tiny_data, tmp_path, capsys):
     assert "overlap with the teacher vocabulary" in stdout
 
 
+def test_learned_vocab_is_the_same_on_every_run(tiny_data):
+    # the WordPiece trainer numbers its alphabet in hash order; the kit's vocab.txt must not vary
+    import subprocess
+    import sys
+
+    code = ("import sys; from mobile_bert_distill import text; from mobile_bert_distill.vocab import learn_vocab; "
+            "print('\\n'.join(learn_vocab(text.read_corpus([sys.argv[1]]), size=120)))")
+    runs = {subprocess.run([sys.executable, "-c", code, tiny_data["train"]], capture_output=True, text=True,
+                           check=True).stdout for _ in range(3)}
+    assert len(runs) == 1 and len(runs.pop().split()) == 120
+
+
 @pytest.mark.parametrize("content,fragment", [(b"", "corpus is empty"), (b"  \n\t\n   \n", "corpus is empty")])
 def test_vocab_empty_corpus(tmp_path, capsys, content, fragment):
     p = tmp_path / "c.txt"
