@@ -268,11 +268,13 @@ def main(argv=None):
         rows.append((mode, mean, std, len(accs)))
     results["table"] = [{"mode": m, "mean": a, "std": s, "seeds": n} for m, a, s, n in rows]
     results["seconds"] = round(time.time() - t_start, 1)
-    lines = ["| mode | held-out MLM accuracy (mean ± std) | Δ vs nokd (points) | seeds |", "|---|---|---|---|"]
+    lines = ["| mode | held-out MLM accuracy (mean ± std) | Δ vs nokd (points) | seeds | per seed |",
+             "|---|---|---|---|---|"]
     for m, a, s, n in rows:
+        per_seed = ", ".join(f"{100 * r['heldout_accuracy']:.2f}" for r in results["runs"] if r["mode"] == m)
         delta = f"{100 * (a - nokd_mean):+.2f}" if nokd_mean is not None else ""
         spread = f"{100 * s:.2f}" if n > 1 else "—"  # one seed has no spread
-        lines.append(f"| {m} | {100 * a:.2f} ± {spread} | {delta} | {n} |")
+        lines.append(f"| {m} | {100 * a:.2f} ± {spread} | {delta} | {n} | {per_seed} |")
     table = "\n".join(lines)
     from mobile_bert_distill.atomic import atomic_write_json, atomic_write_text
 
