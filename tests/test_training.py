@@ -51,7 +51,8 @@ def test_nokd_never_builds_the_teacher(tiny_config, monkeypatch):
     monkeypatch.setattr(teacher_mod, "load_teacher_backbone", boom)
     monkeypatch.setattr(teacher_mod.DualVocabTeacher, "__init__", boom)
     cfg = tiny_config("nokd")
-    cfg["teacher"]["source"] = "/definitely/not/here"  # never looked at
+    cfg["teacher"]["source"] = "/definitely/not/here"  # never looked at: the depth is given
+    cfg["student"]["num_layers"] = 2
     run = build_run(cfg)
     assert run.maker.teacher is None and "t_token_ids" not in run.maker(0)
 
