@@ -659,7 +659,7 @@ class ExportBert:
             self._tap(f"{self._tap_layer}.q", q, hessian=False)
             self._tap(f"{self._tap_layer}.k", k, hessian=False)
             q, k, v = heads_first(q), heads_first(k), heads_first(v)
-            s = tf.matmul(q, k, transpose_b=True) + bias[:, None]  # [B, h, S, S]
+            s = tf.matmul(q, k, transpose_b=True) + bias  # [B, h, S, S]
             if self._taps is not None:
                 self._tap_scores(f"{self._tap_layer}.s", s)
             p = tf.nn.softmax(s, axis=-1)
@@ -681,14 +681,23 @@ class ExportBert:
                 # converter keeps the (int8) table and its GATHER instead of folding
                 # them into a float constant
                 x = x + tf.gather(m.position_segment_embedding, positions + 0 * segment_ids)
-                x = x + tf.cast(segment_ids, tf.float32)[..., None] * m.segment_delta
+                # reshape the int32 ids, then cast: a float RESHAPE here would be quantized
+                # with a range calibrated on segment 0 alone (scale ~1e-8), and segment 1
+                # would vanish from an int8 model
+                seg = tf.cast(tf.reshape(segment_ids, [self.batch_size, self.seq_len, 1]), tf.float32)
+                x = x + seg * m.segment_delta
             else:
                 x = x + tf.gather(m.position_segment_embedding, segment_ids * self.seq_len + positions)
         else:
             x = x + m.position_embedding + tf.gather(m.segment_embedding, segment_ids)
         x = self._layer_norm(x, self._emb_ln, split=True)  # every x below omits its LayerNorm's beta
-        keep = tf.cast(padding_mask, tf.float32)  # [B, S]
-        bias = ((1.0 - keep) * self.options.mask_bias)[:, None, :]  # [B, 1, S]
+        # the mask bias is built in its final shape from reshaped int32 ids (CAST, SUB, MUL
+        # and the score ADD only): no float RESHAPE/STRIDED_SLICE that an int8 model would
+        # quantize with a range calibrated on whatever padding the calibration had
+        shape = [self.batch_size, 1, self.seq_len] if self.options.attention == "per_head" \
+            else [self.batch_size, 1, 1, self.seq_len]
+        keep = tf.cast(tf.reshape(padding_mask, shape), tf.float32)
+        bias = (1.0 - keep) * self.options.mask_bias  # [B, 1, S] or [B, 1, 1, S]
         for i, layer in enumerate(self._layers):
             self._tap_layer = i
             # with smoothing, x is the LayerNorm output divided by res_in: the residual multiplies it back

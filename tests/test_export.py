@@ -84,13 +84,46 @@ def test_int8_graph_is_integer_and_faithful(art):
     assert set(g["float_ops"]) <= set(rep["float_islands"]["ops"])
     assert "FULLY_CONNECTED" not in g["float_ops"] and "BATCH_MATMUL" not in g["float_ops"]
     assert rep["xnnpack"]["delegate_partitions"] == 1
-    # outside it: the embedding lookups and their int32 index arithmetic
-    assert set(rep["xnnpack"]["ops_outside_delegate"]) <= {"CAST", "GATHER", "ADD", "MUL"}
+    # outside it: the embedding lookups and their int32 index arithmetic (segment ids and
+    # the padding mask are reshaped as int32 before their CAST)
+    assert set(rep["xnnpack"]["ops_outside_delegate"]) <= {"CAST", "GATHER", "ADD", "MUL", "RESHAPE"}
     assert rep["xnnpack"]["ops_outside_delegate"].get("GATHER") == 2
     par = rep["parity"]
     assert par["source"] == "given" and par["masked_tokens"] > 50
     assert par["top1_agreement"] >= 0.9, par
     assert par["accuracy_drop_points"] <= 5.0, par
+
+
+def test_int8_keeps_segment_ids_and_padding_mask(art):
+    """Calibration text has one segment: the int8 graph must not quantize the
+    segment term (or the mask bias) with a range calibrated on segment 0 alone."""
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    from mobile_bert_distill.export import keras_outputs, random_sequences
+    from mobile_bert_distill.tflite_tools import load_interpreter, run_batches
+
+    model = fu.read_model(art["models"]["int8"])
+    g = model.subgraphs[0]
+    # int8 activations (no stored data): a degenerate scale means calibration saw a constant
+    scales = [float(s) for t in g.tensors
+              if t.type == 9 and model.buffers[t.buffer].data is None and t.quantization is not None
+              and t.quantization.scale is not None for s in t.quantization.scale]
+    assert len(scales) > 20 and min(scales) > 1e-6
+    assert art["reports"]["int8"]["graph_ops"]["ops"].get("STRIDED_SLICE", 0) == 0
+
+    feeds = random_sequences(16, SEQ_LEN, len(art["vocab_list"]), seed=7)
+    pair = dict(feeds, segment_ids=np.zeros_like(feeds["segment_ids"]))
+    for row, n in enumerate(feeds["padding_mask"].sum(1)):
+        pair["segment_ids"][row, n // 2 : n] = 1
+    interp, _ = load_interpreter(art["models"]["int8"])
+    out0, out1 = (run_batches(interp, f)["logits"] for f in (feeds, pair))
+    ref0, ref1 = (keras_outputs(art["keras_model"], "mlm", f)["logits"] for f in (feeds, pair))
+    keep = feeds["padding_mask"].astype(bool)
+    # what segment 1 changes in the float model, the int8 model changes too
+    d_ref, d_int8 = (ref1 - ref0)[keep].ravel(), (out1 - out0)[keep].ravel()
+    cos = float(d_ref @ d_int8 / (np.linalg.norm(d_ref) * np.linalg.norm(d_int8) + 1e-12))
+    assert np.abs(d_ref).mean() > 0.05 and cos > 0.9, (np.abs(d_ref).mean(), cos)
+    assert np.abs(out1 - ref1)[keep].mean() < 2.0 * np.abs(out0 - ref0)[keep].mean() + 0.02
 
 
 def test_int8_xnnpack_recipe_keeps_only_softmax_and_rsqrt_float(art, tmp_path):
