@@ -1,7 +1,8 @@
 """A tiny fine-tuned classifier for the classifier export / predict tests.
 
 ``classifier_artifacts(tmp_path_factory)`` builds (once per session): a tiny
-student (2 layers, 16-d) trained for a few MLM steps, fine-tuned with
+student (2 layers, 16-d, freshly initialised: no MLM steps, which the classifier
+tests never look at and which cost a traced training step), fine-tuned with
 ``mbd finetune`` on a generated two-class CSV (cue words decide the label;
 two classes because a 16-d student learns them reliably in a few epochs,
 while a third class sometimes stalls), plus a float32 export and an
@@ -13,7 +14,7 @@ from __future__ import annotations
 import csv
 import random
 
-from _export_fixtures import build_student, learn_vocab, make_sentences, save_student, train_briefly
+from _export_fixtures import build_student, learn_vocab, make_sentences, save_student
 
 SEQ_LEN = 32
 CLASSES = ["negative", "positive"]
@@ -62,7 +63,6 @@ def classifier_artifacts(tmp_path_factory):
     texts = [t for t, _ in train_rows] + make_sentences(400, seed=3)
     vocab = learn_vocab(texts, 200)
     student = build_student(vocab, seq_len=SEQ_LEN)
-    train_briefly(student, texts, steps=20)
     student_dir = save_student(student, str(root / "student"))
     train_csv = write_csv(root / "train.csv", train_rows)
     eval_csv = write_csv(root / "eval.csv", eval_rows)

@@ -34,11 +34,13 @@ def _labelled(n, seed):
 
 @pytest.fixture(scope="module")
 def tiny_student(tiny_data, tmp_path_factory):
+    """A 1-layer 16-d student preset: enough to learn the cue-word task; a fine-tuning run's cost is
+    mostly tracing its training step, which grows with the depth."""
     from mobile_bert_distill.student import build_student
     from mobile_bert_distill.text import load_vocab
 
     d = tmp_path_factory.mktemp("student") / "student"
-    mlm = build_student(load_vocab(tiny_data["student_vocab"]), hidden_dim=16, num_layers=2, num_heads=2, seq_len=32)
+    mlm = build_student(load_vocab(tiny_data["student_vocab"]), hidden_dim=16, num_layers=1, num_heads=2, seq_len=32)
     mlm.save_to_preset(str(d))
     return str(d)
 

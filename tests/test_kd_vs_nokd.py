@@ -30,16 +30,23 @@ def test_missing_demo_is_a_one_line_error(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_grid_runs_from_the_demo_configs(tiny_data, tmp_path, capsys):
+    import tensorflow as tf
+
     from mobile_bert_distill import config
-    from mobile_bert_distill.training import distill
+    from mobile_bert_distill.training import Run
 
     demo = tmp_path / "demo_out"
     (demo / "configs").mkdir(parents=True)
     (demo / "data").mkdir()
     (demo / "data" / "heldout.txt").write_text(open(tiny_data["heldout"]).read())
-    prep = config.resolve(tiny_config_dict(tiny_data, "teacher", steps=10, checkpoint_every=10))
-    distill(prep, out_dir=str(demo / "teacher_prep"), progress=False)
+    # the prepared teacher: a teacher checkpoint written the way `mbd teacher-prep` writes it
+    # (DualVocabTeacher.save), left untrained: the grid only reads it, and teacher-prep's own
+    # training and checkpoint are covered by tests/test_training.py and tests/test_notebook.py
+    prep = Run(config.resolve(tiny_config_dict(tiny_data, "teacher")), strategy=tf.distribute.get_strategy(),
+               log=lambda m: None).build()
     teacher = str(demo / "teacher_prep" / "teacher")
+    prep.teacher_backbone.pooled_dense.trainable = True  # as distill() does before it saves the teacher
+    prep.teacher.save(teacher, prep.teacher_tokenizer, prep.student_vocab)
     for name, mode in (("nokd", "nokd"), ("dual_up", "dual+up")):
         d = tiny_config_dict(tiny_data, mode, steps=10, checkpoint_every=10, learning_rate=5e-3)
         d["teacher"] = {"source": teacher, "dropout": 0.0}
