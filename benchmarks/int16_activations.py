@@ -38,7 +38,6 @@ import numpy as np  # noqa: E402
 from mobile_bert_distill import export as E  # noqa: E402
 from mobile_bert_distill.atomic import atomic_write_json  # noqa: E402
 from mobile_bert_distill.bert_graph import GraphOptions  # noqa: E402
-from mobile_bert_distill.wordpiece import WordPiece  # noqa: E402
 
 VARIANTS = ("float32", "16x8", "16x8-gptq")
 
@@ -93,24 +92,18 @@ def main(argv=None):
     ap.add_argument("--work", default=None, help="where the .tflite files go (default: a temporary folder)")
     ap.add_argument("--json", default="bench/export_modes/int16_activations.json")
     args = ap.parse_args(argv)
-    for path in (args.student, args.corpus):
-        if not os.path.exists(path):
-            print(f"int16_activations: error: {path} not found (run benchmarks/export_modes.py first)",
-                  file=sys.stderr)
-            return 2
+    from _reference_student import load_reference, missing_inputs
+
+    if missing_inputs("int16_activations", args.student, args.corpus):
+        return 2
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         print(f"int16_activations: error: unknown variant(s) {unknown}; choose from {VARIANTS}", file=sys.stderr)
         return 2
 
-    # the same sequences as export_student (and so export_modes.py) draws
-    model, vocab_path = E.load_student(args.student)
-    tokenizer = WordPiece(vocab_path)
-    calib_lines, heldout = E.split_corpus(E.read_corpus(args.corpus))
-    calib, _ = E.corpus_sequences(calib_lines, tokenizer, args.seq_len, args.calibration, seed=0)
-    feeds, labels = E.corpus_sequences(heldout, tokenizer, args.seq_len, args.parity, seed=1)
-    reference = E.keras_outputs(model, "mlm", feeds)
+    model, _, _, calib, feeds, labels, reference = load_reference(
+        args.student, args.corpus, seq_len=args.seq_len, calibration=args.calibration, parity=args.parity)
 
     work = args.work or tempfile.mkdtemp(prefix="mbd-int16-")
     os.makedirs(work, exist_ok=True)

@@ -433,10 +433,10 @@ def main(argv=None):
     ap.add_argument("--work", default=None, help="where the .tflite files go (default: a temporary folder)")
     ap.add_argument("--json", default="bench/export_modes/int8_qat.json")
     args = ap.parse_args(argv)
-    for path in (args.student, args.corpus):
-        if not os.path.exists(path):
-            print(f"int8_qat: error: {path} not found (run benchmarks/export_modes.py first)", file=sys.stderr)
-            return 2
+    from _reference_student import load_reference, missing_inputs
+
+    if missing_inputs("int8_qat", args.student, args.corpus):
+        return 2
     try:
         variants = [(int(a), float(b)) for a, b in (v.split(":") for v in args.variants.split(","))]
     except ValueError:
@@ -446,16 +446,10 @@ def main(argv=None):
     from mobile_bert_distill import export as E
     from mobile_bert_distill.atomic import atomic_write_json
     from mobile_bert_distill.bert_graph import extract_weights
-    from mobile_bert_distill.wordpiece import WordPiece
 
-    # the sequences export_student (and so export_modes.py) draws, plus training sequences
-    model, vocab_path = E.load_student(args.student)
-    tokenizer = WordPiece(vocab_path)
-    calib_lines, heldout = E.split_corpus(E.read_corpus(args.corpus))
-    calib, _ = E.corpus_sequences(calib_lines, tokenizer, args.seq_len, args.calibration, seed=0)
+    model, tokenizer, calib_lines, calib, feeds, labels, original = load_reference(
+        args.student, args.corpus, seq_len=args.seq_len, calibration=args.calibration, parity=args.parity)
     train, _ = E.corpus_sequences(calib_lines, tokenizer, args.seq_len, args.train_sequences, seed=2)
-    feeds, labels = E.corpus_sequences(heldout, tokenizer, args.seq_len, args.parity, seed=1)
-    original = E.keras_outputs(model, "mlm", feeds)
 
     import tensorflow as tf
 
