@@ -192,6 +192,7 @@ def finetune(model_dir, train_csv, eval_csv, out_dir, *, text_column="text", lab
     import keras_hub
 
     from mobile_bert_distill.atomic import atomic_dir, atomic_write_json
+    from mobile_bert_distill.training import adamw_class
 
     _check_model_dir(model_dir, "model")
     if os.path.exists(out_dir) and not overwrite:
@@ -226,7 +227,7 @@ def finetune(model_dir, train_csv, eval_csv, out_dir, *, text_column="text", lab
         loss = SoftTargetKD(K, alpha=alpha, temperature=temperature, kind=kd_loss)
         y_fit = np.concatenate([y_train[:, None].astype("float32"), teacher_logits], axis=1)
     # keras-hub's default metrics (sparse accuracy) cannot read the packed KD targets.
-    clf.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.01), loss=loss,
+    clf.compile(optimizer=adamw_class()(schedule, weight_decay=0.01), loss=loss,
                 metrics=[] if teacher_logits is not None else "auto")
     import tensorflow as tf
 

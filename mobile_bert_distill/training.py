@@ -58,6 +58,49 @@ def _multi_replica_context():
     return ctx is not None and ctx.num_replicas_in_sync > 1
 
 
+def adamw_class():
+    """``keras.optimizers.AdamW`` whose weight decay reads the learning rate once per step.
+
+    Keras 3's TensorFlow ``AdamW`` evaluates ``self.learning_rate`` inside the
+    per-variable weight-decay function, so a schedule (warm-up + cosine) is
+    rebuilt once per decayed variable in the traced step: hundreds of copies
+    that only slow tracing and every step. Here it is evaluated once per
+    step and shared; the update itself is unchanged (tested against the
+    stock optimizer in ``tests/test_training.py``).
+
+    >>> import keras
+    >>> opt = adamw_class()(learning_rate=1e-3, weight_decay=0.01)
+    """
+    import keras
+    import tensorflow as tf
+
+    base = keras.optimizers.AdamW
+    if not hasattr(base, "_apply_weight_decay"):  # a Keras without the hook: stock AdamW
+        return base
+
+    class AdamW(base):
+        def _apply_weight_decay(self, variables):
+            if self.weight_decay is None:
+                return
+
+            def apply(distribution, variables, **kwargs):
+                lr = self.learning_rate  # once, in the cross-replica context
+
+                def decay(variable):
+                    if self._use_weight_decay(variable):
+                        variable.assign_sub(variable * tf.cast(self.weight_decay, variable.dtype)
+                                            * tf.cast(lr, variable.dtype))
+
+                for variable in variables:
+                    if isinstance(variable, keras.Variable):
+                        variable = variable.value
+                    distribution.extended.update(variable, decay, group=False)
+
+            tf.__internal__.distribute.interim.maybe_merge_call(apply, self._distribution_strategy, variables)
+
+    return AdamW
+
+
 def _global_clip_adamw():
     """``AdamW`` that clips the *all-reduced* gradient under ``tf.distribute``.
 
@@ -71,7 +114,7 @@ def _global_clip_adamw():
     """
     import keras
 
-    base = keras.optimizers.AdamW
+    base = adamw_class()
     for hook in ("_clip_gradients", "_all_reduce_sum_gradients"):
         if not hasattr(base, hook):  # a Keras that no longer has the hooks must not silently drop clipping
             raise RuntimeError(f"keras.optimizers.AdamW has no {hook}(); the multi-replica clipping needs updating")
