@@ -310,6 +310,8 @@ def convert(model, *, task="mlm", quantization="float32", seq_len=128, batch_siz
         if graph == "friendly":  # the stock-graph baseline stays as the converter wrote it
             from mobile_bert_distill import quantization as q
 
+            if quantization == "float16":
+                flat, _ = q.split_float16_dequantize(flat)
             flat, _ = q.compact(flat)
         return flat
 

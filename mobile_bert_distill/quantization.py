@@ -448,6 +448,75 @@ def _finish_float_projection(model, fc, dq, ops, tensors, schema):
     ops.remove(dq)
 
 
+def split_float16_dequantize(model_bytes):
+    """Give XNNPACK its own ``DEQUANTIZE`` of each float16 weight that an
+    op outside the delegate also reads.
+
+    In a float16 model the tied token-embedding table is one float16
+    constant behind one ``DEQUANTIZE`` that feeds both the input ``GATHER``
+    (which XNNPACK does not run) and the MLM logits ``FULLY_CONNECTED``.
+    XNNPACK unpacks a float16 weight only when every reader of the
+    ``DEQUANTIZE`` is delegated, so the logits projection, about a third of
+    the student's FLOPs, fell back to the built-in float kernel. This pass
+    adds a second ``DEQUANTIZE`` of the same float16 tensor for the
+    delegated readers; the file keeps one copy of the table. Returns
+    ``(bytes, changes)``.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    model = fu.read_model_from_bytearray(bytearray(model_bytes))
+    names = _op_names(model)
+    changes = {"split_dequantize": 0}
+    for graph in model.subgraphs:
+        tensors, ops = graph.tensors, graph.operators
+        readers = {}
+        for op in ops:
+            for t in op.inputs:
+                readers.setdefault(int(t), []).append(op)
+        for dq in list(ops):
+            if names[dq.opcodeIndex] != "DEQUANTIZE" or tensors[int(dq.inputs[0])].type != schema.TensorType.FLOAT16:
+                continue
+            out = int(dq.outputs[0])
+            outside = [op for op in readers.get(out, []) if names[op.opcodeIndex] == "GATHER"]
+            inside = [op for op in readers.get(out, []) if names[op.opcodeIndex] != "GATHER"]
+            if not outside or not inside:
+                continue
+            copy = schema.TensorT()
+            copy.shape, copy.type, copy.buffer = list(tensors[out].shape), tensors[out].type, 0
+            copy.name = (tensors[out].name or b"w") + b"/delegated"
+            tensors.append(copy)
+            new_dq = schema.OperatorT()
+            new_dq.opcodeIndex, new_dq.inputs, new_dq.outputs = dq.opcodeIndex, [int(dq.inputs[0])], [len(tensors) - 1]
+            ops.insert(min(ops.index(op) for op in inside), new_dq)  # next to its readers: one partition
+            for op in inside:
+                op.inputs = [len(tensors) - 1 if int(t) == out else int(t) for t in op.inputs]
+            changes["split_dequantize"] += 1
+        if changes["split_dequantize"]:
+            _embedding_lookup_first(graph, names)
+    return pack_model(model), changes
+
+
+def _embedding_lookup_first(graph, names, kinds=("GATHER", "CAST")):
+    """Move the ops that XNNPACK leaves to the built-in kernels (the lookups
+    and casts at the graph's input) and everything they read to the front.
+
+    TFLite cuts delegate partitions along the op order: a delegated
+    ``DEQUANTIZE`` listed before an undelegated ``GATHER`` that the rest of
+    the graph waits on becomes a partition of its own. Ancestors first, the
+    rest in their old order, is still a topological order.
+    """
+    producer = {int(t): op for op in graph.operators for t in op.outputs}
+    early, stack = set(), [op for op in graph.operators if names[op.opcodeIndex] in kinds]
+    while stack:
+        op = stack.pop()
+        if id(op) not in early:
+            early.add(id(op))
+            stack.extend(producer[int(t)] for t in op.inputs if int(t) in producer)
+    graph.operators = ([op for op in graph.operators if id(op) in early]
+                       + [op for op in graph.operators if id(op) not in early])
+
+
 def strip_tensor_names(model_bytes):
     """Drop the names of internal tensors (kept: the signature inputs/outputs).
 

@@ -56,6 +56,21 @@ def test_sizes_shrink_with_quantization(art):
     assert weights["int8"] <= 0.4 * weights["float32"]
 
 
+def test_float16_logits_projection_runs_in_xnnpack_with_one_table(art):
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    rep = art["reports"]["float16"]
+    assert rep["xnnpack"]["delegate_partitions"] == 1
+    assert "FULLY_CONNECTED" not in rep["xnnpack"]["ops_outside_delegate"]  # the tied logits projection
+    model = fu.read_model(art["models"]["float16"])
+    table = (len(art["vocab_list"]), 16)
+    tables = {int(t.buffer) for t in model.subgraphs[0].tensors
+              if t.type == schema.TensorType.FLOAT16 and tuple(t.shape) == table}
+    assert len(tables) == 1  # stored once, read by the GATHER's and the FC's DEQUANTIZE
+    assert rep["parity"]["top1_agreement"] >= 0.99
+
+
 def test_float32_matches_keras_logits(art):
     from mobile_bert_distill.export import keras_outputs, random_sequences
     from mobile_bert_distill.tflite_tools import load_interpreter, run_batches
