@@ -69,7 +69,8 @@ def learn_vocab(sentences, size=200):
     vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
     tokens = [t for t, _ in vocab]
     assert tokens[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], tokens[:5]
-    return tokens
+    # the trainer lists its alphabet in hash order, which changes from process to process
+    return tokens[:5] + sorted(tokens[5:])
 
 
 def write_vocab(tokens, path):
