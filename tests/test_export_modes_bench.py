@@ -1,18 +1,13 @@
 """`benchmarks/export_modes.py`: a cached reference student is reused only for the steps it was trained for."""
 
-import importlib.util
 import json
 import os
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _benchmark_scripts import load_benchmark
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("export_modes_bench",
-                                                  os.path.join(ROOT, "benchmarks", "export_modes.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("export_modes")
 
 
 def _cached_student(work, marker):

@@ -1,23 +1,19 @@
 """`benchmarks/finetune_kd.py` end to end on tiny presets and a generated labelled CSV pair (no network)."""
 
 import csv
-import importlib.util
 import json
 import os
 import random
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _benchmark_scripts import load_benchmark
+
 CUES = {"1": ("happily", "carefully"), "-1": ("slowly", "again")}
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("finetune_kd_bench",
-                                                  os.path.join(ROOT, "benchmarks", "finetune_kd.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("finetune_kd")
 
 
 def _labelled_csv(path, n, seed):

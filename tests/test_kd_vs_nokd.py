@@ -1,22 +1,17 @@
 """benchmarks/kd_vs_nokd.py on a tiny stand-in of a finished demo folder (configs, data, prepared teacher)."""
 
-import importlib.util
 import json
 import os
 
 import pytest
 import yaml
 
+from _benchmark_scripts import load_benchmark
 from conftest import tiny_config_dict
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("kd_vs_nokd", os.path.join(ROOT, "benchmarks", "kd_vs_nokd.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("kd_vs_nokd")
 
 
 def test_missing_demo_is_a_one_line_error(tmp_path, capsys):
