@@ -17,7 +17,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	@echo "[setup 2/2] install this package and its dependencies into $(VENV) (pip; about 2 min on a fresh machine) ..."
-	@t0=$$(date +%s); $(PY) -m pip install -q -e ".[test]" && touch $(STAMP) && \
+	@t0=$$(date +%s); $(PY) -m pip install -q -e ".[test,jax]" && touch $(STAMP) && \
 	  { grep -v '^install ' $(VENV)/.mbd_setup_seconds 2>/dev/null; echo "install $$(( $$(date +%s) - t0 ))"; } \
 	    > $(VENV)/.mbd_setup_seconds.tmp && mv $(VENV)/.mbd_setup_seconds.tmp $(VENV)/.mbd_setup_seconds && \
 	  echo "[setup 2/2] install: done in $$(( $$(date +%s) - t0 )) s"

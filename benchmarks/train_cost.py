@@ -64,7 +64,8 @@ def main(argv=None):
     from mobile_bert_distill import synthetic, text
     from mobile_bert_distill.data import PieceTable, TokenizedCorpus
     from mobile_bert_distill.distiller import Distiller
-    from mobile_bert_distill.mixing import DualBatchMaker, make_dataset
+    from mobile_bert_distill.backends import tensorflow_backend
+    from mobile_bert_distill.mixing import DualBatchMaker
     from mobile_bert_distill.student import build_student
     from mobile_bert_distill.teacher import DualVocabTeacher, random_teacher
     from mobile_bert_distill.vocab import learn_vocab
@@ -87,7 +88,7 @@ def main(argv=None):
                            max_predictions=max(1, round(0.15 * seq)), p_dt=0.5, seed=0)
 
     # 1. input pipeline, alone
-    ds = iter(make_dataset(maker, 0, 10**9))
+    ds = iter(tensorflow_backend.training_input(maker, 0, 10**9))
     for _ in range(5):
         next(ds)
     t0 = time.perf_counter()

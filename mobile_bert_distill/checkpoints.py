@@ -21,6 +21,7 @@ import glob
 import os
 import re
 
+import keras
 import numpy as np
 
 from mobile_bert_distill.atomic import atomic_file
@@ -57,8 +58,9 @@ class Checkpointer:
     def save(self, step):
         os.makedirs(self.directory, exist_ok=True)
         model_vars, opt_vars = self._variables()
-        arrays = {f"m{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(model_vars)}
-        arrays.update({f"o{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(opt_vars)})
+        arrays = {f"m{i:05d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(model_vars)}
+        arrays.update({f"o{i:05d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(opt_vars)})
+        arrays["backend"] = np.array(keras.backend.backend())
         arrays["model_paths"] = np.array([v.path for v in model_vars])
         arrays["optimizer_paths"] = np.array([v.path for v in opt_vars])
         target = self.path(step)
@@ -70,7 +72,11 @@ class Checkpointer:
         return target
 
     def restore(self, step):
-        """Assign the checkpoint of ``step``; the optimizer must already be built."""
+        """Assign the checkpoint of ``step``; the optimizer must already be built.
+
+        Returns the Keras backend that wrote it (``None`` for checkpoints older than
+        that record). The arrays are backend-neutral: a run may resume on another backend.
+        """
         model_vars, opt_vars = self._variables()
         with np.load(self.path(step)) as z:
             saved_m = [str(p) for p in z["model_paths"]]
@@ -82,3 +88,4 @@ class Checkpointer:
                 v.assign(z[f"m{i:05d}"])
             for i, v in enumerate(opt_vars):
                 v.assign(z[f"o{i:05d}"])
+            return str(z["backend"]) if "backend" in z.files else None

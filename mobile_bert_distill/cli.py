@@ -18,9 +18,19 @@ from mobile_bert_distill.errors import UserError
 
 def _quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+
+
+def _choose_backend(args):
+    """Set ``KERAS_BACKEND`` before Keras is imported: ``--backend``, else the variable, on the verbs
+    that have the option (distill, teacher-prep, eval); TensorFlow on every other verb."""
+    from mobile_bert_distill import backends
+
+    if "backend" not in args:
+        os.environ["KERAS_BACKEND"] = backends.DEFAULT
+        return
+    backends.select(args.backend or os.environ.get("KERAS_BACKEND") or backends.DEFAULT)
 
 
 def _import_tensorflow_quietly():
@@ -71,9 +81,10 @@ def main(argv=None):
     _quiet_tensorflow()
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "light", False):
-        _import_tensorflow_quietly()
     try:
+        _choose_backend(args)
+        if not getattr(args, "light", False):
+            _import_tensorflow_quietly()  # keras-hub imports it on any backend where it is installed
         result = args.func(args)
     except UserError as e:
         msg = " ".join(str(e).split())

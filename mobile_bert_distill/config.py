@@ -17,7 +17,8 @@ import yaml
 from mobile_bert_distill.errors import UserError
 
 MODES = ("nokd", "dual", "dual+down", "dual+up", "teacher")
-STRATEGIES = ("default", "mirrored", "tpu")
+STRATEGIES = ("default", "mirrored", "tpu", "data_parallel")
+JIT_COMPILE = ("auto", True, False)
 PRECISIONS = (None, "float32", "mixed_float16", "mixed_bfloat16")
 
 DEFAULTS = {
@@ -75,10 +76,11 @@ DEFAULTS = {
         "eval_every": 0,  # 0: only at the end (when data.heldout is set)
         "checkpoint_every": 100,
         "keep_checkpoints": 2,
-        "strategy": "default",  # default | mirrored | tpu
+        # default | mirrored, tpu (TensorFlow) | data_parallel (JAX: keras.distribution.DataParallel)
+        "strategy": "default",
         "mixed_precision": None,  # null | mixed_float16 | mixed_bfloat16
-        "jit_compile": False,
-        "deterministic": False,  # tf op determinism (slower; exact resume equality)
+        "jit_compile": "auto",  # auto: each backend's fastest measured path (see jit_compile())
+        "deterministic": False,  # op determinism (TensorFlow; slower; exact resume equality)
     },
 }
 
@@ -180,6 +182,7 @@ def validate(cfg):
     _check(tr["checkpoint_every"] % tr["log_every"] == 0, "train.checkpoint_every must be a multiple of train.log_every")
     _check(tr["eval_every"] % tr["log_every"] == 0, "train.eval_every must be a multiple of train.log_every")
     _check(tr["strategy"] in STRATEGIES, f"train.strategy must be one of {', '.join(STRATEGIES)}")
+    _check(tr["jit_compile"] in JIT_COMPILE, f"train.jit_compile must be auto, true or false (got {tr['jit_compile']!r})")
     _check(tr["mixed_precision"] in PRECISIONS, f"train.mixed_precision must be one of {PRECISIONS}")
     _check(float(tr["learning_rate"]) > 0, "train.learning_rate must be > 0")
     _check(isinstance(d["seq_len"], int) and d["seq_len"] >= 3, "data.seq_len must be an integer >= 3")
@@ -203,6 +206,19 @@ def validate(cfg):
             for k in ("vocabulary", "num_layers", "hidden_dim", "num_heads"):
                 _check(k in r, f"teacher.random.{k} is required")
     return cfg
+
+
+# train.jit_compile=auto, per backend: the faster measured path (benchmarks/train_speed.py,
+# docs/results/train_speed.md: on CPU, XLA does not speed up the TensorFlow step in general).
+JIT_AUTO = {"tensorflow": False, "jax": True}
+
+
+def jit_compile(cfg_train):
+    """``train.jit_compile`` resolved for the backend of this process."""
+    from mobile_bert_distill import backends
+
+    value = cfg_train["jit_compile"]
+    return JIT_AUTO[backends.current()] if value == "auto" else bool(value)
 
 
 def dump(cfg):

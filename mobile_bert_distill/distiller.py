@@ -12,10 +12,13 @@ Modes (one key apart): ``nokd`` (student alone: no teacher is built),
 ``dual`` (no ``L_p``), ``dual+down``, ``dual+up``; ``teacher`` trains the
 teacher and its heads alone (``L = ε·L_ce_teacher``, the teacher-preparation stage).
 
-Under ``tf.distribute`` every replica divides its summed cross-entropy by the
-*global* number of masked pieces (an all-reduce of the counts) and ``L_p`` by
-the number of replicas; the optimizer sums gradients over replicas, so one step
-equals the single-device step on the same global batch.
+The loss is written once, in ``keras.ops``; the backend's mixin
+(:mod:`mobile_bert_distill.backends`) adds the thinnest ``train_step`` it needs
+and ``global_sum``/``num_replicas``: under ``tf.distribute`` every replica
+divides its summed cross-entropy by the *global* number of masked pieces and
+``L_p`` by the number of replicas, so one step equals the single-device step on
+the same global batch; on JAX the step sees the global batch and both are
+trivial.
 
 Example:
 >>> import numpy as np, keras
@@ -33,29 +36,13 @@ Example:
 """
 
 import keras
-import tensorflow as tf
 from keras import ops
 
+from mobile_bert_distill import backends
 from mobile_bert_distill.errors import UserError
 from mobile_bert_distill.projections import SharedProjections, transformer_weight_pairs
 
 MODES = ("nokd", "dual", "dual+down", "dual+up", "teacher")
-
-
-def _replica_context():
-    return tf.distribute.get_replica_context()
-
-
-def _num_replicas():
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def _global_sum(x):
-    """Sum of a per-replica scalar over all replicas (identity on one device)."""
-    ctx = _replica_context()
-    if ctx is None:
-        return x
-    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, x)
 
 
 def _masked_ce(logits, labels, weights):
@@ -66,7 +53,7 @@ def _masked_ce(logits, labels, weights):
     return ops.sum(ce * weights), ops.sum(hits * weights)
 
 
-class Distiller(keras.Model):
+class Distiller(backends.training_steps(), keras.Model):
     """Trains a keras-hub ``BertMaskedLM`` student with (optionally) a dual-vocabulary teacher.
 
     Args:
@@ -113,6 +100,10 @@ class Distiller(keras.Model):
             names += ["l_p"]
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
 
+    def build(self, input_shape=None):
+        """Nothing to create: the student, the teacher and the projections are built when passed in."""
+        self.built = True
+
     @property
     def metrics(self):
         return list(self.trackers.values())
@@ -135,7 +126,7 @@ class Distiller(keras.Model):
         split over replicas); ``values`` holds the global value of every term
         and accuracy, for metrics.
         """
-        replicas = _num_replicas()
+        replicas = self.num_replicas()
         values, weights = {}, {}
         loss_ce = 0.0
         value_ce = 0.0
@@ -143,10 +134,10 @@ class Distiller(keras.Model):
             logits = self.call(batch, training=training)
             w = ops.cast(batch["s_mask_weights"], "float32")
             ce_sum, hits = _masked_ce(logits, batch["s_mask_ids"], w)
-            n = ops.maximum(_global_sum(ops.sum(w)), 1.0)
+            n = ops.maximum(self.global_sum(ops.sum(w)), 1.0)
             loss_ce = loss_ce + ce_sum / n
-            values["l_ce_student"] = _global_sum(ops.stop_gradient(ce_sum)) / n
-            values["student_acc"] = _global_sum(hits) / n
+            values["l_ce_student"] = self.global_sum(ops.stop_gradient(ce_sum)) / n
+            values["student_acc"] = self.global_sum(hits) / n
             weights["student_acc"] = n
             value_ce = value_ce + values["l_ce_student"]
         if self.teacher is not None:
@@ -159,17 +150,17 @@ class Distiller(keras.Model):
             w_t, w_s = w * (1.0 - is_s), w * is_s
             ce_t, hits_t = _masked_ce(logits_t, ops.where(is_s > 0, 0, labels), w_t)
             ce_s, hits_s = _masked_ce(logits_s, ops.where(is_s > 0, labels, 0), w_s)
-            n = ops.maximum(_global_sum(ops.sum(w)), 1.0)
-            n_t = _global_sum(ops.sum(w_t))
-            n_s = _global_sum(ops.sum(w_s))
+            n = ops.maximum(self.global_sum(ops.sum(w)), 1.0)
+            n_t = self.global_sum(ops.sum(w_t))
+            n_s = self.global_sum(ops.sum(w_s))
             loss_ce = loss_ce + (ce_t + ce_s) / n
-            g_ce_t = _global_sum(ops.stop_gradient(ce_t))
-            g_ce_s = _global_sum(ops.stop_gradient(ce_s))
+            g_ce_t = self.global_sum(ops.stop_gradient(ce_t))
+            g_ce_s = self.global_sum(ops.stop_gradient(ce_s))
             values["l_ce_teacher"] = (g_ce_t + g_ce_s) / n
             values["l_ce_teacher_tvocab"] = g_ce_t / ops.maximum(n_t, 1.0)
             values["l_ce_teacher_svocab"] = g_ce_s / ops.maximum(n_s, 1.0)
-            values["teacher_acc_tvocab"] = _global_sum(hits_t) / ops.maximum(n_t, 1.0)
-            values["teacher_acc_svocab"] = _global_sum(hits_s) / ops.maximum(n_s, 1.0)
+            values["teacher_acc_tvocab"] = self.global_sum(hits_t) / ops.maximum(n_t, 1.0)
+            values["teacher_acc_svocab"] = self.global_sum(hits_s) / ops.maximum(n_s, 1.0)
             values["teacher_svocab_share"] = n_s / n
             weights.update(l_ce_teacher_tvocab=n_t, l_ce_teacher_svocab=n_s,
                            teacher_acc_tvocab=n_t, teacher_acc_svocab=n_s)
@@ -184,34 +175,17 @@ class Distiller(keras.Model):
         values["loss"] = value
         return loss, values, weights
 
-    def _update_metrics(self, values, weights):
+    def update_metrics(self, values, weights):
         for name, tracker in self.trackers.items():
             if name in values:
                 w = weights.get(name)
                 tracker.update_state(values[name], sample_weight=w)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
-    # ------------------------------------------------- forward → loss → grads
     @staticmethod
-    def _unpack(batch):
-        # fit() passes the dataset element; train_on_batch/evaluate wrap it as (x, y, w).
+    def unpack(batch):
+        """The batch dict of a step's ``data`` (``fit()`` passes the dataset element,
+        ``train_on_batch``/``evaluate`` wrap it as ``(x, y, w)``), as tensors."""
         while isinstance(batch, (tuple, list)):
             batch = batch[0]
-        return batch
-
-    def train_step(self, batch):
-        batch = self._unpack(batch)
-        with tf.GradientTape() as tape:
-            loss, values, weights = self.compute_terms(batch, training=True)
-            scaled_loss = self.optimizer.scale_loss(loss)
-        variables = self.trainable_variables
-        grads = tape.gradient(scaled_loss, variables)
-        # The poolers take no part in MLM: they get no gradient and are left out.
-        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
-        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
-        return self._update_metrics(values, weights)
-
-    def test_step(self, batch):
-        batch = self._unpack(batch)
-        _, values, weights = self.compute_terms(batch, training=False)
-        return self._update_metrics(values, weights)
+        return keras.tree.map_structure(ops.convert_to_tensor, batch)

@@ -58,12 +58,30 @@ def _accuracy_loop(maker, predict, weight_key, label_key, limit=None, desc="eval
     return hits / max(total, 1.0), int(total), {k: (h / max(t, 1.0), int(t)) for k, (h, t) in hits_by.items()}
 
 
+def _top1(layer, scores):
+    """``batch -> top-1 ids`` of ``scores(layer, batch)``, compiled by Keras on any backend."""
+    import keras
+
+    class Top1(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.scored = layer
+
+        def build(self, input_shape=None):
+            self.built = True  # wraps a built model
+
+        def call(self, batch):
+            return keras.tree.map_structure(lambda x: keras.ops.argmax(x, -1), scores(self.scored, batch))
+
+    model = Top1()
+    return lambda batch: keras.tree.map_structure(np.asarray, model.predict_on_batch(batch))
+
+
 def evaluate_student(student_dir, corpus, seq_len=None, batch_size=32, max_batches=None, seed=EVAL_SEED,
                      progress=True):
     """Masked-token top-1 accuracy of a student preset over its vocabulary."""
     _check_preset(student_dir, "student")
     import keras_hub
-    import tensorflow as tf
 
     from mobile_bert_distill.data import PieceTable, TokenizedCorpus
     from mobile_bert_distill.mixing import DualBatchMaker
@@ -77,14 +95,12 @@ def evaluate_student(student_dir, corpus, seq_len=None, batch_size=32, max_batch
                            batch_size=batch_size, max_predictions=max(1, round(seq_len * 0.15)),
                            seed=seed, eval_masking=True, sequential=True)
 
-    @tf.function
-    def _predict(ids, padding, positions):
-        logits = mlm({"token_ids": ids, "segment_ids": tf.zeros_like(ids), "padding_mask": padding,
-                      "mask_positions": positions}, training=False)
-        return tf.argmax(logits, -1, output_type=tf.int32)
+    top1 = _top1(mlm, lambda m, b: m(b, training=False))
 
     def predict(b):
-        return _predict(b["s_token_ids"], b["s_padding_mask"], b["s_mask_positions"]).numpy()
+        ids = b["s_token_ids"]
+        return top1({"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": b["s_padding_mask"],
+                     "mask_positions": b["s_mask_positions"]})
 
     acc, n, _ = _accuracy_loop(maker, predict, "s_mask_weights", "s_mask_ids", max_batches, "eval student",
                                progress=progress)
@@ -117,8 +133,6 @@ def evaluate_teacher(teacher_dir, corpus, seq_len=128, batch_size=32, max_batche
     """Accuracy of both teacher heads: teacher-vocabulary head on teacher
     segmentation (``p_dt=0``) and student-vocabulary head on student
     segmentation (``p_dt=1``)."""
-    import tensorflow as tf
-
     from mobile_bert_distill.data import PieceTable, TokenizedCorpus
     from mobile_bert_distill.mixing import DualBatchMaker
 
@@ -127,15 +141,15 @@ def evaluate_teacher(teacher_dir, corpus, seq_len=128, batch_size=32, max_batche
     corpus_ = TokenizedCorpus.from_lines(lines)
     s_table, t_table = PieceTable(s_vocab, corpus_.words), PieceTable(t_vocab, corpus_.words)
 
-    @tf.function
-    def _predict(ids, flags, padding, positions):
-        x = teacher.encode(ids, flags, padding, training=False)
-        lt, ls = teacher.heads(x, positions)
-        return tf.argmax(lt, -1, output_type=tf.int32), tf.argmax(ls, -1, output_type=tf.int32)
+    def scores(t, b):
+        return t.heads(t.encode(b["ids"], b["flags"], b["padding"], training=False), b["positions"])
+
+    top1 = _top1(teacher, scores)
 
     def predict(b):
-        pt, ps = _predict(b["t_token_ids"], b["t_is_student"], b["t_padding_mask"], b["t_mask_positions"])
-        return np.where(b["t_mask_is_student"] > 0, ps.numpy(), pt.numpy())
+        pt, ps = top1({"ids": b["t_token_ids"], "flags": b["t_is_student"], "padding": b["t_padding_mask"],
+                       "positions": b["t_mask_positions"]})
+        return np.where(b["t_mask_is_student"] > 0, ps, pt)
 
     out = {"seq_len": seq_len, "seed": seed}
     for name, p in (("teacher_vocab_head", 0.0), ("student_vocab_head", 1.0)):

@@ -192,7 +192,7 @@ def finetune(model_dir, train_csv, eval_csv, out_dir, *, text_column="text", lab
     import keras_hub
 
     from mobile_bert_distill.atomic import atomic_dir, atomic_write_json
-    from mobile_bert_distill.training import adamw_class
+    from mobile_bert_distill.backends.tensorflow_backend import adamw_class
 
     _check_model_dir(model_dir, "model")
     if os.path.exists(out_dir) and not overwrite:

@@ -229,27 +229,3 @@ class DualBatchMaker:
             spec[k] = (dtype, shape)
         return spec
 
-
-def make_dataset(maker, start_step, end_step):
-    """A ``tf.data`` pipeline yielding ``maker(step)`` for ``start_step <= step < end_step``."""
-    import tensorflow as tf
-
-    spec = maker.signature()
-    keys = list(spec)
-
-    def _py(step):
-        b = maker(int(step))
-        return tuple(b[k] for k in keys)
-
-    def _map(step):
-        outs = tf.numpy_function(_py, [step], [tf.as_dtype(spec[k][0]) for k in keys], stateful=False)
-        return {k: tf.ensure_shape(o, spec[k][1]) for k, o in zip(keys, outs)}
-
-    ds = tf.data.Dataset.range(start_step, end_step)
-    ds = ds.map(_map, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    # Re-batch so tf.distribute can split each global batch across replicas.
-    ds = ds.unbatch().batch(maker.batch_size, drop_remainder=True)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    options.deterministic = True
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)

@@ -6,7 +6,11 @@ Output directory (written as ``OUT.partial`` and renamed to ``OUT`` at the end):
 * ``teacher/``  — teacher encoder preset + both MLM heads + up-projection
   (absent for ``nokd``); it can be a later run's ``teacher.source``;
 * ``checkpoints/`` — the newest full training states;
-* ``history.json``, ``logs/`` (TensorBoard), ``config.yaml``, ``summary.json``.
+* ``history.json``, ``logs/`` (TensorBoard; TensorFlow backend only), ``config.yaml``, ``summary.json``.
+
+It trains on the Keras backend of the process (``KERAS_BACKEND``: TensorFlow
+or JAX; :mod:`mobile_bert_distill.backends`); the student it writes is the
+same keras-hub preset either way.
 
 A run that is killed leaves ``OUT.partial``; the same command resumes from
 its newest checkpoint and ends with the same weights as an uninterrupted run.
@@ -20,6 +24,7 @@ import time
 
 import numpy as np
 
+from mobile_bert_distill import backends
 from mobile_bert_distill import config as config_lib
 from mobile_bert_distill import text
 from mobile_bert_distill.checkpoints import Checkpointer
@@ -33,111 +38,6 @@ def _log(msg):
     print(msg, flush=True)
 
 
-def make_strategy(name):
-    import tensorflow as tf
-
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "tpu":
-        try:
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-            tf.config.experimental_connect_to_cluster(resolver)
-            tf.tpu.experimental.initialize_tpu_system(resolver)
-        except Exception as e:  # no TPU here
-            raise UserError(f"train.strategy=tpu but no TPU is reachable ({str(e).splitlines()[0][:200]})") from None
-        return tf.distribute.TPUStrategy(resolver)
-    raise UserError(f"unknown strategy {name!r}")
-
-
-def _multi_replica_context():
-    import tensorflow as tf
-
-    ctx = tf.distribute.get_replica_context()
-    return ctx is not None and ctx.num_replicas_in_sync > 1
-
-
-def adamw_class():
-    """``keras.optimizers.AdamW`` whose weight decay reads the learning rate once per step.
-
-    Keras 3's TensorFlow ``AdamW`` evaluates ``self.learning_rate`` inside the
-    per-variable weight-decay function, so a schedule (warm-up + cosine) is
-    rebuilt once per decayed variable in the traced step: hundreds of copies
-    that only slow tracing and every step. Here it is evaluated once per
-    step and shared; the update itself is unchanged (tested against the
-    stock optimizer in ``tests/test_training.py``).
-
-    >>> import keras
-    >>> opt = adamw_class()(learning_rate=1e-3, weight_decay=0.01)
-    """
-    import keras
-    import tensorflow as tf
-
-    base = keras.optimizers.AdamW
-    if not hasattr(base, "_apply_weight_decay"):  # a Keras without the hook: stock AdamW
-        return base
-
-    class AdamW(base):
-        def _apply_weight_decay(self, variables):
-            if self.weight_decay is None:
-                return
-
-            def apply(distribution, variables, **kwargs):
-                lr = self.learning_rate  # once, in the cross-replica context
-
-                def decay(variable):
-                    if self._use_weight_decay(variable):
-                        variable.assign_sub(variable * tf.cast(self.weight_decay, variable.dtype)
-                                            * tf.cast(lr, variable.dtype))
-
-                for variable in variables:
-                    if isinstance(variable, keras.Variable):
-                        variable = variable.value
-                    distribution.extended.update(variable, decay, group=False)
-
-            tf.__internal__.distribute.interim.maybe_merge_call(apply, self._distribution_strategy, variables)
-
-    return AdamW
-
-
-def _global_clip_adamw():
-    """``AdamW`` that clips the *all-reduced* gradient under ``tf.distribute``.
-
-    Keras 3 (TensorFlow backend) clips each replica's own gradient before the
-    all-reduce, so with N replicas ``global_clipnorm`` would bound every
-    replica's part instead of their sum and a multi-replica step would differ
-    from the single-device step whenever clipping is active. Here the
-    per-replica clipping is skipped and the same clipping is applied to the
-    summed gradient right after Keras's all-reduce (no extra communication).
-    One replica: plain ``AdamW``.
-    """
-    import keras
-
-    base = adamw_class()
-    for hook in ("_clip_gradients", "_all_reduce_sum_gradients"):
-        if not hasattr(base, hook):  # a Keras that no longer has the hooks must not silently drop clipping
-            raise RuntimeError(f"keras.optimizers.AdamW has no {hook}(); the multi-replica clipping needs updating")
-
-    class GlobalClipAdamW(base):
-        def _clip_gradients(self, grads):
-            if _multi_replica_context():
-                return grads  # clipped after the all-reduce, below
-            return super()._clip_gradients(grads)
-
-        def _all_reduce_sum_gradients(self, grads_and_vars):
-            reduced = list(super()._all_reduce_sum_gradients(grads_and_vars))
-            if not _multi_replica_context():
-                return reduced
-            kept = [i for i, (g, _) in enumerate(reduced) if g is not None]
-            clipped = super()._clip_gradients([reduced[i][0] for i in kept])
-            for i, g in zip(kept, clipped):
-                reduced[i] = (g, reduced[i][1])
-            return reduced
-
-    return GlobalClipAdamW
-
-
 def make_optimizer(cfg_train, precision=None):
     import keras
 
@@ -146,7 +46,7 @@ def make_optimizer(cfg_train, precision=None):
         initial_learning_rate=0.0 if warmup else float(cfg_train["learning_rate"]),
         decay_steps=max(steps - warmup, 1), alpha=0.0,
         warmup_target=float(cfg_train["learning_rate"]) if warmup else None, warmup_steps=warmup)
-    opt = _global_clip_adamw()(learning_rate=schedule, weight_decay=float(cfg_train["weight_decay"]),
+    opt = backends.module().global_clip_adamw()(learning_rate=schedule, weight_decay=float(cfg_train["weight_decay"]),
                                epsilon=1e-6, global_clipnorm=cfg_train["clipnorm"], name="adam_w")
     opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     if precision == "mixed_float16":
@@ -181,7 +81,7 @@ class Run:
         self.cfg = cfg
         self.log = log
         self.cache_dir = cache_dir
-        self.strategy = strategy
+        self.strategy = strategy or backends.module().make_strategy("default")
         self._load_inputs()
 
     # ----------------------------------------------------------- inputs
@@ -252,7 +152,7 @@ class Run:
                                        layer_map=cfg["projection"]["layer_map"],
                                        teacher_trainable=t["trainable"])
             self.optimizer = make_optimizer(cfg["train"], precision)
-            self.distiller.compile(optimizer=self.optimizer, jit_compile=bool(cfg["train"]["jit_compile"]))
+            self.distiller.compile(optimizer=self.optimizer, jit_compile=config_lib.jit_compile(cfg["train"]))
             self.optimizer.build(self.distiller.trainable_variables)
         return self
 
@@ -281,13 +181,12 @@ class Run:
 # ---------------------------------------------------------------- callbacks
 def _callbacks(run, staging, ckpt, start_step, total_steps, history, progress):
     import keras
-    import tensorflow as tf
 
     from mobile_bert_distill.mixing import p_dt_schedule
 
     cfg_t = run.cfg["train"]
     log_every = cfg_t["log_every"]
-    writer = tf.summary.create_file_writer(os.path.join(staging, "logs"))
+    writer = backends.module().summary_writer(os.path.join(staging, "logs"))
     kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
     dual = run.cfg["dual"]
 
@@ -323,11 +222,8 @@ def _callbacks(run, staging, ckpt, start_step, total_steps, history, progress):
             if run.cfg["mode"] != "nokd":
                 row["p_dt"] = p_dt_schedule(step, dual["p_dt"], dual["p_dt_start"], dual["ramp_steps"])
             history.append(row)
-            with writer.as_default(step=step):
-                for k, v in row.items():
-                    if k != "step":
-                        tf.summary.scalar(k, v)
-            writer.flush()
+            if writer is not None:
+                writer.write(step, {k: v for k, v in row.items() if k != "step"})
             atomic_write_json(os.path.join(staging, "history.json"), history)
             if step % cfg_t["checkpoint_every"] == 0 or step == total_steps:
                 ckpt.save(step)
@@ -350,8 +246,8 @@ def _same_config(path, cfg):
 def distill(cfg, out_dir=None, overwrite=False, restart=False, progress=True, log=_log):
     """Run one distillation described by a resolved config; returns the summary dict."""
     import keras
-    import tensorflow as tf
 
+    backend = backends.module()
     out_dir = os.path.abspath(out_dir or cfg["output_dir"])
     cfg = dict(cfg, output_dir=out_dir)
     staging = out_dir + ".partial"
@@ -364,16 +260,17 @@ def distill(cfg, out_dir=None, overwrite=False, restart=False, progress=True, lo
                                 "pass --restart to discard it")
             shutil.rmtree(staging)
     if cfg["train"]["deterministic"]:
-        tf.config.experimental.enable_op_determinism()
+        backend.enable_determinism()
     precision = cfg["train"]["mixed_precision"]
-    strategy = make_strategy(cfg["train"]["strategy"])
+    strategy = backend.make_strategy(cfg["train"]["strategy"])
     run = Run(cfg, strategy=strategy, cache_dir=os.path.join(staging, "cache"), log=log)  # validates inputs
     fresh = not os.path.exists(staging)
     os.makedirs(staging, exist_ok=True)
     atomic_write_text(os.path.join(staging, "config.yaml"), config_lib.dump(cfg))
     old_policy = keras.config.dtype_policy()
     try:
-        return _distill(run, cfg, staging, out_dir, strategy, precision, progress, log)
+        with strategy.scope():
+            return _distill(run, cfg, staging, out_dir, strategy, precision, progress, log)
     except BaseException:
         # A run that failed before its first checkpoint leaves nothing behind;
         # one with checkpoints keeps them so the same command can resume it.
@@ -395,7 +292,8 @@ def _distill(run, cfg, staging, out_dir, strategy, precision, progress, log):
     maker = run.make_makers()
     log(f"student: {run.student.backbone.count_params():,} parameters "
         f"({len(run.student.backbone.transformer_layers)} layers, {run.student.backbone.hidden_dim}-d, "
-        f"vocab {len(run.student_vocab)}); mode {cfg['mode']}; replicas {strategy.num_replicas_in_sync}")
+        f"vocab {len(run.student_vocab)}); mode {cfg['mode']}; backend {backends.current()}, "
+        f"replicas {strategy.num_replicas_in_sync}")
     total = cfg["train"]["steps"]
     log_every = cfg["train"]["log_every"]
     history_path = os.path.join(staging, "history.json")
@@ -405,22 +303,23 @@ def _distill(run, cfg, staging, out_dir, strategy, precision, progress, log):
     start = ckpt.latest_step() or 0
     if start:
         with strategy.scope():
-            ckpt.restore(start)
+            written_on = ckpt.restore(start)
         if os.path.exists(history_path):
             with open(history_path, encoding="utf-8") as f:
                 history.extend(r for r in json.load(f) if r["step"] <= start)
-        log(f"resuming from the checkpoint at step {start}")
+        switched = f" (written on {written_on}, continuing on {backends.current()})" \
+            if written_on not in (None, backends.current()) else ""
+        log(f"resuming from the checkpoint at step {start}{switched}")
     callbacks = _callbacks(run, staging, ckpt, start, total, history, progress)
-    from mobile_bert_distill.mixing import make_dataset
-
+    backend = backends.module()
     val = None
     if run.eval_maker is not None:
         n_val = min(cfg["data"]["heldout_batches"], run.eval_maker.steps_per_pass())
-        val = make_dataset(run.eval_maker, 0, n_val)
+        val = backend.heldout_input(run.eval_maker, n_val)
     epochs = total // log_every
     freq = (cfg["train"]["eval_every"] // log_every) if cfg["train"]["eval_every"] else epochs
     if start < total:
-        run.distiller.fit(make_dataset(maker, start, total), epochs=epochs, initial_epoch=start // log_every,
+        run.distiller.fit(backend.training_input(maker, start, total), epochs=epochs, initial_epoch=start // log_every,
                           steps_per_epoch=log_every, validation_data=val, validation_freq=max(freq, 1),
                           callbacks=callbacks, verbose=0, shuffle=False)
     train_seconds = time.time() - t0

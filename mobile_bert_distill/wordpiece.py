@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 
 MAX_BYTES_PER_WORD = 100
@@ -53,6 +54,9 @@ _IGNORABLE_RANGES = (
     (0xE0000, 0xE0FFF),
 )
 _ASCII_SPACE = frozenset(" \t\n\r\f")
+# ASCII text: the rules below reduce to runs of letters and digits, and single
+# punctuation characters (every other ASCII character is a delimiter).
+_ASCII_WORDS = re.compile(r"[A-Za-z0-9]+|[!-/:-@\[-`{-~]")
 
 
 def _in(ranges, cp):
@@ -88,6 +92,9 @@ def strip_accents(text):
 
 def pretokenize(text, *, lowercase=True, accents=True):
     """Split ``text`` into the words the WordPiece step sees."""
+    if text.isascii():
+        words = _ASCII_WORDS.findall(text)
+        return [w.lower() for w in words] if lowercase else words
     if accents:
         text = strip_accents(text)
     words, current = [], []

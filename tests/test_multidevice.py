@@ -12,7 +12,7 @@ order of summation (per-replica partial sums, then the all-reduce): relative rou
 per step, which AdamW carries forward. Measured over the ten steps: at most 1.8e-7 relative on
 every logged loss and 6e-8 absolute on every student weight, so ``rtol=1e-5`` / ``atol=1e-6``
 leave a 50x / 16x margin. They still catch real differences: with Keras's stock clipping (each
-replica clips its own half-gradient before the all-reduce; `training._global_clip_adamw` fixes
+replica clips its own half-gradient before the all-reduce; `tensorflow_backend.global_clip_adamw` fixes
 that) the ``L_p`` curve was off by up to 2.7e-3 relative (4.7e-4 at step 3, growing after); a
 replica that saw other sequences than its half of the global batch would change the
 cross-entropies by far more.

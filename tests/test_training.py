@@ -300,7 +300,7 @@ def test_adamw_reads_the_schedule_once_and_updates_like_keras():
     import keras
     import tensorflow as tf
 
-    from mobile_bert_distill.training import adamw_class
+    from mobile_bert_distill.backends.tensorflow_backend import adamw_class
 
     def trained(cls):
         keras.utils.set_random_seed(3)

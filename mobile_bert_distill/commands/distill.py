@@ -16,7 +16,18 @@ def register(sub):
     p.add_argument("--restart", action="store_true", help="discard an interrupted run instead of resuming it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_strategy_argument(p)
+    add_backend_argument(p)
     p.set_defaults(func=run)
+
+
+def add_backend_argument(p):
+    """``--backend``: the Keras backend of the run (shared with teacher-prep and eval)."""
+    from mobile_bert_distill.backends import TRAINING_BACKENDS
+
+    p.add_argument("--backend", metavar="NAME",
+                   help=f"Keras backend: {' or '.join(TRAINING_BACKENDS)} (default: $KERAS_BACKEND, else "
+                        "tensorflow); the same as setting KERAS_BACKEND. The student written is the same "
+                        "keras-hub preset on either; `mbd export` and `mbd bench` run on tensorflow")
 
 
 def add_strategy_argument(p):
@@ -24,8 +35,10 @@ def add_strategy_argument(p):
     from mobile_bert_distill.config import STRATEGIES
 
     p.add_argument("--strategy", choices=STRATEGIES,
-                   help="device strategy (sets train.strategy): default = one device; mirrored = every "
-                        "local GPU (no GPU: every logical CPU device); tpu = the TPU cores of this host. "
+                   help="device strategy (sets train.strategy): default = one device; on tensorflow, "
+                        "mirrored = every local GPU (no GPU: every logical CPU device) and tpu = the TPU "
+                        "cores of this host; on jax, data_parallel = every local device "
+                        "(keras.distribution.DataParallel). "
                         "train.batch_size is the global batch, split evenly over the replicas")
 
 

@@ -2,6 +2,8 @@
 
 import json
 
+from mobile_bert_distill.commands.distill import add_backend_argument
+
 
 def register(sub):
     p = sub.add_parser(
@@ -19,6 +21,7 @@ def register(sub):
     p.add_argument("--max-batches", type=int, help="stop after this many batches")
     p.add_argument("--seed", type=int, default=12345, help="masking seed (default: 12345)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_backend_argument(p)
     p.set_defaults(func=run)
 
 

@@ -1,6 +1,6 @@
 """`mbd teacher-prep`: train the teacher's MLM heads (and optionally its encoder) before distillation."""
 
-from mobile_bert_distill.commands.distill import add_strategy_argument, strategy_overrides
+from mobile_bert_distill.commands.distill import add_backend_argument, add_strategy_argument, strategy_overrides
 
 
 def register(sub):
@@ -18,6 +18,7 @@ def register(sub):
     p.add_argument("--restart", action="store_true", help="discard an interrupted run instead of resuming it")
     p.add_argument("--no-progress", action="store_true")
     add_strategy_argument(p)
+    add_backend_argument(p)
     p.set_defaults(func=run)
 
 
