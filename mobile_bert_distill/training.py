@@ -262,6 +262,7 @@ def distill(cfg, out_dir=None, overwrite=False, restart=False, progress=True, lo
     if cfg["train"]["deterministic"]:
         backend.enable_determinism()
     precision = cfg["train"]["mixed_precision"]
+    backend.check_precision(precision)
     strategy = backend.make_strategy(cfg["train"]["strategy"])
     run = Run(cfg, strategy=strategy, cache_dir=os.path.join(staging, "cache"), log=log)  # validates inputs
     fresh = not os.path.exists(staging)

@@ -310,6 +310,8 @@ def test_python_text_path_equals_tf_text(tiny_data):
     (["--backend", "torch"], "the torch backend is not supported for training"),
     (["--backend", "jax", "--strategy", "mirrored"], "train.strategy=mirrored is TensorFlow's; on jax use "
                                                      "data_parallel"),
+    (["--backend", "jax", "--override", "train.mixed_precision=mixed_float16"],
+     "mixed_float16 does not run on jax's CPU platform"),
 ])
 def test_bad_backend_choices_fail_in_one_line(tiny_data, tmp_path, args, message):
     import yaml

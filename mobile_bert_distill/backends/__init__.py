@@ -9,6 +9,7 @@ backend, each exposing the same names:
 * ``make_strategy(name)``: an object with ``scope()`` and
   ``num_replicas_in_sync`` for ``train.strategy``;
 * ``global_clip_adamw()``: the AdamW the kit trains with (it clips the global gradient);
+* ``check_precision(policy)``: refuses a ``train.mixed_precision`` the platform cannot run;
 * ``training_input(maker, start, end)``, ``heldout_input(maker, steps)``: what ``fit()`` reads;
 * ``summary_writer(logdir)``: a TensorBoard writer or ``None``;
 * ``enable_determinism()``.

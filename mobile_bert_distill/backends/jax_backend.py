@@ -109,6 +109,13 @@ def make_strategy(name):
     raise UserError(f"unknown strategy {name!r}")
 
 
+def check_precision(precision):
+    """Refuse a ``train.mixed_precision`` this JAX platform cannot run."""
+    if precision == "mixed_float16" and jax.default_backend() == "cpu":
+        raise UserError("train.mixed_precision=mixed_float16 does not run on jax's CPU platform (XLA has no "
+                        "float16 matrix multiply there): use mixed_bfloat16 or float32")
+
+
 def global_clip_adamw():
     """Keras's AdamW: on JAX it already clips the global gradient (see the module docstring)."""
     return keras.optimizers.AdamW

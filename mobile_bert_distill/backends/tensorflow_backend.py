@@ -114,6 +114,10 @@ def adamw_class():
     return AdamW
 
 
+def check_precision(precision):
+    """Every ``train.mixed_precision`` runs on TensorFlow (float16 slowly on a CPU)."""
+
+
 def global_clip_adamw():
     """``AdamW`` that clips the *all-reduced* gradient under ``tf.distribute``.
 
