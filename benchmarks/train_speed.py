@@ -7,7 +7,8 @@ backend's real training input (``tf.data`` + tf-text on TensorFlow, the NumPy
 loader + pure-Python WordPiece on JAX), so what is timed is what
 ``mbd distill`` runs. Shapes: the demo's teacher (6 x 384, 12 heads, 1536,
 30,522-piece vocabulary, random weights) and student (6 x 48, 4 heads, 4,928
-pieces) at batch x sequence 16 x 32 (the demo's) and 32 x 128.
+pieces) at batch x sequence 16 x 32 (the demo's) and 32 x 128, with the demo's settings
+(``configs/demo.yaml``: teacher encoder frozen, no dropout).
 
 Ratios are only comparable within one run on one machine: the CPU flags
 (``lscpu``) are printed and stored with the figures.
@@ -66,11 +67,13 @@ def config_dict(paths, mode, batch, seq, jit, quick):
            "data": {"corpus": [paths["corpus"]], "student_vocab": paths["student_vocab"], "seq_len": seq,
                     "max_predictions": max(1, round(0.15 * seq))},
            "student": {"hidden_dim": 16 if quick else 48, "num_heads": 2 if quick else 4,
-                       "num_layers": t_arch["num_layers"]},
+                       "num_layers": t_arch["num_layers"], "dropout": 0.0},
            "train": {"steps": 10**6, "batch_size": batch, "jit_compile": jit, "log_every": 1,
                      "checkpoint_every": 1}}
     if mode != "nokd":
-        cfg["teacher"] = {"random": dict(vocabulary=paths["teacher_vocab"], **t_arch)}
+        # as configs/demo.yaml distils: the prepared teacher's encoder frozen, no dropout
+        cfg["teacher"] = {"random": dict(vocabulary=paths["teacher_vocab"], **t_arch), "trainable": False,
+                          "dropout": 0.0}
     return cfg
 
 
