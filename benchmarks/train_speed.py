@@ -77,29 +77,41 @@ def config_dict(paths, mode, batch, seq, jit, quick):
     return cfg
 
 
+def time_steps(cfg, steps, repeats=1):
+    """``(seconds per step, seconds to build and run the first 2 steps)`` of a resolved config.
+
+    The step is the kit's own (``Run`` + ``Distiller.fit`` over the backend's real
+    training input); the per-step figure is the best of ``repeats`` × ``steps``,
+    after 2 steps that trace and compile it.
+    """
+    from mobile_bert_distill import backends
+    from mobile_bert_distill.training import Run
+
+    t0 = time.perf_counter()
+    run = Run(cfg, log=lambda m: None).build()
+    maker = run.make_makers()
+    feed = backends.module().training_input
+    run.distiller.fit(feed(maker, 0, 2), epochs=1, steps_per_epoch=2, verbose=0, shuffle=False)
+    first_s = time.perf_counter() - t0
+    best, start = float("inf"), 2
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run.distiller.fit(feed(maker, start, start + steps), epochs=1, steps_per_epoch=steps, verbose=0,
+                          shuffle=False)
+        best = min(best, (time.perf_counter() - t0) / steps)
+        start += steps
+    return best, first_s
+
+
 def worker(spec):
     """One path in this process: seconds per step for each (mode, shape)."""
-    from mobile_bert_distill import backends, config
-    from mobile_bert_distill.training import Run
+    from mobile_bert_distill import config
 
     out = []
     for mode in MODES:
         for batch, seq in spec["shapes"]:
             cfg = config.resolve(config_dict(spec["paths"], mode, batch, seq, spec["jit"], spec["quick"]))
-            run = Run(cfg, log=lambda m: None).build()
-            maker = run.make_makers()
-            feed = backends.module().training_input
-            t0 = time.perf_counter()
-            run.distiller.fit(feed(maker, 0, 2), epochs=1, steps_per_epoch=2, verbose=0,
-                              shuffle=False)  # trace/compile
-            compile_s = time.perf_counter() - t0
-            best, start = float("inf"), 2
-            for _ in range(spec["repeats"]):
-                t0 = time.perf_counter()
-                run.distiller.fit(feed(maker, start, start + spec["steps"]), epochs=1,
-                                  steps_per_epoch=spec["steps"], verbose=0, shuffle=False)
-                best = min(best, (time.perf_counter() - t0) / spec["steps"])
-                start += spec["steps"]
+            best, compile_s = time_steps(cfg, spec["steps"], spec["repeats"])
             out.append({"mode": mode, "batch_size": batch, "seq_len": seq, "step_seconds": best,
                         "sequences_per_s": batch / best, "first_fit_seconds": compile_s})
             print(f"  {spec['name']:17s} {mode:8s} {batch:3d} x {seq:<4d} {best * 1e3:8.1f} ms/step", flush=True)

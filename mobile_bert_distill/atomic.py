@@ -14,6 +14,61 @@ import os
 import shutil
 import tempfile
 
+from mobile_bert_distill.errors import UserError
+
+
+@contextlib.contextmanager
+def output_lock(path):
+    """Hold ``path + ".lock"`` (an exclusive ``flock``) while ``path`` is being written.
+
+    A second process that asks for the same lock gets :class:`UserError` naming the holder's PID.
+    The lock dies with its process (SIGKILL too), so a killed run resumes at once; the lock file
+    is removed when the lock is let go.
+    """
+    import fcntl
+
+    lock_path = os.path.abspath(path) + ".lock"
+    os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(f"{path} is being written by another process (PID {holder}); "
+                            "wait for it to finish or stop it") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder before us removed the file as we opened it: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+        yield
+    finally:
+        os.unlink(lock_path)
+        os.close(fd)
+
+
+def check_writable(path, what="output"):
+    """Raise :class:`UserError` unless ``path`` can be written where it is; call it before long work.
+
+    The nearest existing folder above ``path`` must be a folder (not a file) that this process may
+    write into; a read-only disk fails that test too. A full disk shows only when writing.
+    """
+    path = os.path.abspath(path)
+    above = os.path.dirname(path)
+    while not os.path.exists(above):
+        above = os.path.dirname(above)
+    if not os.path.isdir(above):
+        raise UserError(f"cannot write the {what} {path}: {above} is a file, not a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write the {what} {path}: {above} is not writable (permissions or a read-only disk)")
+
 
 def _umask():
     mask = os.umask(0)
@@ -110,13 +165,22 @@ def atomic_dir(path, overwrite=False):
 def replace_dir(src, dst):
     """Move the finished directory ``src`` onto ``dst``, replacing an existing ``dst``.
 
-    The old ``dst`` is first renamed aside, so ``dst`` is never half-deleted.
+    The old ``dst`` (a folder, or a file in the way) is first renamed aside, so ``dst`` is never
+    half-deleted, and then removed.
     """
-    if os.path.exists(dst):
+    if os.path.lexists(dst):
         old = dst.rstrip(os.sep) + ".old"
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
         os.replace(dst, old)
         os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
     else:
         os.replace(src, dst)
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)

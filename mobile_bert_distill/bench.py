@@ -27,7 +27,7 @@ import sys
 
 from mobile_bert_distill import flops as flops_mod
 from mobile_bert_distill import litert_bench as lb
-from mobile_bert_distill.atomic import atomic_file, atomic_write_json, atomic_write_text
+from mobile_bert_distill.atomic import atomic_file, atomic_write_json, atomic_write_text, check_writable
 from mobile_bert_distill.errors import UserError
 from mobile_bert_distill.params import BERT_BASE, BertConfig, param_counts
 
@@ -258,7 +258,8 @@ def merge(doc, board, board_name=None):
 # --------------------------------------------------------------------------
 def _check_out_dir(out):
     if os.path.exists(out) and not os.path.isdir(out):
-        raise UserError(f"--out {out} exists and is not a directory")
+        raise UserError(f"the output folder {out} exists and is not a folder")
+    check_writable(out, "benchmark folder")
 
 
 def _baseline_lengths(models, seq_lens, graphs):

@@ -5,7 +5,8 @@ up-projection, shared projections, dropout seed states) and of the optimizer
 (step counter included), written atomically as ``step-NNNNNNN.npz``; the
 newest ``keep`` are kept. Data batches are a pure function of the step, so
 restoring the variables is all a resumed run needs to continue exactly where
-the killed one stopped.
+the killed one stopped. A newest checkpoint that cannot be read (a disk that
+filled up, a copy cut short) is skipped for the newest intact one.
 
 Example:
 >>> import keras, tempfile
@@ -20,6 +21,7 @@ Example:
 import glob
 import os
 import re
+import zipfile
 
 import keras
 import numpy as np
@@ -70,6 +72,23 @@ class Checkpointer:
         for old in self.steps()[: -self.keep]:
             os.remove(self.path(old))
         return target
+
+    def restore_latest(self, log=print):
+        """Restore the newest intact checkpoint; ``(step, backend that wrote it)``, or ``(0, None)`` if none.
+
+        An unreadable newest checkpoint is skipped, saying so; when checkpoints exist and none can be
+        read, :class:`UserError` asks for ``--restart``.
+        """
+        steps = self.steps()
+        for step in reversed(steps):
+            try:
+                return step, self.restore(step)
+            except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:
+                log(f"checkpoint {self.path(step)} cannot be read ({type(e).__name__}: {str(e)[:120]}); "
+                    "trying the one before it")
+        if steps:
+            raise UserError(f"no checkpoint in {self.directory} can be read; pass --restart to start over")
+        return 0, None
 
     def restore(self, step):
         """Assign the checkpoint of ``step``; the optimizer must already be built.

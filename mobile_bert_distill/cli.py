@@ -2,11 +2,15 @@
 
 Each verb lives in ``mobile_bert_distill/commands/<verb>.py`` and exposes
 ``register(subparsers)``, which adds its parser and sets ``func``. Any
-:class:`~mobile_bert_distill.errors.UserError` becomes one line on stderr and
-exit code 2.
+:class:`~mobile_bert_distill.errors.UserError`, and any ``OSError`` a user can
+fix (permissions, a read-only or full disk, a path that is a file where a folder
+is expected, ...), becomes one line on stderr and exit code 2. Anything else is
+a bug of the kit: one line saying so, exit code 1, and the traceback only with
+``--debug`` (or ``MBD_DEBUG=1``).
 """
 
 import argparse
+import errno
 import importlib
 import os
 import pkgutil
@@ -14,6 +18,10 @@ import sys
 
 from mobile_bert_distill import __version__
 from mobile_bert_distill.errors import UserError
+
+# OSError numbers that come from the user's paths and machine, not from a bug of the kit
+USER_OS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
+                  errno.EISDIR, errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG, errno.ENOTEMPTY, errno.EXDEV}
 
 
 def _quiet_tensorflow():
@@ -55,10 +63,19 @@ def _import_tensorflow_quietly():
         os.close(devnull)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the kit's error format: one line, ``mbd: error: ...``, exit code 2."""
+
+    def error(self, message):
+        verb = self.prog.split(" ", 1)[1] if " " in self.prog else ""
+        hint = f"; see mbd {verb} --help" if verb else "; see mbd --help"
+        self.exit(2, f"mbd: error: {' '.join(message.split())}{hint}\n")
+
+
 def build_parser():
     from mobile_bert_distill import commands
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mbd",
         description=(
             "mobile-bert-distill: learn a small student vocabulary, distil a BERT "
@@ -67,6 +84,8 @@ def build_parser():
         ),
     )
     parser.add_argument("--version", action="version", version=f"mbd {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an unexpected error (also: MBD_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
@@ -87,13 +106,35 @@ def main(argv=None):
             _import_tensorflow_quietly()  # keras-hub imports it on any backend where it is installed
         result = args.func(args)
     except UserError as e:
-        msg = " ".join(str(e).split())
-        print(f"mbd: error: {msg}", file=sys.stderr)
-        return 2
+        return _error(str(e))
+    except OSError as e:
+        if e.errno not in USER_OS_ERRORS:
+            return _bug(e, args)
+        where = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
+        return _error(f"{e.strerror or e}: {where}" if where else f"{e.strerror or e}")
     except KeyboardInterrupt:
         print("mbd: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        return _bug(e, args)
     return int(result or 0)
+
+
+def _error(message):
+    print(f"mbd: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
+def _bug(exc, args):
+    if args.debug or os.environ.get("MBD_DEBUG"):
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    detail = " ".join(str(exc).split())[:300]
+    print(f"mbd: internal error (a bug in mobile-bert-distill): {type(exc).__name__}"
+          + (f": {detail}" if detail else "") + ("" if args.debug else "; rerun with --debug for the traceback"),
+          file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -124,6 +124,8 @@ def load_yaml(path):
             data = yaml.safe_load(f) or {}
     except yaml.YAMLError as e:
         raise UserError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not a UTF-8 text file (byte offset {e.start}); a config is YAML text") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: the config must be a mapping")
     base = os.path.dirname(os.path.abspath(path))
@@ -178,7 +180,8 @@ def validate(cfg):
     for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
         _check(isinstance(tr[name], int) and tr[name] >= 1, f"train.{name} must be a positive integer")
     _check(isinstance(tr["eval_every"], int) and tr["eval_every"] >= 0, "train.eval_every must be an integer >= 0")
-    _check(tr["steps"] % tr["log_every"] == 0, "train.steps must be a multiple of train.log_every")
+    _check(tr["steps"] % tr["log_every"] == 0, "train.steps must be a multiple of train.log_every "
+                                                "(one logged round, a Keras epoch, is log_every steps)")
     _check(tr["checkpoint_every"] % tr["log_every"] == 0, "train.checkpoint_every must be a multiple of train.log_every")
     _check(tr["eval_every"] % tr["log_every"] == 0, "train.eval_every must be a multiple of train.log_every")
     _check(tr["strategy"] in STRATEGIES, f"train.strategy must be one of {', '.join(STRATEGIES)}")

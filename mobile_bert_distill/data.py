@@ -15,6 +15,7 @@ Example:
 
 import hashlib
 import os
+import zipfile
 
 import numpy as np
 
@@ -57,14 +58,31 @@ class TokenizedCorpus:
         return len(self.line_starts)
 
     def save(self, path):
+        """Write plain arrays only (the words as one UTF-8 blob and their end offsets): no pickle."""
+        encoded = [w.encode("utf-8") for w in self.words]
         with atomic_file(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
-            np.savez(f, words=np.array(self.words, dtype=object), stream=self.stream,
-                     line_starts=self.line_starts)
+            np.savez(f, words_utf8=np.frombuffer(b"".join(encoded), np.uint8),
+                     word_ends=np.cumsum([len(e) for e in encoded], dtype=np.int64),
+                     stream=self.stream, line_starts=self.line_starts)
 
     @classmethod
     def load(cls, path):
-        with np.load(path, allow_pickle=True) as z:
-            return cls(z["words"].tolist(), z["stream"], z["line_starts"])
+        """Read a file :meth:`save` wrote; ``None`` when it is not one (a cache then rebuilds it).
+
+        Loads with ``allow_pickle=False``: a planted file cannot run code.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                blob, ends = z["words_utf8"].tobytes(), z["word_ends"]
+                stream, starts = z["stream"], z["line_starts"]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            return None
+        begins = np.concatenate([[0], ends[:-1]])
+        try:
+            words = [blob[b:e].decode("utf-8") for b, e in zip(begins.tolist(), ends.tolist())]
+        except UnicodeDecodeError:
+            return None
+        return cls(words, stream, starts)
 
 
 class PieceTable:
@@ -110,8 +128,9 @@ def load_or_build_corpus(lines, cache_dir=None):
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
         path = os.path.join(cache_dir, f"corpus-{corpus_fingerprint(lines)}.npz")
-        if os.path.exists(path):
-            return TokenizedCorpus.load(path)
+        cached = TokenizedCorpus.load(path) if os.path.exists(path) else None
+        if cached is not None:
+            return cached
     corpus = TokenizedCorpus.from_lines(lines)
     if path:
         corpus.save(path)

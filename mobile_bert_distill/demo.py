@@ -657,6 +657,12 @@ def write_report(out, st, info):
               f"({kd_cfg['student']['hidden_dim']}-d, {summ['dual+up'].get('shared_projection_shapes', 0)} "
               f"shared-projection shapes in training), vocabulary {vs.get('size', 0):,}.", ""]
 
+    lines += [f"**This demo is a smoke run**: {kd_cfg['train']['steps']} training steps per student, sized for a "
+              "2-core CPU, are too few for a student to learn much past the most frequent pieces, so the figures "
+              "below show that every stage works, not how good the method is. What the method does at scale "
+              "(a longer teacher preparation, students at two widths, several seeds): "
+              f"[docs/results/table2.md]({os.path.relpath(os.path.join(ROOT, 'docs', 'results', 'table2.md'), out)}).",
+              ""]
     lines += ["## Held-out masked-token accuracy", "",
               f"`mbd eval` on the held-out lines, sequence length {ev['nokd']['seq_len']}, fixed masking seed "
               f"{ev['nokd']['seed']}: both students are scored on exactly the same "

@@ -62,7 +62,7 @@ import time
 import unicodedata
 import zlib
 
-from mobile_bert_distill.atomic import atomic_dir, atomic_file, atomic_write_json
+from mobile_bert_distill.atomic import atomic_dir, atomic_file, atomic_write_json, check_writable
 from mobile_bert_distill.errors import UserError
 
 FORMAT_VERSION = 1
@@ -1004,6 +1004,8 @@ def fetch_demo_corpus(cache_dir, out_dir=None, sources=None, heldout_fraction=0.
     t0 = time.time()
     cache_dir = os.path.abspath(os.path.expanduser(cache_dir))
     out_dir = os.path.abspath(os.path.expanduser(out_dir or os.path.join(cache_dir, "corpus")))
+    check_writable(cache_dir, "cache folder")
+    check_writable(out_dir, "corpus folder")
     names = _parse_sources(sources)
     if max_mb is not None and max_mb <= 0:
         raise UserError(f"--max-mb must be positive, got {max_mb}")

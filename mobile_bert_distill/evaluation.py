@@ -77,11 +77,26 @@ def _top1(layer, scores):
     return lambda batch: keras.tree.map_structure(np.asarray, model.predict_on_batch(batch))
 
 
+def _check_seq_len(seq_len, max_positions, model_dir):
+    if not 1 <= seq_len <= max_positions:
+        raise UserError(f"sequence length {seq_len} is outside 1..{max_positions}, the positions "
+                        f"the model in {model_dir} has")
+
+
 def evaluate_student(student_dir, corpus, seq_len=None, batch_size=32, max_batches=None, seed=EVAL_SEED,
                      progress=True):
     """Masked-token top-1 accuracy of a student preset over its vocabulary."""
     _check_preset(student_dir, "student")
     import keras_hub
+
+    from mobile_bert_distill.export import CLASSIFIER_CLASS, preset_task_class
+    from mobile_bert_distill.teacher import is_teacher_checkpoint
+
+    if is_teacher_checkpoint(student_dir):
+        raise UserError(f"{student_dir} is a teacher checkpoint, not a student preset: evaluate it as a teacher")
+    if preset_task_class(student_dir) == CLASSIFIER_CLASS:
+        raise UserError(f"{student_dir} is a fine-tuned classifier (BertTextClassifier), which has no masked-LM "
+                        "head to score: evaluate the student preset it was fine-tuned from")
 
     from mobile_bert_distill.data import PieceTable, TokenizedCorpus
     from mobile_bert_distill.mixing import DualBatchMaker
@@ -90,6 +105,7 @@ def evaluate_student(student_dir, corpus, seq_len=None, batch_size=32, max_batch
     mlm = keras_hub.models.BertMaskedLM.from_preset(student_dir)
     vocab = list(mlm.preprocessor.tokenizer.get_vocabulary())
     seq_len = seq_len or mlm.preprocessor.sequence_length
+    _check_seq_len(seq_len, mlm.backbone.max_sequence_length, student_dir)
     corpus_ = TokenizedCorpus.from_lines(lines)
     maker = DualBatchMaker(corpus_, PieceTable(vocab, corpus_.words), None, seq_len=seq_len,
                            batch_size=batch_size, max_predictions=max(1, round(seq_len * 0.15)),
@@ -137,6 +153,7 @@ def evaluate_teacher(teacher_dir, corpus, seq_len=128, batch_size=32, max_batche
     from mobile_bert_distill.mixing import DualBatchMaker
 
     teacher, t_vocab, s_vocab = load_teacher_checkpoint(teacher_dir)
+    _check_seq_len(seq_len, teacher.backbone.max_sequence_length, teacher_dir)
     lines = text.read_corpus(corpus)
     corpus_ = TokenizedCorpus.from_lines(lines)
     s_table, t_table = PieceTable(s_vocab, corpus_.words), PieceTable(t_vocab, corpus_.words)

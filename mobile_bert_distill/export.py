@@ -45,7 +45,7 @@ import time
 
 import numpy as np
 
-from mobile_bert_distill.atomic import atomic_file, atomic_write_json
+from mobile_bert_distill.atomic import atomic_file, atomic_write_json, check_writable
 from mobile_bert_distill.errors import UserError
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -790,20 +790,14 @@ def find_preset_vocab(preset_dir):
 
 
 def read_corpus(path, max_lines=200_000):
-    """Non-empty lines of a UTF-8 text file (a ``UserError`` when missing or empty)."""
-    if not os.path.isfile(path):
-        raise UserError(f"calibration corpus not found: {path}")
-    lines = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                lines.append(line)
-                if len(lines) >= max_lines:
-                    break
-    if not lines:
-        raise UserError(f"calibration corpus {path} is empty")
-    return lines
+    """The first ``max_lines`` non-empty lines of a calibration text file.
+
+    The training corpus's rules (:func:`mobile_bert_distill.text.read_corpus`): a missing,
+    empty or not-UTF-8 file (a binary one too) is a :class:`UserError`, never calibrated on.
+    """
+    from mobile_bert_distill import text
+
+    return text.read_corpus([path])[:max_lines]
 
 
 def corpus_sequences(lines, tokenizer, seq_len, n, *, seed=0, mask_rate=0.15, min_len=12):
@@ -868,6 +862,9 @@ def export_student(student_dir, out_path, *, task="mlm", quantization="int8", se
         raise UserError(f"--quantization must be one of {', '.join(QUANTIZATIONS)}")
     if task not in TASKS:
         raise UserError(f"--task must be one of {', '.join(TASKS)}")
+    check_writable(out_path, "model file")
+    if android_assets:
+        check_writable(android_assets, "Android assets folder")
     if task == "classifier":
         return export_classifier(student_dir, out_path, quantization=quantization, seq_len=seq_len,
                                  batch_size=batch_size, calibration_corpus=calibration_corpus,
@@ -875,6 +872,11 @@ def export_student(student_dir, out_path, *, task="mlm", quantization="int8", se
                                  max_size_mb=max_size_mb, min_agreement=min_agreement,
                                  android_assets=android_assets, seed=seed, **kw)
     check_student_dir(student_dir)
+    from mobile_bert_distill.teacher import is_teacher_checkpoint
+
+    if is_teacher_checkpoint(student_dir):
+        raise UserError(f"{student_dir} is a teacher checkpoint (the teacher/ folder of a distillation), not a "
+                        "student preset: export the student/ folder beside it")
     if task == "mlm" and preset_task_class(student_dir) == CLASSIFIER_CLASS:
         raise UserError(f"{student_dir} is a fine-tuned classifier (BertTextClassifier), which has no MLM head: "
                         "export it with --task classifier (or --task encoder)")

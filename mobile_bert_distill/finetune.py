@@ -46,7 +46,14 @@ def read_labelled_csv(path, text_column="text", label_column="label", log=print)
         content = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 at byte offset {e.start}") from None
-    reader = csv.DictReader(io.StringIO(content, newline=""))
+    try:
+        return _labelled_rows(csv.DictReader(io.StringIO(content, newline="")), path, text_column,
+                              label_column, log)
+    except csv.Error as e:  # e.g. a field longer than the csv module's limit, or a broken quote
+        raise UserError(f"{path}: not a readable CSV ({e})") from None
+
+
+def _labelled_rows(reader, path, text_column, label_column, log):
     fields = reader.fieldnames or []
     missing = [c for c in (text_column, label_column) if c not in fields]
     if missing:
@@ -191,10 +198,11 @@ def finetune(model_dir, train_csv, eval_csv, out_dir, *, text_column="text", lab
     import keras
     import keras_hub
 
-    from mobile_bert_distill.atomic import atomic_dir, atomic_write_json
+    from mobile_bert_distill.atomic import atomic_dir, atomic_write_json, check_writable
     from mobile_bert_distill.backends.tensorflow_backend import adamw_class
 
     _check_model_dir(model_dir, "model")
+    check_writable(out_dir, "classifier folder")
     if os.path.exists(out_dir) and not overwrite:
         raise UserError(f"output directory exists: {out_dir} (pass --overwrite)")
     tr_texts, tr_labels = read_labelled_csv(train_csv, text_column, label_column, log=log)

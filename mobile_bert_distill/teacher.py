@@ -185,13 +185,25 @@ class DualVocabTeacher(keras.layers.Layer):
             f.write("\n".join(student_vocab) + "\n")
 
     def load_heads(self, path, load_student_embedding=False):
-        """Restore heads and up-projection saved by :meth:`save` (shapes must match)."""
+        """Restore heads and up-projection saved by :meth:`save`; returns the names left fresh.
+
+        Shapes must match, with one exception: an up-projection saved for a student of
+        another width is left as initialised (returned as ``["up_projection"]``) unless
+        ``load_student_embedding``. A distillation starts its student from fresh
+        embeddings, so it re-learns the student-vocabulary path either way; the heads
+        and the encoder are what a prepared teacher brings.
+        """
         with np.load(os.path.join(path, HEADS_FILE)) as z:
             arrays = dict(z)
+        fresh = []
         for name, layer in self._extra_layers().items():
             for i, w in enumerate(layer.weights):
                 key = next((k for k in arrays if k.startswith(f"{name}/{i}/")), None)
                 if key is None:
+                    continue
+                if w is self.up_projection.kernel and not load_student_embedding and \
+                        arrays[key].shape[1:] == tuple(w.shape)[1:] and arrays[key].shape != tuple(w.shape):
+                    fresh = ["up_projection"]  # a student of another width (the head shares the kernel)
                     continue
                 if tuple(arrays[key].shape) != tuple(w.shape):
                     raise UserError(f"teacher checkpoint {path}: {key} has shape {arrays[key].shape}, "
@@ -199,6 +211,7 @@ class DualVocabTeacher(keras.layers.Layer):
                 w.assign(arrays[key])
         if load_student_embedding:
             self.student_embedding.embeddings.assign(arrays["student_embedding"])
+        return fresh
 
 
 def is_teacher_checkpoint(path):

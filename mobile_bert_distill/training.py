@@ -28,7 +28,7 @@ from mobile_bert_distill import backends
 from mobile_bert_distill import config as config_lib
 from mobile_bert_distill import text
 from mobile_bert_distill.checkpoints import Checkpointer
-from mobile_bert_distill.atomic import atomic_write_json, atomic_write_text, replace_dir
+from mobile_bert_distill.atomic import atomic_write_json, atomic_write_text, check_writable, output_lock, replace_dir
 from mobile_bert_distill.errors import UserError
 
 KILL_ENV = "MBD_TEST_KILL_AFTER_STEP"  # tests: SIGKILL the process after this step's checkpoint
@@ -143,8 +143,11 @@ class Run:
                 teacher = DualVocabTeacher(self.teacher_backbone, self.student.backbone.token_embedding,
                                            name="dual_teacher")
                 if not t["random"] and is_teacher_checkpoint(t["source"]):
-                    teacher.load_heads(t["source"])
-                    self.log(f"teacher heads and up-projection restored from {t['source']}")
+                    fresh = teacher.load_heads(t["source"])
+                    what = "teacher heads" if fresh else "teacher heads and up-projection"
+                    self.log(f"{what} restored from {t['source']}" + (
+                        f" (its up-projection was learned for another student width: this {s['hidden_dim']}-d "
+                        "student starts a fresh one)" if fresh else ""))
                 self.teacher_backbone.pooled_dense.trainable = False
             self.student.backbone.pooled_dense.trainable = False
             self.teacher = teacher
@@ -245,11 +248,17 @@ def _same_config(path, cfg):
 
 def distill(cfg, out_dir=None, overwrite=False, restart=False, progress=True, log=_log):
     """Run one distillation described by a resolved config; returns the summary dict."""
+    out_dir = os.path.abspath(out_dir or cfg["output_dir"])
+    cfg = dict(cfg, output_dir=out_dir)
+    check_writable(out_dir, "run folder")
+    with output_lock(out_dir):  # a second run on the same folder is refused, naming this one's PID
+        return _locked_distill(cfg, out_dir, overwrite, restart, progress, log)
+
+
+def _locked_distill(cfg, out_dir, overwrite, restart, progress, log):
     import keras
 
     backend = backends.module()
-    out_dir = os.path.abspath(out_dir or cfg["output_dir"])
-    cfg = dict(cfg, output_dir=out_dir)
     staging = out_dir + ".partial"
     if os.path.exists(out_dir) and not overwrite:
         raise UserError(f"output directory exists: {out_dir} (pass --overwrite to replace it)")
@@ -301,10 +310,9 @@ def _distill(run, cfg, staging, out_dir, strategy, precision, progress, log):
     history = []
     ckpt = Checkpointer(os.path.join(staging, "checkpoints"), run.distiller, run.optimizer,
                         keep=cfg["train"]["keep_checkpoints"])
-    start = ckpt.latest_step() or 0
+    with strategy.scope():
+        start, written_on = ckpt.restore_latest(log)
     if start:
-        with strategy.scope():
-            written_on = ckpt.restore(start)
         if os.path.exists(history_path):
             with open(history_path, encoding="utf-8") as f:
                 history.extend(r for r in json.load(f) if r["step"] <= start)

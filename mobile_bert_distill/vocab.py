@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 from mobile_bert_distill import text
-from mobile_bert_distill.atomic import atomic_dir, atomic_write_json, atomic_write_text
+from mobile_bert_distill.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_writable
 from mobile_bert_distill.errors import UserError
 
 
@@ -93,6 +93,7 @@ def build_vocab(corpus, out_dir, size=4928, teacher_vocab_path=None, skip_bad_li
                 overwrite=False, log=print):
     """Learn the vocabulary and write ``out_dir/vocab.txt`` and ``vocab_stats.json`` atomically."""
     teacher_vocab = text.load_vocab(teacher_vocab_path) if teacher_vocab_path else None
+    check_writable(out_dir, "vocabulary folder")
     if os.path.exists(out_dir) and not overwrite:
         if os.listdir(out_dir):
             raise UserError(f"output directory exists and is not empty: {out_dir} (pass --overwrite)")

@@ -86,6 +86,35 @@ def test_vocab_missing_corpus_file(tmp_path, capsys):
     assert_one_line_error(code, err, "corpus file not found")
 
 
+def test_out_under_a_file_is_one_line_not_a_traceback(tiny_data, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    code, _, err = run_cli(["vocab", "--corpus", tiny_data["train"], "--size", "120",
+                            "--out", str(blocker / "v")], capsys)
+    assert_one_line_error(code, err, str(blocker))
+    assert "Traceback" not in err and blocker.read_text() == "x"
+
+
+def test_unexpected_error_is_a_one_line_bug_report(monkeypatch, capsys):
+    from mobile_bert_distill import params
+
+    def boom():
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(params, "paper_comparison", boom)
+    monkeypatch.delenv("MBD_DEBUG", raising=False)
+    code, _, err = run_cli(["params"], capsys)
+    assert code == 1 and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        "mbd: internal error (a bug in mobile-bert-distill): RuntimeError: boom second line; "
+        "rerun with --debug for the traceback"]
+    code, _, err = run_cli(["--debug", "params"], capsys)
+    assert code == 1 and "Traceback" in err and err.strip().splitlines()[-1].endswith("boom second line")
+    monkeypatch.setenv("MBD_DEBUG", "1")
+    code, _, err = run_cli(["params"], capsys)
+    assert code == 1 and "Traceback" in err
+
+
 @pytest.mark.parametrize("vocab,fragment", [
     ("[PAD]\n[UNK]\n[CLS]\na\nb\n", "lacks the special token(s) [SEP] [MASK]"),
     ("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\na\nb\na\n", "1 duplicate token(s): 'a'"),
@@ -207,6 +236,17 @@ def test_distill_then_eval_student_and_teacher(tiny_data, tmp_path, capsys):
     assert_one_line_error(code, err, "is not a keras-hub preset")
     code, _, err = run_cli(["eval", "--teacher", str(out / "student"), "--corpus", tiny_data["heldout"]], capsys)
     assert_one_line_error(code, err, "is not a teacher checkpoint")
+    # the wrong kind of model folder is refused, not scored with a random MLM head
+    code, _, err = run_cli(["eval", "--student", str(out / "teacher"), "--corpus", tiny_data["heldout"]], capsys)
+    assert_one_line_error(code, err, "is a teacher checkpoint, not a student preset")
+    code, _, err = run_cli(["export", "--student", str(out / "teacher"), "--out", str(tmp_path / "t.tflite"),
+                            "--quantization", "float32"], capsys)
+    assert_one_line_error(code, err, "is a teacher checkpoint (the teacher/ folder of a distillation)")
+    assert not (tmp_path / "t.tflite").exists()
+    for who in ("student", "teacher"):  # longer than the position table: refused before any batch
+        code, _, err = run_cli(["eval", f"--{who}", str(out / who), "--corpus", tiny_data["heldout"],
+                                "--seq-len", "100000"], capsys)
+        assert_one_line_error(code, err, "sequence length 100000 is outside 1..512")
 
 
 def test_eval_positions_identical_for_two_students_with_one_vocab(tiny_data):

@@ -310,11 +310,17 @@ def test_int8_requires_a_corpus_and_rejects_bad_options(art, tmp_path):
 
     with pytest.raises(UserError, match="calibration-corpus"):
         export_student(art["student"], str(tmp_path / "m.tflite"), quantization="int8", seq_len=SEQ_LEN)
-    with pytest.raises(UserError, match="calibration corpus not found"):
+    with pytest.raises(UserError, match="corpus file not found"):
         export_student(art["student"], str(tmp_path / "m.tflite"), quantization="int8", seq_len=SEQ_LEN,
                        calibration_corpus=str(tmp_path / "nope.txt"))
     with pytest.raises(UserError, match="quantization"):
         export_student(art["student"], str(tmp_path / "m.tflite"), quantization="int4")
+    binary = tmp_path / "calib.bin"
+    binary.write_bytes(bytes(range(256)) * 4)  # not text: refused, never calibrated on
+    with pytest.raises(UserError, match="not UTF-8"):
+        export_student(art["student"], str(tmp_path / "m.tflite"), quantization="int8", seq_len=SEQ_LEN,
+                       calibration_corpus=str(binary))
+    binary.unlink()
     assert os.listdir(tmp_path) == []
 
 

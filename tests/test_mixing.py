@@ -134,3 +134,30 @@ def test_sequential_windows_tile_the_corpus(tables):
     assert all(sum(max(a, b) for a, b in zip(s.lengths[corpus.stream[st:st + n]],
                                               t.lengths[corpus.stream[st:st + n]])) <= 22 or n == 1
                for st, n in m._windows)
+
+
+def test_corpus_cache_round_trips_without_pickle(tables, tmp_path):
+    from mobile_bert_distill.data import load_or_build_corpus
+
+    corpus = tables[0]
+    corpus.words.append("naïve-日本")  # any UTF-8 word survives the blob
+    path = tmp_path / "c.npz"
+    corpus.save(str(path))
+    back = TokenizedCorpus.load(str(path))
+    assert back.words == corpus.words
+    np.testing.assert_array_equal(back.stream, corpus.stream)
+    np.testing.assert_array_equal(back.line_starts, corpus.line_starts)
+    with np.load(str(path), allow_pickle=False) as z:  # plain arrays only
+        assert sorted(z.files) == ["line_starts", "stream", "word_ends", "words_utf8"]
+    corpus.words.pop()
+    # a planted cache that needs pickle (or any file that is not ours) is never unpickled: it is rebuilt
+    lines = ["one two three", "four five"]
+    from mobile_bert_distill.data import corpus_fingerprint
+
+    planted = tmp_path / "cache" / f"corpus-{corpus_fingerprint(lines)}.npz"
+    planted.parent.mkdir()
+    with open(planted, "wb") as f:
+        np.savez(f, words=np.array([{"evil": 1}], dtype=object))
+    assert TokenizedCorpus.load(str(planted)) is None
+    rebuilt = load_or_build_corpus(lines, str(planted.parent))
+    assert "three" in rebuilt.words and TokenizedCorpus.load(str(planted)).words == rebuilt.words

@@ -153,6 +153,13 @@ def test_moved_pack_trains_with_its_own_package_copy(packed, tmp_path):
     env.update(KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3", MBD_CACHE_DIR=str(tmp_path / "cache"))
     cwd = tmp_path / "cwd"
     cwd.mkdir()
+    setup = subprocess.run([sys.executable, os.path.join(moved, "run.py"), "--setup-only"], cwd=str(cwd), env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert setup.returncode == 0, setup.stderr[-2000:]
+    # the environment for the kit's other scripts: the packed package first, the teacher unpacked, nothing trained
+    assert setup.stdout.strip().splitlines()[-1] == "PYTHONPATH=" + os.path.join(moved, "package")
+    assert os.path.isdir(os.path.join(moved, "data", packing.UNPACKED_TEACHER))
+    assert not os.path.exists(os.path.join(moved, "out"))
     proc = subprocess.run([sys.executable, os.path.join(moved, "run.py"), "--no-progress", "--override", *STEPS],
                           cwd=str(cwd), env=env, capture_output=True, text=True, timeout=300)
     log = proc.stdout + proc.stderr

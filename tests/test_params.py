@@ -82,3 +82,13 @@ def test_cli_params(capsys, tmp_path):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("mbd: error: ") and len(err.splitlines()) == 1
+
+
+def test_flags_fill_what_the_config_lacks(tmp_path, capsys):
+    path = tmp_path / "my.yaml"
+    path.write_text("student:\n  hidden_dim: 48\nteacher:\n  random: {num_layers: 12}\n")
+    assert main(["params", "--config", str(path)]) == 2
+    assert "lacks vocab_size" in capsys.readouterr().err
+    assert main(["params", "--config", str(path), "--vocab-size", "4928", "--hidden-dim", "64", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["config"]["vocab_size"] == 4928 and doc["config"]["hidden_dim"] == 64 and doc["config"]["num_layers"] == 12

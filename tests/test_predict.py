@@ -76,6 +76,11 @@ def test_predict_bad_files(art, capsys, tmp_path):
     wrong.write_text("\n".join(art["vocab_list"] + ["extra"]) + "\n", encoding="utf-8")
     assert main(["predict", "--model", art["models"]["float32"], "--vocab", str(wrong), "[MASK]"]) == 2
     assert "embedding rows" in capsys.readouterr().err
+    dup = art["vocab_list"][:]
+    dup[-1] = dup[-2]  # same size as the model's table, but one id can never be produced
+    wrong.write_text("\n".join(dup) + "\n", encoding="utf-8")
+    assert main(["predict", "--model", art["models"]["float32"], "--vocab", str(wrong), "[MASK]"]) == 2
+    assert "1 duplicate token(s)" in capsys.readouterr().err
 
 
 def test_export_cli_bad_inputs(art, capsys, tmp_path):

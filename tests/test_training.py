@@ -142,11 +142,15 @@ def test_sigkill_and_resume_gives_the_same_student(tiny_data, tmp_path):
     r = _mbd(["distill", "--config", path, "--out", str(a), "--no-progress"])
     assert r.returncode == 0, r.stderr[-2000:]
     r = _mbd(["distill", "--config", path, "--out", str(b), "--no-progress"],
-             env={"MBD_TEST_KILL_AFTER_STEP": "10"})
+             env={"MBD_TEST_KILL_AFTER_STEP": "20"})
     assert r.returncode == -9, (r.returncode, r.stderr[-2000:])
-    assert not b.exists() and (tmp_path / "b.partial" / "checkpoints" / "step-0000010.npz").exists()
+    ckpts = tmp_path / "b.partial" / "checkpoints"
+    assert not b.exists() and sorted(os.listdir(ckpts)) == ["step-0000010.npz", "step-0000020.npz"]
+    newest = ckpts / "step-0000020.npz"
+    newest.write_bytes(newest.read_bytes()[:1000])  # cut short: the older intact one must be used
     r = _mbd(["distill", "--config", path, "--out", str(b), "--no-progress"])
     assert r.returncode == 0, r.stderr[-2000:]
+    assert f"checkpoint {newest} cannot be read" in r.stdout
     assert "resuming from the checkpoint at step 10" in r.stdout
     import h5py
 
@@ -321,3 +325,29 @@ def test_adamw_reads_the_schedule_once_and_updates_like_keras():
     for a, b in zip(stock, ours):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
     assert our_ops < stock_ops  # the schedule is traced once, not once per decayed kernel
+
+
+def test_no_readable_checkpoint_asks_for_restart(tmp_path):
+    import keras
+
+    from mobile_bert_distill.checkpoints import Checkpointer
+    from mobile_bert_distill.errors import UserError
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    opt = keras.optimizers.Adam()
+    opt.build(model.trainable_variables)
+    ck = Checkpointer(str(tmp_path), model, opt, keep=2)
+    assert ck.restore_latest(log=lambda m: None) == (0, None)
+    w = [v.numpy().copy() for v in model.variables]
+    ck.save(10)
+    model.variables[0].assign(model.variables[0] + 1.0)
+    ck.save(20)
+    with open(ck.path(20), "r+b") as f:
+        f.truncate(100)
+    said = []
+    assert ck.restore_latest(log=said.append)[0] == 10 and "cannot be read" in said[0]
+    np.testing.assert_array_equal(model.variables[0].numpy(), w[0])
+    with open(ck.path(10), "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(UserError, match="no checkpoint .* can be read; pass --restart"):
+        ck.restore_latest(log=lambda m: None)

@@ -8,6 +8,7 @@ Example::
     mbd bench --models student.tflite --adb-script --out bench/
 """
 
+from mobile_bert_distill.commands import _types as T
 from mobile_bert_distill.errors import UserError
 
 EPILOG = """\
@@ -59,8 +60,8 @@ def register(subparsers):
                    help="'bert-base' (random init) or 'keras-hub-preset:NAME_OR_DIR'")
     p.add_argument("--seq-len", default="128", help="comma-separated sequence lengths (default 128)")
     p.add_argument("--threads", default="1", help="comma-separated thread counts (default 1)")
-    p.add_argument("--runs", type=int, default=50, help="timed runs per setting (default 50)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs per setting (default 5)")
+    p.add_argument("--runs", type=T.positive_int, default=50, help="timed runs per setting (default 50)")
+    p.add_argument("--warmup", type=T.nonnegative_int, default=5, help="untimed warm-up runs per setting (default 5)")
     p.add_argument("--out", default="bench", help="output directory (default bench/)")
     p.add_argument("--merge", action="append", default=[], metavar="BOARD.json",
                    help="merge results from on_device_bench.py (repeatable); alone, merges into OUT/results.json")
@@ -76,10 +77,10 @@ def register(subparsers):
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-isolate", action="store_true",
                    help="measure in one process (faster; peak RSS then covers every model)")
-    p.add_argument("--rounds", type=int, default=1,
+    p.add_argument("--rounds", type=T.positive_int, default=1,
                    help="measure the whole list this many times in turn, pooling the samples "
                         "(shares bursts of background load fairly between models; default 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--seed", type=T.seed, default=0, help="seed of the random inputs")
     p.set_defaults(func=run)
 
 

@@ -9,6 +9,7 @@ Example::
 
 import json
 
+from mobile_bert_distill.commands import _types as T
 from mobile_bert_distill.errors import UserError
 
 
@@ -32,9 +33,9 @@ def register(subparsers):
                     "text with --corpus YOUR.txt to the other commands.")
     f.add_argument("--cache", required=True, metavar="DIR", help="cache directory (packages go to DIR/debs/)")
     f.add_argument("--out", metavar="DIR", help="output directory (default: CACHE/corpus)")
-    f.add_argument("--heldout-fraction", type=float, default=0.02, metavar="F",
+    f.add_argument("--heldout-fraction", type=T.open_unit_interval, default=0.02, metavar="F",
                    help="share of lines in heldout.txt, chosen by a hash of each line (default: 0.02)")
-    f.add_argument("--max-mb", type=float, metavar="N",
+    f.add_argument("--max-mb", type=T.positive_float, metavar="N",
                    help="cap the corpus at N MB (10^6 bytes) of text, taken from the shuffled lines")
     f.add_argument("--sources", default=",".join(SOURCES), metavar="LIST",
                    help=f"comma-separated sources (default: {','.join(SOURCES)})")
@@ -59,8 +60,8 @@ def register(subparsers):
                     "(columns text,label) for `mbd finetune`.")
     s.add_argument("--cache", required=True, metavar="DIR")
     s.add_argument("--out", metavar="DIR", help="output directory (default: CACHE/sentiment)")
-    s.add_argument("--eval-fraction", type=float, default=0.2, help="share per label in eval.csv (default 0.2: 800)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--eval-fraction", type=T.open_unit_interval, default=0.2, help="share per label in eval.csv (default 0.2: 800)")
+    s.add_argument("--seed", type=T.seed, default=0, help="seed of the split (default: 0)")
     s.set_defaults(func=run_fetch_sentiment, light=True)
 
 

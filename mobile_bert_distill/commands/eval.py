@@ -2,6 +2,7 @@
 
 import json
 
+from mobile_bert_distill.commands import _types as T
 from mobile_bert_distill.commands.distill import add_backend_argument
 
 
@@ -16,10 +17,10 @@ def register(sub):
     who.add_argument("--student", metavar="DIR", help="student preset (OUT/student)")
     who.add_argument("--teacher", metavar="DIR", help="teacher checkpoint (OUT/teacher)")
     p.add_argument("--corpus", nargs="+", required=True, metavar="FILE", help="held-out text files")
-    p.add_argument("--seq-len", type=int, help="sequence length (default: the student's; 128 for a teacher)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-batches", type=int, help="stop after this many batches")
-    p.add_argument("--seed", type=int, default=12345, help="masking seed (default: 12345)")
+    p.add_argument("--seq-len", type=T.positive_int, help="sequence length (default: the student's; 128 for a teacher)")
+    p.add_argument("--batch-size", type=T.positive_int, default=32, help="sequences per batch (default: 32)")
+    p.add_argument("--max-batches", type=T.positive_int, help="stop after this many batches (default: all)")
+    p.add_argument("--seed", type=T.seed, default=12345, help="masking seed (default: 12345)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_backend_argument(p)
     p.set_defaults(func=run)

@@ -2,6 +2,8 @@
 
 import os
 
+from mobile_bert_distill.commands import _types as T
+
 
 def register(sub):
     from mobile_bert_distill.export import INT8_RECIPES, QUANTIZATIONS
@@ -29,17 +31,17 @@ def register(sub):
                    help="matmul: every FULLY_CONNECTED/BATCH_MATMUL int8, elementwise ops float (default); "
                         "xnnpack: also the elementwise ops int8 except SOFTMAX/RSQRT; strict: every op "
                         "int8; naive: the stock Keras graph")
-    p.add_argument("--seq-len", type=int, default=None,
+    p.add_argument("--seq-len", type=T.positive_int, default=None,
                    help="static sequence length (default: 128; classifier: its preprocessor's length)")
-    p.add_argument("--batch-size", type=int, default=1, help="static batch size (default: 1)")
+    p.add_argument("--batch-size", type=T.positive_int, default=1, help="static batch size (default: 1)")
     p.add_argument("--calibration-corpus", metavar="TEXT",
                    help="UTF-8 text, one sentence/paragraph per line: int8 calibration (9 lines in 10) "
                         "and held-out parity (every 10th line); required for int8")
-    p.add_argument("--num-calibration", type=int, default=200, help="calibration sequences (default: 200)")
-    p.add_argument("--num-parity", type=int, default=200,
+    p.add_argument("--num-calibration", type=T.positive_int, default=200, help="calibration sequences (default: 200)")
+    p.add_argument("--num-parity", type=T.positive_int, default=200,
                    help="held-out parity sequences (default: 200; --parity-csv uses all its rows)")
-    p.add_argument("--max-size-mb", type=float, help="fail (nothing written) when the model is larger")
-    p.add_argument("--min-agreement", type=float,
+    p.add_argument("--max-size-mb", type=T.positive_float, help="fail (nothing written) when the model is larger")
+    p.add_argument("--min-agreement", type=T.unit_interval,
                    help="fail (nothing written) when masked-token top-1 agreement with the float model "
                         "(encoder: mean cosine; classifier: label agreement) is lower "
                         "(default: 0.99 for int8, 0.999 float32, "

@@ -1,5 +1,7 @@
 """`mbd finetune`: fine-tune a student (or teacher) as a text classifier, optionally with task-level KD."""
 
+from mobile_bert_distill.commands import _types as T
+
 
 def register(sub):
     p = sub.add_parser(
@@ -17,15 +19,15 @@ def register(sub):
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--learning-rate", type=float, default=5e-4)
-    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--epochs", type=T.positive_int, default=3, help="passes over the training CSV (default: 3)")
+    p.add_argument("--batch-size", type=T.positive_int, default=32, help="default: 32")
+    p.add_argument("--learning-rate", type=T.positive_float, default=5e-4, help="peak learning rate (default: 5e-4)")
+    p.add_argument("--seq-len", type=T.positive_int, default=64, help="tokens per text (default: 64)")
     p.add_argument("--teacher-classifier", metavar="DIR", help="fine-tuned teacher classifier for soft targets")
-    p.add_argument("--temperature", type=float, default=2.0)
-    p.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label loss")
+    p.add_argument("--temperature", type=T.positive_float, default=2.0, help="soft-target temperature (default: 2.0)")
+    p.add_argument("--alpha", type=T.unit_interval, default=0.5, help="weight of the hard-label loss (default: 0.5)")
     p.add_argument("--kd-loss", choices=("kl", "mse"), default="kl")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=T.seed, default=0, help="default: 0")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run)
 

@@ -1,5 +1,7 @@
 """`mbd pack-run`: pack a config into one folder that trains offline on JAX (no TensorFlow, no Keras there)."""
 
+from mobile_bert_distill.commands import _types as T
+
 
 def register(sub):
     from mobile_bert_distill.packing import DEFAULT_MAX_LINES, PYTHON_VERSION, TEACHER_DTYPES, WARN_MB
@@ -34,7 +36,7 @@ def register(sub):
                         "~/.cache/mobile_bert_distill/wheels)")
     p.add_argument("--python-version", default=PYTHON_VERSION, metavar="X.Y",
                    help=f"the target's Python, for the wheels (default: {PYTHON_VERSION})")
-    p.add_argument("--max-lines", type=int, default=DEFAULT_MAX_LINES, metavar="N",
+    p.add_argument("--max-lines", type=T.nonnegative_int, default=DEFAULT_MAX_LINES, metavar="N",
                    help="lines packed from the start of each corpus and held-out file "
                         f"(default: {DEFAULT_MAX_LINES}; 0: all)")
     p.add_argument("--teacher-dtype", choices=TEACHER_DTYPES, default="bfloat16",

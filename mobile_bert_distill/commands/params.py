@@ -44,11 +44,7 @@ def run(args):
             raise UserError(f"--{k.replace('_', '-')} must be >= 1, got {v}")
     cfg = None
     if args.config:
-        cfg = P.load_config(args.config)
-        if given:
-            merged = {**cfg.to_dict(), **{("max_positions" if k == "max_sequence_length" else k): v
-                                          for k, v in given.items()}}
-            cfg = P.BertConfig(**merged)
+        cfg = P.load_config(args.config, overrides=given)
     elif given:
         defaults = {"num_layers": 12, "vocab_size": P.PAPER_STUDENT_VOCAB}
         cfg = P.config_from_mapping(given, defaults=defaults)

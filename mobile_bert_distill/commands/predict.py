@@ -5,6 +5,8 @@ import json
 import sys
 import warnings
 
+from mobile_bert_distill.commands import _types as T
+
 
 def register(sub):
     p = sub.add_parser(
@@ -19,12 +21,12 @@ def register(sub):
                    help="an `mbd export --task mlm` or `--task classifier` model")
     p.add_argument("--vocab", metavar="VOCAB.txt", help="its vocabulary (default: vocab.txt beside the model)")
     p.add_argument("--input", metavar="FILE", help="read sentences from FILE, one per line ('-' = stdin)")
-    p.add_argument("--top-k", type=int, default=None,
+    p.add_argument("--top-k", type=T.positive_int, default=None,
                    help="fillers per mask (default: 5); classifier: show the k most probable classes "
                         "(default: all, in output order)")
     p.add_argument("--labels", metavar="FILE",
                    help="classifier class names: labels.txt (one per line) or a JSON file with labels/classes")
-    p.add_argument("--threads", type=int, default=1, help="interpreter threads (default: 1)")
+    p.add_argument("--threads", type=T.positive_int, default=1, help="interpreter threads (default: 1)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     p.set_defaults(func=run)
 
@@ -40,7 +42,10 @@ def run(args):
         except OSError as e:
             raise UserError(f"cannot read --input {args.input}: {e.strerror}") from e
         with f:
-            texts.extend(line.rstrip("\n") for line in f if line.strip())
+            try:
+                texts.extend(line.rstrip("\n") for line in f if line.strip())
+            except UnicodeDecodeError as e:
+                raise UserError(f"--input {args.input} is not UTF-8 text (byte offset {e.start})") from None
     if not texts:
         raise UserError("no input text: give TEXT arguments or --input FILE")
     if args.top_k is not None and args.top_k < 1:

@@ -1,5 +1,7 @@
 """`mbd vocab`: learn the student WordPiece vocabulary."""
 
+from mobile_bert_distill.commands import _types as T
+
 
 def register(sub):
     p = sub.add_parser(
@@ -8,7 +10,7 @@ def register(sub):
                     "DIR/vocab.txt and DIR/vocab_stats.json (size, overlap with the teacher vocabulary, "
                     "[UNK] rate and pieces per word of both vocabularies on the corpus).")
     p.add_argument("--corpus", nargs="+", required=True, metavar="FILE", help="UTF-8 text files, one paragraph per line")
-    p.add_argument("--size", type=int, default=4928, help="vocabulary size (default: 4928, as in the paper)")
+    p.add_argument("--size", type=T.positive_int, default=4928, help="vocabulary size (default: 4928, as in the paper)")
     p.add_argument("--teacher-vocab", metavar="VOCAB.txt", help="teacher vocab.txt, for the overlap statistics")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--skip-bad-lines", action="store_true", help="drop lines that are not UTF-8 instead of failing")
