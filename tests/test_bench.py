@@ -168,7 +168,10 @@ def test_merge_board_file(bench_run, models, tmp_path):
 
 
 def _error(capsys, argv):
-    rc = main(argv)
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # refused while the command line is read (e.g. --runs 0)
+        rc = e.code
     err = capsys.readouterr().err.strip()
     return rc, err
 

@@ -72,7 +72,7 @@ def tiny_setup(tiny_data, tmp_path):
 @pytest.mark.slow
 def test_tiny_grid_within_budget(tiny_setup, tmp_path, capsys):
     out = tmp_path / "grid"
-    argv = tiny_setup + ["--out", str(out), "--budget-minutes", "1.5", "--widths", "16", "24",
+    argv = tiny_setup + ["--out", str(out), "--budget-minutes", "0.75", "--widths", "16", "24",
                          "--modes", "nokd", "dual+up", "--seeds", "3"]
     assert _script().main(argv + ["--plan-only"]) == 0  # probes and the plan alone
     assert "probe kd 24" in capsys.readouterr().out and sorted(os.listdir(out)) == ["plan.json"]
