@@ -110,7 +110,6 @@ class Grid:
     """The configs of every run: the demo config's knobs, the given data, the overrides."""
 
     def __init__(self, config_path, inputs, overrides, out):
-        from mobile_bert_distill import config as config_lib
         from mobile_bert_distill.demo import DemoError, load_demo_config, run_configs
 
         self.prepared = os.path.join(out, "teacher_prep", "teacher")
@@ -121,16 +120,17 @@ class Grid:
         except DemoError as e:
             raise BenchError(str(e)) from None
         extra = list(overrides) + [f"data.heldout={inputs['heldout']}"]
-        self.resolve = config_lib.resolve
         self.prep = self._resolve(runs["teacher-prep"], extra)
         self.kd = self._resolve(runs["dual+up"], extra)
         self.nokd = self._resolve(runs["nokd"], extra)
 
-    def _resolve(self, cfg, overrides):
+    @staticmethod
+    def _resolve(cfg, overrides):
+        from mobile_bert_distill import config as config_lib
         from mobile_bert_distill.errors import UserError
 
         try:
-            return self.resolve(cfg, overrides)
+            return config_lib.resolve(cfg, overrides)
         except UserError as e:
             raise BenchError(str(e)) from None
 
@@ -186,25 +186,13 @@ def make_plan(args, grid, inputs, budget_s, log):
 
 
 # ---------------------------------------------------------------------------- run
-def _same_config(run_dir, cfg):
-    """True when ``run_dir`` holds a finished run made with ``cfg`` (its output folder aside)."""
-    import yaml
-
-    path = os.path.join(run_dir, "config.yaml")
-    if not os.path.exists(os.path.join(run_dir, "summary.json")) or not os.path.exists(path):
-        return False
-    with open(path, encoding="utf-8") as f:
-        old = yaml.safe_load(f) or {}
-    strip = lambda c: {k: v for k, v in c.items() if k != "output_dir"}  # noqa: E731
-    return strip(old) == strip(json.loads(json.dumps(cfg)))
-
-
 def train(cfg, run_dir, log):
     """Train ``cfg`` into ``run_dir`` unless it is there already; ``(summary, wall seconds, reused)``."""
-    from mobile_bert_distill.training import distill
+    from mobile_bert_distill.training import distill, same_config
 
     t0 = time.time()
-    reused = _same_config(run_dir, cfg)
+    reused = os.path.exists(os.path.join(run_dir, "summary.json")) and \
+        same_config(os.path.join(run_dir, "config.yaml"), cfg)
     if not reused:
         distill(cfg, out_dir=run_dir, overwrite=True, restart=True, progress=False, log=lambda m: None)
     with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as f:

@@ -874,7 +874,7 @@ def export_student(student_dir, out_path, *, task="mlm", quantization="int8", se
     check_student_dir(student_dir)
     from mobile_bert_distill.teacher import is_teacher_checkpoint
 
-    if is_teacher_checkpoint(student_dir):
+    if task == "mlm" and is_teacher_checkpoint(student_dir):  # its MLM heads are not a BertMaskedLM
         raise UserError(f"{student_dir} is a teacher checkpoint (the teacher/ folder of a distillation), not a "
                         "student preset: export the student/ folder beside it")
     if task == "mlm" and preset_task_class(student_dir) == CLASSIFIER_CLASS:

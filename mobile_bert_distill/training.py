@@ -237,13 +237,20 @@ def _callbacks(run, staging, ckpt, start_step, total_steps, history, progress):
 
 
 # ---------------------------------------------------------------- the run
-def _same_config(path, cfg):
+def same_config(path, cfg):
+    """True when the run config at ``path`` (a run's ``config.yaml``) records ``cfg``.
+
+    ``output_dir`` is left out of the comparison: it names where a run was written, not how.
+    """
     if not os.path.exists(path):
         return False
     import yaml
 
     with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f) == json.loads(json.dumps(cfg))
+        old = yaml.safe_load(f) or {}
+    new = json.loads(json.dumps(cfg))
+    return isinstance(old, dict) and {k: v for k, v in old.items() if k != "output_dir"} == \
+        {k: v for k, v in new.items() if k != "output_dir"}
 
 
 def distill(cfg, out_dir=None, overwrite=False, restart=False, progress=True, log=_log):
@@ -263,7 +270,7 @@ def _locked_distill(cfg, out_dir, overwrite, restart, progress, log):
     if os.path.exists(out_dir) and not overwrite:
         raise UserError(f"output directory exists: {out_dir} (pass --overwrite to replace it)")
     if os.path.exists(staging):
-        if restart or not _same_config(os.path.join(staging, "config.yaml"), cfg):
+        if restart or not same_config(os.path.join(staging, "config.yaml"), cfg):
             if not restart:
                 raise UserError(f"{staging} holds an interrupted run with a different config; "
                                 "pass --restart to discard it")

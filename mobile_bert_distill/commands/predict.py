@@ -48,8 +48,6 @@ def run(args):
                 raise UserError(f"--input {args.input} is not UTF-8 text (byte offset {e.start})") from None
     if not texts:
         raise UserError("no input text: give TEXT arguments or --input FILE")
-    if args.top_k is not None and args.top_k < 1:
-        raise UserError("--top-k must be at least 1")
     model = LiteRTModel(args.model, args.vocab, num_threads=args.threads, labels=args.labels)
     if model.task == "classifier":
         return _classify(args, model, texts)
