@@ -276,7 +276,7 @@ def main(argv=None):
         out = os.path.join(args.work, f"{mode}.tflite")
         t = time.time()
         rep = export_student(student, out, task="mlm", seq_len=args.seq_len, calibration_corpus=corpus,
-                             num_parity=args.parity, **spec)
+                             num_parity=args.parity, overwrite=True, **spec)
         print(f"{mode}: exported in {time.time() - t:.0f}s", flush=True)
         results[mode] = {"path": out, "report": rep}
 

@@ -240,7 +240,8 @@ def int8_eval(clf_dir, out_path, train_texts, eval_csv, work, num_calibration, *
     cached = report is not None
     if report is None:
         report = export_student(clf_dir, out_path, task="classifier", quantization="int8", seq_len=None,
-                                calibration_corpus=calib, num_calibration=num_calibration, parity_csv=eval_csv)
+                                calibration_corpus=calib, num_calibration=num_calibration, parity_csv=eval_csv,
+                                overwrite=True)
         atomic_write_json(key_path, {"key": key})
     export_s = time.time() - t0
     texts, labels = read_labelled_csv(eval_csv, log=None)

@@ -196,7 +196,7 @@ def main(argv=None):
                               baseline_quantization=[quant], baseline_task="encoder", architectures=archs,
                               profile=args.profile, profile_labels={"student-48d", f"BERT-base encoder {quant}"},
                               log=log, baseline_export_kwargs=graph_kwargs, rounds=args.rounds,
-                              baseline_any_version=args.reuse_cached)
+                              baseline_any_version=args.reuse_cached, overwrite=True)
     except UserError as e:
         print(f"student_vs_bert_base.py: error: {e}", file=sys.stderr)
         return 2

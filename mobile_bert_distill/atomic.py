@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 
-from mobile_bert_distill.errors import UserError
+from mobile_bert_distill.errors import OutputExists, UserError
 
 
 @contextlib.contextmanager
@@ -23,11 +23,12 @@ def output_lock(path):
 
     A second process that asks for the same lock gets :class:`UserError` naming the holder's PID.
     The lock dies with its process (SIGKILL too), so a killed run resumes at once; the lock file
-    is removed when the lock is let go.
+    is removed when the lock is let go, and so are the folders made for it that stayed empty.
     """
     import fcntl
 
     lock_path = os.path.abspath(path) + ".lock"
+    made = _missing_top(os.path.dirname(lock_path))
     os.makedirs(os.path.dirname(lock_path), exist_ok=True)
     while True:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
@@ -52,6 +53,23 @@ def output_lock(path):
     finally:
         os.unlink(lock_path)
         os.close(fd)
+        folder = os.path.dirname(lock_path)
+        while made is not None:  # from the lock's folder up to the first one made here, while empty
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+            if folder == made:
+                break
+            folder = os.path.dirname(folder)
+
+
+def _missing_top(folder):
+    """The top-most folder of ``folder``'s path that does not exist yet, or ``None``."""
+    top = None
+    while not os.path.exists(folder):
+        top, folder = folder, os.path.dirname(folder)
+    return top
 
 
 def check_writable(path, what="output"):
@@ -68,6 +86,80 @@ def check_writable(path, what="output"):
         raise UserError(f"cannot write the {what} {path}: {above} is a file, not a folder")
     if not os.access(above, os.W_OK | os.X_OK):
         raise UserError(f"cannot write the {what} {path}: {above} is not writable (permissions or a read-only disk)")
+
+
+def claim_output(path, overwrite=False, what="output"):
+    """The one rule for outputs, checked before any long work: writable, and new unless ``overwrite``.
+
+    ``path`` must be writable where it is (:func:`check_writable`). If it already exists (a file,
+    or a folder with anything in it) :class:`~mobile_bert_distill.errors.OutputExists` is raised
+    unless ``overwrite``; an empty folder counts as absent. The writer then replaces it atomically,
+    so ``overwrite`` leaves nothing of the old output beside the new one.
+    """
+    check_writable(path, what)
+    if overwrite or not os.path.lexists(path):
+        return
+    if os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path):
+        return
+    raise OutputExists(path, what)
+
+
+@contextlib.contextmanager
+def locked_output(path, overwrite=False, what="output"):
+    """Hold ``path`` for one writer: writable (checked first), locked (:func:`output_lock`), then
+    claimed under the lock (:func:`claim_output`), so that of two commands on one output the second
+    is refused even when the first has just finished."""
+    check_writable(path, what)
+    with output_lock(path):
+        claim_output(path, overwrite, what)
+        yield
+
+
+@contextlib.contextmanager
+def staged_files(paths, overwrite=False, what="output"):
+    """Write several files as one output: all of them appear, or none does.
+
+    Yields ``{final_path: staged_path}``, keyed by the paths as given. Write each file at its staged path;
+    when the block succeeds every staged file that exists is renamed onto its final path, and
+    when it fails nothing is left (no staged file, no folder this call created). Staged files
+    lie in a hidden folder beside their final file, so each rename stays on one disk. Every
+    final path is first checked with :func:`claim_output`.
+
+    Example:
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> a, b = os.path.join(d, "m.bin"), os.path.join(d, "sub", "m.json")
+    >>> with staged_files([a, b]) as stage:
+    ...     for final, tmp in stage.items():
+    ...         atomic_write_text(tmp, os.path.basename(final))
+    >>> open(b).read()
+    'm.json'
+    """
+    paths = [str(p) for p in paths]
+    finals = list(dict.fromkeys(os.path.abspath(p) for p in paths))
+    for p in finals:
+        if os.path.isdir(p):
+            raise UserError(f"the {what} {p} is a folder; give a file name")
+        claim_output(p, overwrite, what)
+    stages, created = {}, []
+    try:
+        for parent in dict.fromkeys(os.path.dirname(p) for p in finals):
+            top = _missing_top(parent)
+            if top is not None:
+                created.append(top)
+            os.makedirs(parent, exist_ok=True)
+            stages[parent] = tempfile.mkdtemp(prefix=".mbd-", suffix=".partial", dir=parent)
+        staged = {p: os.path.join(stages[os.path.dirname(p)], os.path.basename(p)) for p in finals}
+        yield {p: staged[os.path.abspath(p)] for p in paths}
+        for p in finals:
+            if os.path.exists(staged[p]):
+                os.replace(staged[p], p)
+        created = []
+    finally:
+        for d in stages.values():
+            shutil.rmtree(d, ignore_errors=True)
+        for top in created:
+            shutil.rmtree(top, ignore_errors=True)
 
 
 def _umask():

@@ -23,11 +23,12 @@ import inspect
 import json
 import os
 import shlex
+import shutil
 import sys
 
 from mobile_bert_distill import flops as flops_mod
 from mobile_bert_distill import litert_bench as lb
-from mobile_bert_distill.atomic import atomic_file, atomic_write_json, atomic_write_text, check_writable
+from mobile_bert_distill.atomic import atomic_dir, atomic_write_json, atomic_write_text, locked_output
 from mobile_bert_distill.errors import UserError
 from mobile_bert_distill.params import BERT_BASE, BertConfig, param_counts
 
@@ -256,12 +257,6 @@ def merge(doc, board, board_name=None):
 # --------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------
-def _check_out_dir(out):
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UserError(f"the output folder {out} exists and is not a folder")
-    check_writable(out, "benchmark folder")
-
-
 def _baseline_lengths(models, seq_lens, graphs):
     """The static lengths the baseline needs: those the models run at (or each seq, alone)."""
     if not models:
@@ -278,8 +273,14 @@ def run_bench(models=(), baseline=None, seq_lens=(128,), threads=(1,), runs=50, 
               merge_files=(), cache_dir=None, baseline_quantization=None, baseline_task=None,
               architectures=None, isolate=True, profile=False, profile_labels=None, plots=True, seed=0,
               log=None, show_progress=True, baseline_export_kwargs=None, rounds=1,
-              baseline_any_version=False):
+              baseline_any_version=False, overwrite=False):
     """Everything ``mbd bench`` does; returns the results document (also written to ``out``).
+
+    A measuring run writes the folder ``out`` anew: an existing one is refused
+    (:class:`~mobile_bert_distill.errors.OutputExists`) unless ``overwrite``, which
+    replaces all of it. ``merge_files`` alone (no models, no baseline) update the
+    results in an existing ``out`` instead. Either way the folder changes at once, at
+    the end.
 
     ``models``: ``[LABEL=]PATH[,PATH...]`` strings; ``architectures``: optional
     ``{label: BertConfig}`` for models whose shape is known (else inferred).
@@ -287,7 +288,6 @@ def run_bench(models=(), baseline=None, seq_lens=(128,), threads=(1,), runs=50, 
     or only the models in ``profile_labels``).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    _check_out_dir(out)
     if rounds < 1:
         raise UserError(f"--rounds must be >= 1, got {rounds}")
     architectures = dict(architectures or {})
@@ -303,77 +303,77 @@ def run_bench(models=(), baseline=None, seq_lens=(128,), threads=(1,), runs=50, 
     if not specs and not baseline:
         if not boards:
             raise UserError("nothing to do: give --models, --baseline or --merge")
-        previous = os.path.join(out, "results.json")
-        doc = load_document(previous)
-        for path, board in zip(merge_files, boards):
-            merge(doc, board)
-        return _finish(doc, out, plots=plots, profiles=None, log=log)
+        with locked_output(out, True, "benchmark folder"):
+            doc = load_document(os.path.join(out, "results.json"))
+            for board in boards:
+                merge(doc, board)
+            return _finish(doc, out, plots=plots, profiles=None, log=log, update=True)
+    with locked_output(out, overwrite, "benchmark folder"):
+        base = Baseline(baseline, baseline_export_kwargs) if baseline else None
+        if base is not None:
+            modes = sorted({(graphs[p].task(), graphs[p].quantization()) for _, ps in specs for p in ps})
+            if baseline_quantization or baseline_task or not modes:
+                tasks = [baseline_task] if baseline_task else sorted({t for t, _ in modes} or {"encoder"})
+                quants = baseline_quantization or sorted({q for _, q in modes} or {default_quantization()})
+                modes = [(t, q) for t in tasks for q in quants]
+            for task, quant in modes:
+                if task not in ("mlm", "encoder"):
+                    raise UserError(f"cannot build a baseline for task {task!r} (outputs not named logits "
+                                    "or sequence_output)")
+                if quant not in ("float32", "float16", "dynamic", "int8"):
+                    raise UserError(f"unknown quantization {quant!r}")
+            lengths = _baseline_lengths(specs, seq_lens, graphs)
+            baseline_files = {}
+            cache_dir = cache_dir or default_cache_dir()
+            for task, quant in modes:
+                paths = [base.file(task, quant, n, cache_dir, log=log, any_version=baseline_any_version)
+                         for n in sorted(set(lengths.values()))]
+                label = f"{base.label} {task} {quant}"
+                specs.append((label, paths))
+                baseline_files[label] = paths
 
-    base = Baseline(baseline, baseline_export_kwargs) if baseline else None
-    if base is not None:
-        modes = sorted({(graphs[p].task(), graphs[p].quantization()) for _, ps in specs for p in ps})
-        if baseline_quantization or baseline_task or not modes:
-            tasks = [baseline_task] if baseline_task else sorted({t for t, _ in modes} or {"encoder"})
-            quants = baseline_quantization or sorted({q for _, q in modes} or {default_quantization()})
-            modes = [(t, q) for t in tasks for q in quants]
-        for task, quant in modes:
-            if task not in ("mlm", "encoder"):
-                raise UserError(f"cannot build a baseline for task {task!r} (outputs not named logits "
-                                "or sequence_output)")
-            if quant not in ("float32", "float16", "dynamic", "int8"):
-                raise UserError(f"unknown quantization {quant!r}")
-        lengths = _baseline_lengths(specs, seq_lens, graphs)
-        baseline_files = {}
-        cache_dir = cache_dir or default_cache_dir()
-        for task, quant in modes:
-            paths = [base.file(task, quant, n, cache_dir, log=log, any_version=baseline_any_version)
-                     for n in sorted(set(lengths.values()))]
-            label = f"{base.label} {task} {quant}"
-            specs.append((label, paths))
-            baseline_files[label] = paths
+        bar = _progress(rounds * len(lb.plan(specs, seq_lens, threads, runs, warmup)[0]), show_progress)
 
-    bar = _progress(rounds * len(lb.plan(specs, seq_lens, threads, runs, warmup)[0]), show_progress)
+        def progress(label, path, s, t):
+            bar.set_description(f"{label[:32]} seq={s} threads={t}")
 
-    def progress(label, path, s, t):
-        bar.set_description(f"{label[:32]} seq={s} threads={t}")
-
-    try:
-        doc = lb.run_benchmark(specs, seq_lens, threads, runs, warmup, tool=TOOL, seed=seed,
-                               isolate=isolate, progress=progress, done=lambda rec: bar.update(1),
-                               source=f"host:{lb.host_info()['hostname']}", rounds=rounds)
-    except lb.BenchError as e:
-        raise UserError(str(e)) from None
-    finally:
-        bar.close()
-    for m in doc["models"]:
-        info = architectures.get(m["label"])
-        if base is not None and m["label"] in baseline_files:
-            m["role"] = "baseline"
-            m["note"] = base.note
-            analyse_model(m, base.architecture_of(m["path"]), f"--baseline {base.spec}")
-        elif isinstance(info, BertConfig):
-            analyse_model(m, info, "given")
-        else:
-            analyse_model(m)
-    for board in boards:
-        merge(doc, board)
-    profiles = None
-    if profile:
-        _finish(doc, out, plots=plots, profiles=None, log=log)  # results first, in case profiling fails
-        from mobile_bert_distill import opprofile
-
-        profiles = []
-        longest = {}
+        try:
+            doc = lb.run_benchmark(specs, seq_lens, threads, runs, warmup, tool=TOOL, seed=seed,
+                                   isolate=isolate, progress=progress, done=lambda rec: bar.update(1),
+                                   source=f"host:{lb.host_info()['hostname']}", rounds=rounds)
+        except lb.BenchError as e:
+            raise UserError(str(e)) from None
+        finally:
+            bar.close()
         for m in doc["models"]:
-            if m.get("path") and os.path.isfile(m["path"]) and (m.get("source") or "").startswith("host"):
-                if profile_labels is None or m["label"] in profile_labels:
-                    if m["static_seq_len"] >= longest.get(m["label"], {}).get("static_seq_len", 0):
-                        longest[m["label"]] = m
-        for m in longest.values():
-            log(f"profiling {m['label']} ({m['file']}) op by op")
-            profiles.append({"label": m["label"], "file": m["file"],
-                             **opprofile.profile(m["path"], threads=1, runs=max(3, runs // 5))})
-    return _finish(doc, out, plots=plots, profiles=profiles, log=log)
+            info = architectures.get(m["label"])
+            if base is not None and m["label"] in baseline_files:
+                m["role"] = "baseline"
+                m["note"] = base.note
+                analyse_model(m, base.architecture_of(m["path"]), f"--baseline {base.spec}")
+            elif isinstance(info, BertConfig):
+                analyse_model(m, info, "given")
+            else:
+                analyse_model(m)
+        for board in boards:
+            merge(doc, board)
+        profiles = None
+        if profile:
+            _finish(doc, out, plots=plots, profiles=None, log=log)  # results first, in case profiling fails
+            from mobile_bert_distill import opprofile
+
+            profiles = []
+            longest = {}
+            for m in doc["models"]:
+                if m.get("path") and os.path.isfile(m["path"]) and (m.get("source") or "").startswith("host"):
+                    if profile_labels is None or m["label"] in profile_labels:
+                        if m["static_seq_len"] >= longest.get(m["label"], {}).get("static_seq_len", 0):
+                            longest[m["label"]] = m
+            for m in longest.values():
+                log(f"profiling {m['label']} ({m['file']}) op by op")
+                profiles.append({"label": m["label"], "file": m["file"],
+                                 **opprofile.profile(m["path"], threads=1, runs=max(3, runs // 5))})
+        return _finish(doc, out, plots=plots, profiles=profiles, log=log)
 
 
 def _progress(total, enabled):
@@ -390,19 +390,23 @@ def _progress(total, enabled):
     return tqdm(total=total, unit="run", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
 
 
-def _finish(doc, out, *, plots, profiles, log):
+def _finish(doc, out, *, plots, profiles, log, update=False):
+    """Write the folder ``out`` at once: results.json, REPORT.md, the plots (and profile.json).
+
+    ``update``: keep the other files already in ``out`` (a merge); old plots go either way.
+    """
+    from mobile_bert_distill import plots as plots_mod
     from mobile_bert_distill import report
 
-    os.makedirs(out, exist_ok=True)
-    atomic_write_json(os.path.join(out, "results.json"), doc)
-    images = []
-    if plots:
-        from mobile_bert_distill import plots as plots_mod
-
-        images = plots_mod.write_plots(doc, out)
-    if profiles:
-        atomic_write_json(os.path.join(out, "profile.json"), profiles)
-    atomic_write_text(os.path.join(out, "REPORT.md"), report.render(doc, images=images, profiles=profiles))
+    with atomic_dir(out, overwrite=True) as tmp:
+        if update:
+            shutil.copytree(out, tmp, dirs_exist_ok=True, ignore=lambda d, names: [
+                n for n in names if d == out and n in plots_mod.PLOT_FILES])
+        atomic_write_json(os.path.join(tmp, "results.json"), doc)
+        images = plots_mod.write_plots(doc, tmp) if plots else []
+        if profiles:
+            atomic_write_json(os.path.join(tmp, "profile.json"), profiles)
+        atomic_write_text(os.path.join(tmp, "REPORT.md"), report.render(doc, images=images, profiles=profiles))
     log(f"wrote {os.path.join(out, 'results.json')}, {os.path.join(out, 'REPORT.md')}"
         + (f" and {len(images)} plots" if images else ""))
     return doc
@@ -415,8 +419,10 @@ BENCHMARK_MODEL_URL = ("https://storage.googleapis.com/tensorflow-nightly-public
                        "lite/tools/nightly/latest/android_aarch64_benchmark_model")
 
 
-def write_adb_script(models, seq_lens, threads, runs, warmup, out, seed=0):
+def write_adb_script(models, seq_lens, threads, runs, warmup, out, seed=0, overwrite=False):
     """Write ``out/android/run_on_phone.sh`` and the raw int32 input files it pushes.
+
+    ``out/android`` is written at once; an existing one is refused unless ``overwrite``.
 
     The script runs the TFLite/LiteRT C++ ``benchmark_model`` on the phone with
     ``--input_layer_value_files`` holding valid inputs (token ids from the
@@ -429,8 +435,14 @@ def write_adb_script(models, seq_lens, threads, runs, warmup, out, seed=0):
         lb.plan(specs, seq_lens, threads, runs, warmup)
     except lb.BenchError as e:
         raise UserError(str(e)) from None
-    folder = os.path.join(out, "android")
-    os.makedirs(os.path.join(folder, "inputs"), exist_ok=True)
+    final = os.path.join(out, "android")
+    with locked_output(final, overwrite, "Android script folder"), atomic_dir(final, overwrite=True) as folder:
+        _write_adb_folder(folder, specs, seq_lens, threads, runs, warmup, seed)
+    return os.path.join(final, "run_on_phone.sh")
+
+
+def _write_adb_folder(folder, specs, seq_lens, threads, runs, warmup, seed):
+    os.makedirs(os.path.join(folder, "inputs"))
     remote = "/data/local/tmp/mbd"
     lines = [
         "#!/bin/sh",
@@ -475,8 +487,5 @@ def write_adb_script(models, seq_lens, threads, runs, warmup, out, seed=0):
                         f"| tee logs/{tag}.txt"
                     )
     path = os.path.join(folder, "run_on_phone.sh")
-    with atomic_file(path) as tmp:
-        with open(tmp, "w") as f:
-            f.write("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
     os.chmod(path, 0o755)
-    return path

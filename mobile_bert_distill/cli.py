@@ -17,7 +17,7 @@ import pkgutil
 import sys
 
 from mobile_bert_distill import __version__
-from mobile_bert_distill.errors import UserError
+from mobile_bert_distill.errors import OutputExists, UserError
 
 # OSError numbers that come from the user's paths and machine, not from a bug of the kit
 USER_OS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
@@ -105,6 +105,8 @@ def main(argv=None):
         if not getattr(args, "light", False):
             _import_tensorflow_quietly()  # keras-hub imports it on any backend where it is installed
         result = args.func(args)
+    except OutputExists as e:
+        return _error(f"{e} (pass --overwrite to replace it)")
     except UserError as e:
         return _error(str(e))
     except OSError as e:

@@ -516,7 +516,7 @@ def run_real(args):
         argv = ["export", "--student", os.path.join(dirs["dual+up"], "student"), "--out", model, "--task", "mlm",
                 "--quantization", exp["quantization"], "--calibration-corpus", held, "--seq-len", exp["seq_len"],
                 "--num-calibration", exp["num_calibration"], "--num-parity", exp["num_parity"],
-                "--min-agreement", exp["min_agreement"]]
+                "--min-agreement", exp["min_agreement"], "--overwrite"]
         if assets:
             argv += ["--android-assets", assets]
         os.makedirs(os.path.dirname(model), exist_ok=True)
@@ -534,7 +534,7 @@ def run_real(args):
     def bench():
         _mbd("bench", "--models", f"student={model}", "--baseline", "bert-base", "--seq-len", bn["seq_len"],
              "--threads", bn["threads"], "--runs", bn["runs"], "--warmup", bn["warmup"], "--out", bench_dir,
-             "--cache-dir", os.path.join(cache, "baselines"))
+             "--cache-dir", os.path.join(cache, "baselines"), "--overwrite")
 
     st.run("benchmark vs BERT-base", lambda: os.path.exists(results_path), bench,
            key={"inputs": _fingerprint(model), "bench": bn, "cache": os.path.join(cache, "baselines")},

@@ -45,7 +45,7 @@ import time
 
 import numpy as np
 
-from mobile_bert_distill.atomic import atomic_file, atomic_write_json, check_writable
+from mobile_bert_distill.atomic import atomic_file, atomic_write_json, locked_output, staged_files
 from mobile_bert_distill.errors import UserError
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -846,7 +846,7 @@ def split_corpus(lines, heldout_fraction=0.1):
 
 def export_student(student_dir, out_path, *, task="mlm", quantization="int8", seq_len=128,
                    batch_size=1, calibration_corpus=None, num_calibration=200, num_parity=200,
-                   max_size_mb=None, min_agreement=None, android_assets=None, seed=0, **kw):
+                   max_size_mb=None, min_agreement=None, android_assets=None, overwrite=False, seed=0, **kw):
     """Export the student preset at ``student_dir``; what ``mbd export`` runs.
 
     Calibration (int8) and parity sequences come from ``calibration_corpus``
@@ -855,22 +855,47 @@ def export_student(student_dir, out_path, *, task="mlm", quantization="int8", se
     (random ids are not a calibration set) and parity uses random valid ids.
     ``android_assets`` (a directory) additionally receives ``model.tflite``,
     ``vocab.txt`` and ``model_info.json``. ``task="classifier"`` hands over
-    to :func:`export_classifier` (``student_dir`` is then the classifier
+    to the classifier export (``student_dir`` is then the classifier
     folder ``mbd finetune`` writes).
+
+    The outputs (``out_path``, its report unless ``write_report=False``, and the
+    Android asset files) appear together when everything succeeded, or not at all.
+    An existing one is refused (:class:`~mobile_bert_distill.errors.OutputExists`)
+    unless ``overwrite``; other files in ``android_assets`` are left alone.
     """
+    from mobile_bert_distill.android import ASSET_FILES, CLASSIFIER_ASSET_FILES
+
     if quantization not in QUANTIZATIONS:
-        raise UserError(f"--quantization must be one of {', '.join(QUANTIZATIONS)}")
+        raise UserError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, not {quantization!r}")
     if task not in TASKS:
-        raise UserError(f"--task must be one of {', '.join(TASKS)}")
-    check_writable(out_path, "model file")
-    if android_assets:
-        check_writable(android_assets, "Android assets folder")
-    if task == "classifier":
-        return export_classifier(student_dir, out_path, quantization=quantization, seq_len=seq_len,
-                                 batch_size=batch_size, calibration_corpus=calibration_corpus,
-                                 num_calibration=num_calibration, num_parity=num_parity,
-                                 max_size_mb=max_size_mb, min_agreement=min_agreement,
-                                 android_assets=android_assets, seed=seed, **kw)
+        raise UserError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+    write_report = kw.pop("write_report", True)
+    out_path = str(out_path)
+    outputs = [out_path] + ([report_path(out_path)] if write_report else [])
+    if android_assets is not None:
+        if task == "encoder":
+            raise UserError("Android assets need the task mlm (the demo fills masks) or classifier")
+        names = CLASSIFIER_ASSET_FILES if task == "classifier" else ASSET_FILES
+        outputs += [os.path.join(android_assets, name) for name in names]
+    common = dict(quantization=quantization, seq_len=seq_len, batch_size=batch_size,
+                  calibration_corpus=calibration_corpus, num_calibration=num_calibration, num_parity=num_parity,
+                  max_size_mb=max_size_mb, min_agreement=min_agreement, seed=seed, **kw)
+    with locked_output(out_path, overwrite, "export output"), staged_files(outputs, overwrite, "export output") as stage:
+        assets = os.path.dirname(stage[outputs[-1]]) if android_assets is not None else None
+        if task == "classifier":
+            report = _export_classifier(student_dir, stage[out_path], android_assets=assets, **common)
+        else:
+            report = _export_student_model(student_dir, stage[out_path], task=task, android_assets=assets, **common)
+        if android_assets is not None:
+            report["android_assets"]["folder"] = os.path.abspath(android_assets)
+        if write_report:
+            atomic_write_json(stage[report_path(out_path)], report)
+    return report
+
+
+def _export_student_model(student_dir, out_path, *, task, quantization, seq_len, batch_size, calibration_corpus,
+                          num_calibration, num_parity, max_size_mb, min_agreement, android_assets, seed, **kw):
+    """The mlm/encoder half of :func:`export_student`: write the model (and assets); return the report."""
     check_student_dir(student_dir)
     from mobile_bert_distill.teacher import is_teacher_checkpoint
 
@@ -882,8 +907,6 @@ def export_student(student_dir, out_path, *, task="mlm", quantization="int8", se
                         "export it with --task classifier (or --task encoder)")
     if quantization == "int8" and calibration_corpus is None:
         raise UserError("int8 needs --calibration-corpus (a text file): it calibrates on real sentences")
-    if android_assets is not None and task != "mlm":
-        raise UserError("--android-assets needs --task mlm (the demo fills masks) or --task classifier")
     from mobile_bert_distill.wordpiece import WordPiece
 
     lines = read_corpus(calibration_corpus) if calibration_corpus is not None else None
@@ -901,7 +924,7 @@ def export_student(student_dir, out_path, *, task="mlm", quantization="int8", se
         model, out_path, task=task, quantization=quantization, seq_len=seq_len,
         batch_size=batch_size, calibration_sequences=calib, parity_sequences=parity_feeds,
         parity_labels=labels, num_parity=num_parity, max_size_mb=max_size_mb,
-        min_agreement=min_agreement, seed=seed,
+        min_agreement=min_agreement, seed=seed, write_report=False,
         extra_report={"student_dir": os.path.abspath(str(student_dir)),
                       "calibration_corpus": os.path.abspath(calibration_corpus) if calibration_corpus else None},
         **kw,
@@ -910,8 +933,6 @@ def export_student(student_dir, out_path, *, task="mlm", quantization="int8", se
         from mobile_bert_distill.android import write_android_assets
 
         report["android_assets"] = write_android_assets(android_assets, out_path, vocab_path, report)
-        if kw.get("write_report", True):
-            atomic_write_json(report_path(out_path), report)
     return report
 
 
@@ -1000,11 +1021,12 @@ def text_sequences(lines, tokenizer, seq_len, n=None, *, seed=0):
     return feeds, [i for i, _ in encoded], int(truncated)
 
 
-def export_classifier(classifier_dir, out_path, *, quantization="int8", seq_len=None, batch_size=1,
-                      calibration_corpus=None, num_calibration=200, num_parity=200, parity_csv=None,
-                      text_column=None, label_column=None, max_size_mb=None, min_agreement=None,
-                      android_assets=None, seed=0, **kw):
-    """Export the classifier preset ``mbd finetune`` writes (``BertTextClassifier`` + ``labels.json``).
+def _export_classifier(classifier_dir, out_path, *, quantization, seq_len, batch_size, calibration_corpus,
+                       num_calibration, num_parity, max_size_mb, min_agreement, android_assets, seed,
+                       parity_csv=None, text_column=None, label_column=None, **kw):
+    """The classifier half of :func:`export_student`: write the model (and assets); return the report.
+
+    Exports the classifier preset ``mbd finetune`` writes (``BertTextClassifier`` + ``labels.json``).
 
     The model outputs ``probabilities`` ``[batch, num_classes]`` (float32,
     softmax), in the order of ``labels.json``'s ``classes``. ``seq_len``
@@ -1019,8 +1041,6 @@ def export_classifier(classifier_dir, out_path, *, quantization="int8", seq_len=
     """
     from mobile_bert_distill.wordpiece import WordPiece
 
-    if quantization not in QUANTIZATIONS:
-        raise UserError(f"--quantization must be one of {', '.join(QUANTIZATIONS)}")
     classes, meta = read_classifier_labels(classifier_dir)
     if quantization == "int8" and calibration_corpus is None:
         raise UserError("int8 needs --calibration-corpus (a text file): it calibrates on real sentences")
@@ -1070,7 +1090,7 @@ def export_classifier(classifier_dir, out_path, *, quantization="int8", seq_len=
         model, out_path, task="classifier", quantization=quantization, seq_len=seq_len,
         batch_size=batch_size, calibration_sequences=calib, parity_sequences=parity_feeds,
         parity_labels=parity_labels, num_calibration=num_calibration, num_parity=num_parity,
-        max_size_mb=max_size_mb, min_agreement=min_agreement, seed=seed,
+        max_size_mb=max_size_mb, min_agreement=min_agreement, seed=seed, write_report=False,
         extra_report={"student_dir": os.path.abspath(str(classifier_dir)),
                       "labels": classes, "lowercase": lowercase, "strip_accents": accents,
                       "calibration_corpus": os.path.abspath(calibration_corpus) if calibration_corpus else None,
@@ -1082,6 +1102,4 @@ def export_classifier(classifier_dir, out_path, *, quantization="int8", seq_len=
 
         report["android_assets"] = write_android_assets(android_assets, out_path, vocab_path, report,
                                                         labels=classes)
-        if kw.get("write_report", True):
-            atomic_write_json(report_path(out_path), report)
     return report

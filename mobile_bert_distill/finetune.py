@@ -198,62 +198,60 @@ def finetune(model_dir, train_csv, eval_csv, out_dir, *, text_column="text", lab
     import keras
     import keras_hub
 
-    from mobile_bert_distill.atomic import atomic_dir, atomic_write_json, check_writable
+    from mobile_bert_distill.atomic import atomic_dir, atomic_write_json, locked_output
     from mobile_bert_distill.backends.tensorflow_backend import adamw_class
 
-    _check_model_dir(model_dir, "model")
-    check_writable(out_dir, "classifier folder")
-    if os.path.exists(out_dir) and not overwrite:
-        raise UserError(f"output directory exists: {out_dir} (pass --overwrite)")
-    tr_texts, tr_labels = read_labelled_csv(train_csv, text_column, label_column, log=log)
-    ev_texts, ev_labels = read_labelled_csv(eval_csv, text_column, label_column, log=log)
-    classes = label_mapping(tr_labels)
-    y_train = encode_labels(tr_labels, classes, train_csv)
-    y_eval = encode_labels(ev_labels, classes, eval_csv)
-    K = len(classes)
+    with locked_output(out_dir, overwrite, "classifier folder"):
+        _check_model_dir(model_dir, "model")
+        tr_texts, tr_labels = read_labelled_csv(train_csv, text_column, label_column, log=log)
+        ev_texts, ev_labels = read_labelled_csv(eval_csv, text_column, label_column, log=log)
+        classes = label_mapping(tr_labels)
+        y_train = encode_labels(tr_labels, classes, train_csv)
+        y_eval = encode_labels(ev_labels, classes, eval_csv)
+        K = len(classes)
 
-    keras.utils.set_random_seed(seed)
-    teacher_logits = None
-    if teacher_classifier:
-        teacher, t_classes = load_classifier(teacher_classifier)
-        if list(t_classes) != list(classes):
-            raise UserError(f"teacher classifier classes {t_classes} differ from the data's {classes}")
-        log(f"computing the teacher's soft targets on {len(tr_texts)} training texts")
-        teacher_logits = predict_logits(teacher, tr_texts)
-        del teacher
+        keras.utils.set_random_seed(seed)
+        teacher_logits = None
+        if teacher_classifier:
+            teacher, t_classes = load_classifier(teacher_classifier)
+            if list(t_classes) != list(classes):
+                raise UserError(f"teacher classifier classes {t_classes} differ from the data's {classes}")
+            log(f"computing the teacher's soft targets on {len(tr_texts)} training texts")
+            teacher_logits = predict_logits(teacher, tr_texts)
+            del teacher
 
-    preprocessor = keras_hub.models.BertTextClassifierPreprocessor.from_preset(model_dir, sequence_length=seq_len)
-    clf = keras_hub.models.BertTextClassifier.from_preset(model_dir, num_classes=K, preprocessor=preprocessor,
-                                                          dropout=dropout)
-    steps = epochs * -(-len(tr_texts) // batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(0.0, max(steps - steps // 10, 1), warmup_target=learning_rate,
-                                                      warmup_steps=steps // 10)
-    if teacher_logits is None:
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        y_fit = y_train
-    else:
-        loss = SoftTargetKD(K, alpha=alpha, temperature=temperature, kind=kd_loss)
-        y_fit = np.concatenate([y_train[:, None].astype("float32"), teacher_logits], axis=1)
-    # keras-hub's default metrics (sparse accuracy) cannot read the packed KD targets.
-    clf.compile(optimizer=adamw_class()(schedule, weight_decay=0.01), loss=loss,
-                metrics=[] if teacher_logits is not None else "auto")
-    import tensorflow as tf
+        preprocessor = keras_hub.models.BertTextClassifierPreprocessor.from_preset(model_dir, sequence_length=seq_len)
+        clf = keras_hub.models.BertTextClassifier.from_preset(model_dir, num_classes=K, preprocessor=preprocessor,
+                                                              dropout=dropout)
+        steps = epochs * -(-len(tr_texts) // batch_size)
+        schedule = keras.optimizers.schedules.CosineDecay(0.0, max(steps - steps // 10, 1), warmup_target=learning_rate,
+                                                          warmup_steps=steps // 10)
+        if teacher_logits is None:
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            y_fit = y_train
+        else:
+            loss = SoftTargetKD(K, alpha=alpha, temperature=temperature, kind=kd_loss)
+            y_fit = np.concatenate([y_train[:, None].astype("float32"), teacher_logits], axis=1)
+        # keras-hub's default metrics (sparse accuracy) cannot read the packed KD targets.
+        clf.compile(optimizer=adamw_class()(schedule, weight_decay=0.01), loss=loss,
+                    metrics=[] if teacher_logits is not None else "auto")
+        import tensorflow as tf
 
-    # keras-hub turns lists into an unshuffled dataset: shuffle (every epoch) here.
-    ds = (tf.data.Dataset.from_tensor_slices((list(tr_texts), y_fit))
-          .shuffle(len(tr_texts), seed=seed, reshuffle_each_iteration=True).batch(batch_size))
-    clf.fit(ds, epochs=epochs, verbose=2, shuffle=False)
-    pred = predict_logits(clf, ev_texts).argmax(-1)
-    acc, f1 = accuracy_and_macro_f1(y_eval, pred, K)
-    metrics = {"accuracy": acc, "macro_f1": f1, "eval_examples": len(ev_texts), "train_examples": len(tr_texts),
-               "classes": classes, "kd": None if teacher_logits is None else
-               {"teacher": teacher_classifier, "loss": kd_loss, "alpha": alpha, "temperature": temperature}}
-    clf.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    with atomic_dir(out_dir, overwrite=True) as tmp:
-        os.rmdir(tmp)
-        clf.save_to_preset(tmp)
-        atomic_write_json(os.path.join(tmp, LABELS_FILE), {"classes": classes, "text_column": text_column,
-                                                           "label_column": label_column})
-        atomic_write_json(os.path.join(tmp, "metrics.json"), metrics)
-    log(f"eval accuracy {acc:.4f}, macro-F1 {f1:.4f} on {len(ev_texts)} examples; wrote {out_dir}")
-    return metrics
+        # keras-hub turns lists into an unshuffled dataset: shuffle (every epoch) here.
+        ds = (tf.data.Dataset.from_tensor_slices((list(tr_texts), y_fit))
+              .shuffle(len(tr_texts), seed=seed, reshuffle_each_iteration=True).batch(batch_size))
+        clf.fit(ds, epochs=epochs, verbose=2, shuffle=False)
+        pred = predict_logits(clf, ev_texts).argmax(-1)
+        acc, f1 = accuracy_and_macro_f1(y_eval, pred, K)
+        metrics = {"accuracy": acc, "macro_f1": f1, "eval_examples": len(ev_texts), "train_examples": len(tr_texts),
+                   "classes": classes, "kd": None if teacher_logits is None else
+                   {"teacher": teacher_classifier, "loss": kd_loss, "alpha": alpha, "temperature": temperature}}
+        clf.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        with atomic_dir(out_dir, overwrite=True) as tmp:
+            os.rmdir(tmp)
+            clf.save_to_preset(tmp)
+            atomic_write_json(os.path.join(tmp, LABELS_FILE), {"classes": classes, "text_column": text_column,
+                                                               "label_column": label_column})
+            atomic_write_json(os.path.join(tmp, "metrics.json"), metrics)
+        log(f"eval accuracy {acc:.4f}, macro-F1 {f1:.4f} on {len(ev_texts)} examples; wrote {out_dir}")
+        return metrics

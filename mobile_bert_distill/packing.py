@@ -46,7 +46,7 @@ import sys
 import numpy as np
 
 from mobile_bert_distill import config as config_lib
-from mobile_bert_distill.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_writable
+from mobile_bert_distill.atomic import atomic_dir, atomic_write_json, atomic_write_text, locked_output
 from mobile_bert_distill.errors import UserError
 
 PYTHON_VERSION = "3.12"
@@ -793,77 +793,75 @@ def pack_run(config_path, out_dir, overrides=(), wheels_dir=None, no_wheels=Fals
     if not re.fullmatch(r"3\.\d+", str(python_version)):
         raise UserError(f"python version must look like 3.12 (got {python_version!r})")
     out_dir = os.path.abspath(out_dir)
-    check_writable(out_dir, "pack folder")
-    if os.path.exists(out_dir) and not overwrite:
-        raise UserError(f"{out_dir} already exists (pass --overwrite to replace it)")
-    data, base = config_lib.load_yaml(config_path)
-    cfg = config_lib.resolve(data, list(overrides), base_dir=base)
-    d, t = cfg["data"], cfg["teacher"]
-    corpus = [_need_file(p, "corpus file") for p in d["corpus"]]
-    heldout = _need_file(d["heldout"], "held-out file") if d["heldout"] else None
-    student_vocab = _need_file(d["student_vocab"], "student vocabulary")
-    teacher_vocab = _need_file(t["random"]["vocabulary"], "teacher vocabulary") if t["random"] else None
-    teacher_src = _teacher_source(cfg)
-    package_src = os.path.dirname(os.path.abspath(mobile_bert_distill.__file__))
+    with locked_output(out_dir, overwrite, "pack folder"):
+        data, base = config_lib.load_yaml(config_path)
+        cfg = config_lib.resolve(data, list(overrides), base_dir=base)
+        d, t = cfg["data"], cfg["teacher"]
+        corpus = [_need_file(p, "corpus file") for p in d["corpus"]]
+        heldout = _need_file(d["heldout"], "held-out file") if d["heldout"] else None
+        student_vocab = _need_file(d["student_vocab"], "student vocabulary")
+        teacher_vocab = _need_file(t["random"]["vocabulary"], "teacher vocabulary") if t["random"] else None
+        teacher_src = _teacher_source(cfg)
+        package_src = os.path.dirname(os.path.abspath(mobile_bert_distill.__file__))
 
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        wheels = []
-        if not no_wheels:
-            log("wheels: keras, keras-hub and what the target lacks")
-            wheels = collect_wheels(os.path.join(tmp, "wheels"), wheels_dir=wheels_dir, cache_dir=cache_dir,
-                                    python_version=python_version, log=log)
-        shutil.copytree(package_src, os.path.join(tmp, "package", "mobile_bert_distill"),
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
-        teacher_info = None
-        if teacher_src:
-            if cfg["mode"] == "nokd":
-                log(f"teacher: nokd reads only its depth; packing {teacher_src}/config.json")
-                os.makedirs(os.path.join(tmp, "teacher"))
-                shutil.copy2(os.path.join(teacher_src, "config.json"), os.path.join(tmp, "teacher", "config.json"))
-                atomic_write_json(os.path.join(tmp, "teacher", TEACHER_MANIFEST),
-                                  {"format": 1, "dtype": None, "weights": {}, "skipped": ["all but config.json"]})
-            else:
-                log(f"teacher: packing {teacher_src} ({_size(teacher_src) / 1e6:.1f} MB) as {teacher_dtype}")
-                teacher_info = pack_teacher(teacher_src, os.path.join(tmp, "teacher"), dtype=teacher_dtype, log=log)
-                if teacher_info["skipped"]:
-                    log(f"  teacher: left out {', '.join(teacher_info['skipped'])}")
-        ddir = os.path.join(tmp, "data")
-        os.makedirs(ddir)
-        # names of the folder's top level too: config paths are looked up from there first (config.resolve)
-        used = {"config.yaml", UNPACKED_TEACHER, "site", "out", "manifest.json"} | set(PARTS)
-        log(f"data: the first {max_lines or 'all'} lines of {len(corpus) + bool(heldout)} text file(s)")
-        packed_corpus, lines = [], {}
-        for p in corpus:
-            name = _unique(os.path.basename(p), used)
-            lines[name] = _head(p, os.path.join(ddir, name), max_lines)
-            packed_corpus.append(name)
-        cfg["data"]["corpus"] = packed_corpus
-        if heldout:
-            name = _unique("heldout_" + os.path.basename(heldout), used)
-            lines[name] = _head(heldout, os.path.join(ddir, name), max_lines)
-            cfg["data"]["heldout"] = name
-        name = _unique("student_vocab.txt", used)
-        shutil.copy2(student_vocab, os.path.join(ddir, name))
-        cfg["data"]["student_vocab"] = name
-        if teacher_vocab:
-            name = _unique("teacher_vocab.txt", used)
-            shutil.copy2(teacher_vocab, os.path.join(ddir, name))
-            cfg["teacher"]["random"]["vocabulary"] = name
-        if teacher_src:
-            cfg["teacher"]["source"] = UNPACKED_TEACHER  # data/teacher_preset: unpacked there by run.py
-        config_text = ("# written by `mbd pack-run`: paths are relative to this folder (data/); run.py rebuilds\n"
-                       "# data/teacher_preset from ../teacher before training\n" + config_lib.dump(cfg))
-        atomic_write_text(os.path.join(ddir, "config.yaml"), config_text)
-        atomic_write_text(os.path.join(tmp, "run.py"),
-                          RUN_PY.format(version=mobile_bert_distill.__version__, python=python_version,
-                                        unpacked=UNPACKED_TEACHER))
-        os.chmod(os.path.join(tmp, "run.py"), 0o755)
-        sizes = {part: _size(os.path.join(tmp, part)) for part in PARTS if os.path.exists(os.path.join(tmp, part))}
-        summary = {"path": out_dir, "config": os.path.abspath(config_path), "overrides": list(overrides),
-                   "python_version": python_version, "wheels": wheels, "lines": lines,
-                   "teacher": {"source": teacher_src, "dtype": teacher_dtype if teacher_info else None,
-                               "weights": sorted(teacher_info["weights"]) if teacher_info else []},
-                   "sizes": sizes, "total_bytes": sum(sizes.values())}
-        atomic_write_json(os.path.join(tmp, "manifest.json"), summary)
-        log(f"finishing: renaming into {out_dir}")
-    return summary
+        with atomic_dir(out_dir, overwrite=True) as tmp:
+            wheels = []
+            if not no_wheels:
+                log("wheels: keras, keras-hub and what the target lacks")
+                wheels = collect_wheels(os.path.join(tmp, "wheels"), wheels_dir=wheels_dir, cache_dir=cache_dir,
+                                        python_version=python_version, log=log)
+            shutil.copytree(package_src, os.path.join(tmp, "package", "mobile_bert_distill"),
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
+            teacher_info = None
+            if teacher_src:
+                if cfg["mode"] == "nokd":
+                    log(f"teacher: nokd reads only its depth; packing {teacher_src}/config.json")
+                    os.makedirs(os.path.join(tmp, "teacher"))
+                    shutil.copy2(os.path.join(teacher_src, "config.json"), os.path.join(tmp, "teacher", "config.json"))
+                    atomic_write_json(os.path.join(tmp, "teacher", TEACHER_MANIFEST),
+                                      {"format": 1, "dtype": None, "weights": {}, "skipped": ["all but config.json"]})
+                else:
+                    log(f"teacher: packing {teacher_src} ({_size(teacher_src) / 1e6:.1f} MB) as {teacher_dtype}")
+                    teacher_info = pack_teacher(teacher_src, os.path.join(tmp, "teacher"), dtype=teacher_dtype, log=log)
+                    if teacher_info["skipped"]:
+                        log(f"  teacher: left out {', '.join(teacher_info['skipped'])}")
+            ddir = os.path.join(tmp, "data")
+            os.makedirs(ddir)
+            # names of the folder's top level too: config paths are looked up from there first (config.resolve)
+            used = {"config.yaml", UNPACKED_TEACHER, "site", "out", "manifest.json"} | set(PARTS)
+            log(f"data: the first {max_lines or 'all'} lines of {len(corpus) + bool(heldout)} text file(s)")
+            packed_corpus, lines = [], {}
+            for p in corpus:
+                name = _unique(os.path.basename(p), used)
+                lines[name] = _head(p, os.path.join(ddir, name), max_lines)
+                packed_corpus.append(name)
+            cfg["data"]["corpus"] = packed_corpus
+            if heldout:
+                name = _unique("heldout_" + os.path.basename(heldout), used)
+                lines[name] = _head(heldout, os.path.join(ddir, name), max_lines)
+                cfg["data"]["heldout"] = name
+            name = _unique("student_vocab.txt", used)
+            shutil.copy2(student_vocab, os.path.join(ddir, name))
+            cfg["data"]["student_vocab"] = name
+            if teacher_vocab:
+                name = _unique("teacher_vocab.txt", used)
+                shutil.copy2(teacher_vocab, os.path.join(ddir, name))
+                cfg["teacher"]["random"]["vocabulary"] = name
+            if teacher_src:
+                cfg["teacher"]["source"] = UNPACKED_TEACHER  # data/teacher_preset: unpacked there by run.py
+            config_text = ("# written by `mbd pack-run`: paths are relative to this folder (data/); run.py rebuilds\n"
+                           "# data/teacher_preset from ../teacher before training\n" + config_lib.dump(cfg))
+            atomic_write_text(os.path.join(ddir, "config.yaml"), config_text)
+            atomic_write_text(os.path.join(tmp, "run.py"),
+                              RUN_PY.format(version=mobile_bert_distill.__version__, python=python_version,
+                                            unpacked=UNPACKED_TEACHER))
+            os.chmod(os.path.join(tmp, "run.py"), 0o755)
+            sizes = {part: _size(os.path.join(tmp, part)) for part in PARTS if os.path.exists(os.path.join(tmp, part))}
+            summary = {"path": out_dir, "config": os.path.abspath(config_path), "overrides": list(overrides),
+                       "python_version": python_version, "wheels": wheels, "lines": lines,
+                       "teacher": {"source": teacher_src, "dtype": teacher_dtype if teacher_info else None,
+                                   "weights": sorted(teacher_info["weights"]) if teacher_info else []},
+                       "sizes": sizes, "total_bytes": sum(sizes.values())}
+            atomic_write_json(os.path.join(tmp, "manifest.json"), summary)
+            log(f"finishing: renaming into {out_dir}")
+        return summary

@@ -121,11 +121,14 @@ def size_vs_latency(doc, path):
     plt.close(fig)
 
 
+PLOT_FILES = ("latency_vs_seq.png", "size_vs_latency.png")
+
+
 def write_plots(doc, out):
-    """Write both plots into ``out``; return their file names (relative to ``out``)."""
+    """Write both plots (:data:`PLOT_FILES`) into ``out``; return their file names (relative to ``out``)."""
     if not doc["results"]:
         return []
-    names = ["latency_vs_seq.png", "size_vs_latency.png"]
+    names = list(PLOT_FILES)
     latency_vs_seq(doc, os.path.join(out, names[0]))
     size_vs_latency(doc, os.path.join(out, names[1]))
     return names

@@ -28,7 +28,7 @@ from mobile_bert_distill import backends
 from mobile_bert_distill import config as config_lib
 from mobile_bert_distill import text
 from mobile_bert_distill.checkpoints import Checkpointer
-from mobile_bert_distill.atomic import atomic_write_json, atomic_write_text, check_writable, output_lock, replace_dir
+from mobile_bert_distill.atomic import atomic_write_json, atomic_write_text, locked_output, replace_dir
 from mobile_bert_distill.errors import UserError
 
 KILL_ENV = "MBD_TEST_KILL_AFTER_STEP"  # tests: SIGKILL the process after this step's checkpoint
@@ -257,18 +257,15 @@ def distill(cfg, out_dir=None, overwrite=False, restart=False, progress=True, lo
     """Run one distillation described by a resolved config; returns the summary dict."""
     out_dir = os.path.abspath(out_dir or cfg["output_dir"])
     cfg = dict(cfg, output_dir=out_dir)
-    check_writable(out_dir, "run folder")
-    with output_lock(out_dir):  # a second run on the same folder is refused, naming this one's PID
-        return _locked_distill(cfg, out_dir, overwrite, restart, progress, log)
+    with locked_output(out_dir, overwrite, "run folder"):  # a second run on it is refused, naming this one's PID
+        return _locked_distill(cfg, out_dir, restart, progress, log)
 
 
-def _locked_distill(cfg, out_dir, overwrite, restart, progress, log):
+def _locked_distill(cfg, out_dir, restart, progress, log):
     import keras
 
     backend = backends.module()
     staging = out_dir + ".partial"
-    if os.path.exists(out_dir) and not overwrite:
-        raise UserError(f"output directory exists: {out_dir} (pass --overwrite to replace it)")
     if os.path.exists(staging):
         if restart or not same_config(os.path.join(staging, "config.yaml"), cfg):
             if not restart:

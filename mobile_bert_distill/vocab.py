@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 from mobile_bert_distill import text
-from mobile_bert_distill.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_writable
+from mobile_bert_distill.atomic import atomic_dir, atomic_write_json, atomic_write_text, locked_output
 from mobile_bert_distill.errors import UserError
 
 
@@ -93,19 +93,16 @@ def build_vocab(corpus, out_dir, size=4928, teacher_vocab_path=None, skip_bad_li
                 overwrite=False, log=print):
     """Learn the vocabulary and write ``out_dir/vocab.txt`` and ``vocab_stats.json`` atomically."""
     teacher_vocab = text.load_vocab(teacher_vocab_path) if teacher_vocab_path else None
-    check_writable(out_dir, "vocabulary folder")
-    if os.path.exists(out_dir) and not overwrite:
-        if os.listdir(out_dir):
-            raise UserError(f"output directory exists and is not empty: {out_dir} (pass --overwrite)")
-    lines = text.read_corpus(corpus, skip_bad_lines=skip_bad_lines, warn=log)
-    log(f"read {len(lines):,} lines; pre-tokenizing")
-    words = text.pretokenize(lines, progress=True)
-    log(f"learning a {size}-piece WordPiece vocabulary")
-    tokens = learn_vocab(lines, size=size, words=words)
-    stats = vocab_stats(tokens, teacher_vocab, words)
-    stats["requested_size"] = size
-    stats["corpus"] = [os.fspath(p) for p in corpus]
-    with atomic_dir(out_dir, overwrite=True) as tmp:
-        atomic_write_text(os.path.join(tmp, "vocab.txt"), "\n".join(tokens) + "\n")
-        atomic_write_json(os.path.join(tmp, "vocab_stats.json"), stats)
-    return tokens, stats
+    with locked_output(out_dir, overwrite, "vocabulary folder"):
+        lines = text.read_corpus(corpus, skip_bad_lines=skip_bad_lines, warn=log)
+        log(f"read {len(lines):,} lines; pre-tokenizing")
+        words = text.pretokenize(lines, progress=True)
+        log(f"learning a {size}-piece WordPiece vocabulary")
+        tokens = learn_vocab(lines, size=size, words=words)
+        stats = vocab_stats(tokens, teacher_vocab, words)
+        stats["requested_size"] = size
+        stats["corpus"] = [os.fspath(p) for p in corpus]
+        with atomic_dir(out_dir, overwrite=True) as tmp:
+            atomic_write_text(os.path.join(tmp, "vocab.txt"), "\n".join(tokens) + "\n")
+            atomic_write_json(os.path.join(tmp, "vocab_stats.json"), stats)
+        return tokens, stats

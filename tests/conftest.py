@@ -29,6 +29,9 @@ def tiny_data(tmp_path_factory):
 
 
 def tiny_config_dict(tiny_data, mode="dual+up", **train):
+    """A tiny run config. Its steps run in TensorFlow's graph mode (``jit_compile: false``): for 20-step
+    runs XLA's compile time outweighs its faster steps. Runs on JAX pass ``jit_compile="auto"`` (JAX
+    without jit executes op by op)."""
     cfg = {
         "mode": mode,
         "seed": 0,
@@ -36,7 +39,7 @@ def tiny_config_dict(tiny_data, mode="dual+up", **train):
                  "seq_len": 16, "max_predictions": 3},
         "student": {"hidden_dim": 16, "num_heads": 2, "dropout": 0.0},
         "train": {"steps": 20, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 0,
-                  "log_every": 10, "checkpoint_every": 10, "clipnorm": None},
+                  "log_every": 10, "checkpoint_every": 10, "clipnorm": None, "jit_compile": False},
     }
     if mode != "nokd":
         cfg["teacher"] = {"random": {"vocabulary": tiny_data["teacher_vocab"], "num_layers": 2,

@@ -69,7 +69,7 @@ def _worker(backend, task, configs, tmp_path, init):
 def _resolved(tiny_data, mode, **train):
     from mobile_bert_distill import config
 
-    d = tiny_config_dict(tiny_data, mode, **train)
+    d = tiny_config_dict(tiny_data, mode, jit_compile="auto", **train)
     return config.resolve(d)
 
 
@@ -160,7 +160,8 @@ def jax_run(tiny_data, tmp_path_factory):
     import yaml
 
     d = tmp_path_factory.mktemp("jax_run")
-    cfg = tiny_config_dict(tiny_data, "dual+up", steps=30, log_every=10, checkpoint_every=10, deterministic=True)
+    cfg = tiny_config_dict(tiny_data, "dual+up", steps=30, log_every=10, checkpoint_every=10, deterministic=True,
+                           jit_compile="auto")
     cfg["student"]["dropout"] = 0.1  # dropout RNG state must resume too
     cfg["teacher"]["random"]["num_layers"] = 1
     cfg["data"]["heldout"] = tiny_data["heldout"]

@@ -96,19 +96,27 @@ def test_bad_numbers_are_refused_while_parsing(argv, fragment, tmp_path, capsys,
     assert "usage:" not in err and os.listdir(tmp_path) == []
 
 
-def test_second_run_on_the_same_folder_is_refused(tiny_data, tmp_path, capsys):
-    out = tmp_path / "run"
-    argv = _argv("distill", tiny_data, tmp_path, str(out))
-    holder = subprocess.Popen(  # another process holds the folder's lock, as a running `mbd distill` does
+def _run_while_held(out, argv):
+    """Run ``mbd ARGV`` while another process holds ``out``'s lock; then SIGKILL the holder.
+
+    Returns ``(holder, exit code)``.
+    """
+    holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom mobile_bert_distill.atomic import output_lock\n"
          "with output_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n", str(out)],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        code = main(argv)
+        return holder, main(argv)
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_second_run_on_the_same_folder_is_refused(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = _argv("distill", tiny_data, tmp_path, str(out))
+    holder, code = _run_while_held(out, argv)  # as while a `mbd distill` writes the folder
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err == [f"mbd: error: {out} is being written by another process (PID {holder.pid}); "
                                  "wait for it to finish or stop it"]
@@ -155,3 +163,45 @@ def test_csv_field_over_the_csv_limit_is_one_line(tmp_path):
     path.write_text('text,label\n"' + "a" * 200_000 + '",1\nfine,0\n', encoding="utf-8")
     with pytest.raises(UserError, match=r"big.csv: not a readable CSV \(field larger than field limit"):
         read_labelled_csv(str(path))
+
+
+@pytest.mark.parametrize("verb", ["vocab", "distill", "teacher-prep", "export", "pack-run", "finetune", "bench"])
+def test_existing_output_is_refused_before_any_work(verb, tiny_data, tmp_path, capsys):
+    out = tmp_path / "out"
+    what = {"vocab": "vocabulary folder", "distill": "run folder", "teacher-prep": "run folder",
+            "export": "export output", "pack-run": "pack folder", "finetune": "classifier folder",
+            "bench": "benchmark folder"}[verb]
+    if verb == "export":
+        argv = _argv(verb, tiny_data, tmp_path, str(out))  # the student folder does not even exist
+        existing = tmp_path / "out.tflite"
+        existing.write_text("an older model")
+    else:
+        argv = {"finetune": ["finetune", "--student", str(tmp_path / "no_student"), "--data", "train.csv",
+                             "--eval", "eval.csv", "--out", str(out)],
+                "bench": ["bench", "--baseline", "bert-base", "--out", str(out)],
+                }.get(verb) or _argv(verb, tiny_data, tmp_path, str(out))
+        out.mkdir()
+        existing = out / "results.json"
+        existing.write_text("an older output")
+    before = sorted(os.listdir(tmp_path))
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    shown = existing if verb == "export" else out
+    assert code == 2 and err == [f"mbd: error: the {what} {shown} already exists (pass --overwrite to replace it)"], err
+    assert sorted(os.listdir(tmp_path)) == before and "older" in existing.read_text()
+    assert verb == "export" or os.listdir(out) == [existing.name]
+
+
+@pytest.mark.parametrize("verb", ["vocab", "export", "finetune", "bench"])
+def test_an_output_another_process_writes_is_refused(verb, tiny_data, tmp_path, capsys):
+    out = tmp_path / ("out.tflite" if verb == "export" else "out")
+    argv = {"export": _argv("export", tiny_data, tmp_path, str(tmp_path / "out")),
+            "finetune": ["finetune", "--student", str(tmp_path / "no_student"), "--data", "train.csv",
+                         "--eval", "eval.csv", "--out", str(out)],
+            "bench": ["bench", "--baseline", "bert-base", "--out", str(out)],
+            }.get(verb) or _argv(verb, tiny_data, tmp_path, str(out))
+    holder, code = _run_while_held(out, argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"mbd: error: {out} is being written by another process (PID {holder.pid}); "
+                                 "wait for it to finish or stop it"], err
+    assert not out.exists()

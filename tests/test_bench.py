@@ -161,10 +161,33 @@ def test_merge_board_file(bench_run, models, tmp_path):
     assert {r["model"] for r in board_results} == {"kit"}
     report = (merged / "REPORT.md").read_text()
     assert "## Merged device results" in report and "pi5" in report
-    # merging the same board twice adds nothing
-    assert main(["bench", "--merge", str(board), "--out", str(merged)]) == 0
+    # merging the same board twice adds nothing; a merge keeps the folder's other files, and plots
+    # it does not redraw (--no-plots) are gone rather than stale
+    (merged / "notes.txt").write_text("mine")
+    assert (merged / "latency_vs_seq.png").exists()
+    assert main(["bench", "--merge", str(board), "--out", str(merged), "--no-plots"]) == 0
     again = json.loads((merged / "results.json").read_text())
     assert len(again["results"]) == len(doc["results"])
+    assert sorted(os.listdir(merged)) == ["REPORT.md", "notes.txt", "results.json"]
+    assert sorted(os.listdir(tmp_path)) == ["board.json", "merged"]  # nothing left beside the folder
+
+
+def test_existing_folder_is_refused_and_overwrite_replaces_all_of_it(bench_run, models, tmp_path, capsys):
+    out, _, args = bench_run
+    before = (out / "results.json").read_bytes()
+    rc, err = _error(capsys, args)  # the same measuring run again, before any baseline is built
+    assert rc == 2 and err == f"mbd: error: the benchmark folder {out} already exists (pass --overwrite to replace it)"
+    assert (out / "results.json").read_bytes() == before
+    copy = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(out, copy)
+    assert main(["bench", "--models", f"only={models['kit_enc_f32']}", "--seq-len", "16", "--runs", "1",
+                 "--warmup", "0", "--no-isolate", "--no-plots", "--out", str(copy), "--overwrite"]) == 0
+    doc = json.loads((copy / "results.json").read_text())
+    assert {m["label"] for m in doc["models"]} == {"only"}
+    assert sorted(os.listdir(copy)) == ["REPORT.md", "results.json"]  # the old plots went with the old run
+    assert os.listdir(tmp_path) == ["copy"]
 
 
 def _error(capsys, argv):
@@ -232,7 +255,7 @@ def test_inputs_are_valid_bert_inputs(models):
             assert ids[0] == 2 and ids[n - 1] == 3
 
 
-def test_adb_script(models, tmp_path):
+def test_adb_script(models, tmp_path, capsys):
     out = tmp_path / "adb"
     assert main(["bench", "--models", models["kit_enc_f32"], "--seq-len", "32", "--threads", "1,4",
                  "--adb-script", "--out", str(out)]) == 0
@@ -250,6 +273,13 @@ def test_adb_script(models, tmp_path):
         assert values.size == 32
         if "input_ids" in b.name:
             assert values.max() < graph.token_embedding()[0] and values.max() > 5
+    argv = ["bench", "--models", models["kit_enc_f32"], "--seq-len", "16", "--adb-script", "--out", str(out)]
+    rc, err = _error(capsys, argv)
+    assert rc == 2 and err.endswith(f"{out / 'android'} already exists (pass --overwrite to replace it)"), err
+    assert main(argv + ["--overwrite"]) == 0
+    assert len(list((out / "android" / "inputs").iterdir())) == 3  # the s16 inputs replaced the s32 ones
+    assert "input_ids.s16.bin" in (out / "android" / "run_on_phone.sh").read_text()
+    assert sorted(os.listdir(out)) == ["android"]
 
 
 def test_op_profile_and_partitions(models):

@@ -297,7 +297,7 @@ def _broken_copy(art, tmp_path, labels=None, task_class=None):
     ("int8_without_corpus", "int8 needs --calibration-corpus"),
     ("column_without_csv", "--text-column/--label-column need --parity-csv"),
     ("low_agreement", "below --min-agreement"),
-    ("encoder_assets", "--android-assets needs --task mlm"),
+    ("encoder_assets", "Android assets need the task mlm"),
 ])
 def test_export_classifier_bad_inputs(art, capsys, tmp_path, case, message):
     work = tmp_path / "work"
@@ -356,4 +356,17 @@ def test_classifier_only_api_checks(art, keras_clf, tmp_path):
         export_keras_model(keras_clf, str(tmp_path / "x.tflite"), task="mlm", seq_len=SEQ_LEN)
     with pytest.raises(UserError, match="needs a keras-hub BertTextClassifier"):
         export_keras_model(keras_clf.backbone, str(tmp_path / "x.tflite"), task="classifier", seq_len=SEQ_LEN)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("verb", ["eval", "export"])
+def test_a_classifier_is_refused_where_a_student_preset_is_expected(verb, art, tmp_path, capsys):
+    from mobile_bert_distill.cli import main
+
+    argv = {"eval": ["eval", "--student", art["classifier"], "--corpus", art["corpus"]],
+            "export": ["export", "--student", art["classifier"], "--out", str(tmp_path / "m.tflite"),
+                       "--quantization", "float32"]}[verb]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{art['classifier']} is a fine-tuned classifier (BertTextClassifier)" in err[0], err
     assert os.listdir(tmp_path) == []

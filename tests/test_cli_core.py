@@ -1,5 +1,6 @@
 """`mbd vocab`, `mbd distill`, `mbd eval` from the command line, bad input included."""
 
+import argparse
 import json
 import os
 
@@ -199,9 +200,11 @@ def test_distill_empty_corpus_and_existing_output(tiny_data, tmp_path, capsys):
     path.write_text(yaml.safe_dump(cfg))
     code, _, err = run_cli(["distill", "--config", str(path), "--out", str(tmp_path / "o")], capsys)
     assert_one_line_error(code, err, "corpus is empty")
-    os.makedirs(tmp_path / "exists")
+    os.makedirs(tmp_path / "exists")  # an empty folder counts as absent; one with a file is an output
+    (tmp_path / "exists" / "keep.txt").write_text("mine")
     code, _, err = run_cli(["distill", "--config", str(path), "--out", str(tmp_path / "exists")], capsys)
-    assert_one_line_error(code, err, "output directory exists")
+    assert_one_line_error(code, err, "already exists (pass --overwrite to replace it)")
+    assert (tmp_path / "exists" / "keep.txt").read_text() == "mine"
 
 
 @pytest.mark.slow
@@ -264,3 +267,24 @@ def test_eval_positions_identical_for_two_students_with_one_vocab(tiny_data):
     for step in range(a.steps_per_pass()):
         for k in ("s_mask_positions", "s_mask_ids", "s_token_ids"):
             assert (a(step)[k] == b(step)[k]).all()
+
+
+def _options(parser, name="mbd"):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for verb, sub in action.choices.items():
+                yield from _options(sub, f"{name} {verb}")
+        elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            yield name, action
+
+
+def test_every_option_has_help_and_names_its_default():
+    from mobile_bert_distill.cli import build_parser
+
+    options = list(_options(build_parser()))
+    assert len(options) > 100  # every verb's options were walked
+    missing = [f"{name} {'/'.join(a.option_strings) or a.dest}" for name, a in options if not a.help]
+    assert missing == []
+    silent = [f"{name} {'/'.join(a.option_strings)}" for name, a in options
+              if a.default not in (None, False, [], argparse.SUPPRESS) and "default" not in a.help.lower()]
+    assert silent == []

@@ -32,7 +32,7 @@ def teacher_dir(tiny_data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def config_path(tiny_data, teacher_dir, tmp_path_factory):
-    cfg = tiny_config_dict(tiny_data, "dual+up")
+    cfg = tiny_config_dict(tiny_data, "dual+up", jit_compile="auto")  # it trains on JAX
     cfg["teacher"] = {"source": teacher_dir, "dropout": 0.0}
     cfg["data"]["heldout"] = tiny_data["heldout"]
     path = tmp_path_factory.mktemp("cfg") / "cfg.yaml"

@@ -113,3 +113,51 @@ def test_export_cli_end_to_end_with_android_assets(art, capsys, tmp_path):
     assert 0.0 <= par["near_tie_fraction"] <= 1.0 and par["near_tie_gap"] == 0.5
     if 0.0 < par["near_tie_fraction"] < 1.0:
         assert "where float's top-2 gap >= 0.5" in text
+
+
+def _export_argv(art, out, *extra):
+    return ["export", "--student", art["student"], "--out", str(out), "--quantization", "float32",
+            "--seq-len", str(SEQ_LEN), "--num-parity", "4", *extra]
+
+
+def test_export_refuses_existing_outputs_and_overwrite_replaces_them(art, capsys, tmp_path):
+    out, assets = tmp_path / "model.tflite", tmp_path / "android"
+    assets.mkdir()
+    (assets / "README.md").write_text("the app's own file")
+    assert main(_export_argv(art, out, "--android-assets", str(assets))) == 0
+    capsys.readouterr()
+    first = {p: os.path.getmtime(p) for p in (out, tmp_path / "model.report.json", assets / "model_info.json")}
+    for extra in ([], ["--android-assets", str(assets)]):  # the model first; then only an asset file is in the way
+        if extra:
+            os.rename(out, tmp_path / "moved.tflite")
+            os.rename(tmp_path / "model.report.json", tmp_path / "moved.report.json")
+        assert main(_export_argv(art, out, *extra)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("mbd: error: the export output ") and \
+            err[0].endswith("already exists (pass --overwrite to replace it)"), err
+    assert str(assets / "model.tflite") in err[0]
+    assert not out.exists() and os.path.getmtime(assets / "model_info.json") == first[assets / "model_info.json"]
+    os.rename(tmp_path / "moved.tflite", out)
+    os.rename(tmp_path / "moved.report.json", tmp_path / "model.report.json")
+    assert main(_export_argv(art, out, "--android-assets", str(assets), "--overwrite")) == 0
+    assert all(os.path.getmtime(p) > t for p, t in first.items())
+    assert sorted(os.listdir(tmp_path)) == ["android", "model.report.json", "model.tflite"]  # nothing beside
+    assert sorted(os.listdir(assets)) == ["README.md", "model.tflite", "model_info.json", "vocab.txt"]
+    assert (assets / "README.md").read_text() == "the app's own file"
+
+
+def test_export_failing_in_the_android_assets_leaves_nothing(art, capsys, tmp_path, monkeypatch):
+    from mobile_bert_distill import android
+    from mobile_bert_distill.errors import UserError
+
+    def broken(*args, **kwargs):
+        raise UserError("golden vectors failed")
+
+    monkeypatch.setattr(android, "golden_vectors", broken)
+    out, assets = tmp_path / "new" / "model.tflite", tmp_path / "android"
+    assets.mkdir()
+    (assets / "README.md").write_text("the app's own file")
+    assert main(_export_argv(art, out, "--android-assets", str(assets))) == 2
+    assert capsys.readouterr().err.strip() == "mbd: error: golden vectors failed"
+    assert sorted(os.listdir(tmp_path)) == ["android"]  # no model, no report, not even the folder "new"
+    assert os.listdir(assets) == ["README.md"]

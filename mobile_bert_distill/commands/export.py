@@ -1,7 +1,5 @@
 """`mbd export`: the student preset to a LiteRT ``.tflite`` (+ report, + Android assets)."""
 
-import os
-
 from mobile_bert_distill.commands import _types as T
 
 
@@ -49,6 +47,8 @@ def register(sub):
     p.add_argument("--android-assets", metavar="DIR",
                    help="also write DIR/model.tflite, DIR/vocab.txt and DIR/model_info.json (golden vectors); "
                         "a classifier also gets DIR/labels.txt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing MODEL, its report and the asset files (default: refuse)")
     p.add_argument("--parity-csv", metavar="CSV",
                    help="classifier only: labelled CSV (e.g. the eval.csv of `mbd finetune`) on whose rows "
                         "label agreement with the float classifier and both models' accuracy are measured "
@@ -75,8 +75,6 @@ def run(args):
         raise UserError("--batch-size must be at least 1")
     if args.max_size_mb is not None and args.max_size_mb <= 0:
         raise UserError("--max-size-mb must be positive")
-    if os.path.isdir(args.out):
-        raise UserError(f"--out {args.out} is a directory; give a file name like model.tflite")
     min_agreement = args.min_agreement
     if min_agreement is None:
         min_agreement = DEFAULT_MIN_AGREEMENT[args.quantization]
@@ -91,7 +89,7 @@ def run(args):
         args.student, args.out, task=args.task, quantization=args.quantization, seq_len=args.seq_len,
         batch_size=args.batch_size, calibration_corpus=args.calibration_corpus,
         num_calibration=args.num_calibration, num_parity=args.num_parity, max_size_mb=args.max_size_mb,
-        min_agreement=min_agreement, android_assets=args.android_assets, **kw)
+        min_agreement=min_agreement, android_assets=args.android_assets, overwrite=args.overwrite, **kw)
     g, par = report["graph_ops"], report["parity"]
     print(f"wrote {args.out} ({report['size_mb']:.3f} MB, {args.quantization}"
           f"{', recipe ' + report['recipe'] if report.get('recipe') else ''}; {report['params']:,} params)")

@@ -10,6 +10,7 @@ Example::
 
 import json
 
+from mobile_bert_distill.commands import _types as T
 from mobile_bert_distill.errors import UserError
 
 
@@ -22,12 +23,13 @@ def register(subparsers):
     )
     p.add_argument("--config", metavar="PATH",
                    help="distill YAML (its student: section), keras-hub preset dir or config.json")
-    p.add_argument("--hidden-dim", type=int)
-    p.add_argument("--num-layers", type=int)
-    p.add_argument("--num-heads", type=int)
-    p.add_argument("--intermediate-dim", type=int, help="default 4 x hidden")
-    p.add_argument("--vocab-size", type=int)
-    p.add_argument("--max-positions", type=int, help="position table rows (default 512)")
+    p.add_argument("--hidden-dim", type=T.positive_int, help="hidden width (overrides --config's)")
+    p.add_argument("--num-layers", type=T.positive_int, help="Transformer layers (overrides --config's)")
+    p.add_argument("--num-heads", type=T.positive_int, help="attention heads (overrides --config's)")
+    p.add_argument("--intermediate-dim", type=T.positive_int, help="feed-forward width (default: 4 x hidden)")
+    p.add_argument("--vocab-size", type=T.positive_int,
+                   help="vocabulary rows (overrides --config's; needed when the config names no vocabulary)")
+    p.add_argument("--max-positions", type=T.positive_int, help="position table rows (default: 512)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 

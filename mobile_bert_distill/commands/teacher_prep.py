@@ -11,12 +11,14 @@ def register(sub):
                     "teacher loss only (both heads, dual-vocabulary input at dual.p_dt), no student loss, "
                     "and writes OUT/teacher. Use it afterwards as teacher.source: OUT/teacher. "
                     "Freeze the encoder with --override teacher.trainable=false (heads only, faster).")
-    p.add_argument("--config", required=True, metavar="CONFIG.yaml")
-    p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE")
+    p.add_argument("--config", required=True, metavar="CONFIG.yaml",
+                   help="run configuration (see configs/; its mode is replaced by 'teacher')")
+    p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override config keys, e.g. train.steps=500 teacher.trainable=false")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (DIR/teacher is the result)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--restart", action="store_true", help="discard an interrupted run instead of resuming it")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_strategy_argument(p)
     add_backend_argument(p)
     p.set_defaults(func=run)
