@@ -188,7 +188,8 @@ def make_plan(args, grid, inputs, budget_s, log):
 # ---------------------------------------------------------------------------- run
 def train(cfg, run_dir, log):
     """Train ``cfg`` into ``run_dir`` unless it is there already; ``(summary, wall seconds, reused)``."""
-    from mobile_bert_distill.training import distill, same_config
+    from mobile_bert_distill.config import same_config
+    from mobile_bert_distill.training import distill
 
     t0 = time.time()
     reused = os.path.exists(os.path.join(run_dir, "summary.json")) and \

@@ -19,7 +19,6 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import shlex
@@ -43,13 +42,10 @@ def default_cache_dir():
 
 
 def default_quantization():
-    """The kit's default quantized mode: ``export.DEFAULT_QUANTIZATION`` when the exporter
-    defines it, else ``int8`` (the default of ``mbd export --quantization``)."""
-    try:
-        from mobile_bert_distill import export
-    except ImportError:
-        return "int8"
-    return getattr(export, "DEFAULT_QUANTIZATION", "int8")
+    """The mode ``mbd export`` writes by default (``export.DEFAULT_QUANTIZATION``)."""
+    from mobile_bert_distill.export import DEFAULT_QUANTIZATION
+
+    return DEFAULT_QUANTIZATION
 
 
 # --------------------------------------------------------------------------
@@ -140,12 +136,9 @@ class Baseline:
 
         log(f"building the {self.label} baseline ({task}, {quantization}, seq {seq_len}) -> {path}")
         model = self.build(task)
-        kwargs = dict(task=task, quantization=quantization, seq_len=seq_len, **self.export_kwargs)
-        accepted = inspect.signature(export_keras_model).parameters
-        for key, value in (("num_calibration", 16), ("num_parity", 4)):
-            if key in accepted:  # a random-init baseline needs no big calibration/parity sets
-                kwargs[key] = value
-        export_keras_model(model, path, **kwargs)
+        # a random-init baseline needs no big calibration/parity sets
+        export_keras_model(model, path, task=task, quantization=quantization, seq_len=seq_len, num_calibration=16,
+                           num_parity=4, **self.export_kwargs)
         if self.config is not None:
             atomic_write_json(path + ".architecture.json", self.config.to_dict())
         return path
@@ -171,14 +164,17 @@ def perturb_constant_weights(model, rng, scale=0.02):
 
 
 def export_fingerprint():
-    """Hash of the export code, so a changed export graph invalidates cached baselines."""
+    """Hash of the export code, so a changed export graph invalidates cached baselines.
+
+    The modules are imported, not looked up by file name: one that moves fails here instead of
+    silently leaving the key.
+    """
+    from mobile_bert_distill import bert_graph, export, quantization
+
     h = hashlib.sha1()
-    here = os.path.dirname(os.path.abspath(__file__))
-    for name in ("export.py", "bert_graph.py", "quantization.py"):
-        p = os.path.join(here, name)
-        if os.path.isfile(p):
-            with open(p, "rb") as f:
-                h.update(f.read())
+    for module in (export, bert_graph, quantization):
+        with open(module.__file__, "rb") as f:
+            h.update(f.read())
     return h.hexdigest()[:10]
 
 

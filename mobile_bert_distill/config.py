@@ -10,6 +10,7 @@ Example:
 """
 
 import copy
+import json
 import os
 
 import yaml
@@ -222,6 +223,21 @@ def jit_compile(cfg_train):
 
     value = cfg_train["jit_compile"]
     return JIT_AUTO[backends.current()] if value == "auto" else bool(value)
+
+
+def same_config(path, cfg):
+    """True when the run config at ``path`` (a run's ``config.yaml``) records ``cfg``.
+
+    ``output_dir`` is left out of the comparison: it names where a run was written, not how
+    (a run records its final folder while it writes ``OUT.partial``).
+    """
+    if not os.path.exists(path):
+        return False
+    with open(path, encoding="utf-8") as f:
+        old = yaml.safe_load(f) or {}
+    new = json.loads(json.dumps(cfg))
+    return isinstance(old, dict) and {k: v for k, v in old.items() if k != "output_dir"} == \
+        {k: v for k, v in new.items() if k != "output_dir"}
 
 
 def dump(cfg):

@@ -353,17 +353,6 @@ def _split_own_corpus(path, train_dst, held_dst, fraction, max_bytes, max_lines)
     os.replace(held_dst + ".tmp", held_dst)
 
 
-def _same_run(run_dir, cfg):
-    """True when ``run_dir/config.yaml`` is ``cfg`` (the config a finished or interrupted run used)."""
-    import yaml
-
-    path = os.path.join(run_dir, "config.yaml")
-    if not os.path.exists(path):
-        return False
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f) == json.loads(json.dumps(dict(cfg, output_dir=os.path.abspath(run_dir))))
-
-
 def _load_json(path, default=None):
     try:
         with open(path, encoding="utf-8") as f:
@@ -476,7 +465,7 @@ def run_real(args):
     def train_stage(name):
         d, cfg = dirs[name], runs[name]
         partial = d + ".partial"
-        if os.path.exists(partial) and not _same_run(partial, cfg):
+        if os.path.exists(partial) and not config_lib.same_config(os.path.join(partial, "config.yaml"), cfg):
             shutil.rmtree(partial)  # an interrupted run with other settings: start afresh
         cfg_file = os.path.join(cfg_dir, f"{name.replace('+', '_')}.yaml")
         verb = "teacher-prep" if name == "teacher-prep" else "distill"
@@ -489,7 +478,8 @@ def run_real(args):
         if name == "teacher-prep":
             detail += f", encoder {'trained' if cfg['teacher']['trainable'] else 'frozen'}"
         st.run(name if name == "teacher-prep" else f"distill {name}",
-               lambda d=dirs[name], c=cfg: os.path.exists(os.path.join(d, "summary.json")) and _same_run(d, c),
+               lambda d=dirs[name], c=cfg: os.path.exists(os.path.join(d, "summary.json"))
+               and config_lib.same_config(os.path.join(d, "config.yaml"), c),
                lambda n=name: train_stage(n),
                key={"config": dict(cfg, output_dir=dirs[name]), "inputs": _fingerprint(*inputs)}, detail=detail)
 

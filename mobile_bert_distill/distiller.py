@@ -119,61 +119,64 @@ class Distiller(backends.training_steps(), keras.Model):
 
     # ------------------------------------------------------------- the loss
     def compute_terms(self, batch, training=False):
-        """Every loss term of one (per-replica) batch.
+        """Every loss term of one (per-replica) batch: ``L = L_p + ε·(L_ce_student + L_ce_teacher)``.
 
-        Returns ``(loss_for_gradients, values)``: the first is this replica's
-        share of ``L`` (sums over the global number of masked pieces, ``L_p``
-        split over replicas); ``values`` holds the global value of every term
-        and accuracy, for metrics.
+        Returns ``(loss, values, weights)``: ``loss`` is this replica's share of ``L`` (the
+        cross-entropy sums over the global number of masked pieces, ``L_p`` split over the
+        replicas), the value to differentiate; ``values`` holds the global value of every term and
+        accuracy, for metrics; ``weights`` the piece counts that weight some of them.
         """
-        replicas = self.num_replicas()
         values, weights = {}, {}
-        loss_ce = 0.0
-        value_ce = 0.0
+        l_ce_student = l_ce_teacher = l_p = 0.0
         if self.use_student_loss:
-            logits = self.call(batch, training=training)
-            w = ops.cast(batch["s_mask_weights"], "float32")
-            ce_sum, hits = _masked_ce(logits, batch["s_mask_ids"], w)
-            n = ops.maximum(self.global_sum(ops.sum(w)), 1.0)
-            loss_ce = loss_ce + ce_sum / n
-            values["l_ce_student"] = self.global_sum(ops.stop_gradient(ce_sum)) / n
-            values["student_acc"] = self.global_sum(hits) / n
-            weights["student_acc"] = n
-            value_ce = value_ce + values["l_ce_student"]
+            l_ce_student = self._student_ce(batch, training, values, weights)
         if self.teacher is not None:
-            x = self.teacher.encode(batch["t_token_ids"], batch["t_is_student"], batch["t_padding_mask"],
-                                    training=training)
-            logits_t, logits_s = self.teacher.heads(x, batch["t_mask_positions"])
-            w = ops.cast(batch["t_mask_weights"], "float32")
-            is_s = ops.cast(batch["t_mask_is_student"], "float32")
-            labels = batch["t_mask_ids"]
-            w_t, w_s = w * (1.0 - is_s), w * is_s
-            ce_t, hits_t = _masked_ce(logits_t, ops.where(is_s > 0, 0, labels), w_t)
-            ce_s, hits_s = _masked_ce(logits_s, ops.where(is_s > 0, labels, 0), w_s)
-            n = ops.maximum(self.global_sum(ops.sum(w)), 1.0)
-            n_t = self.global_sum(ops.sum(w_t))
-            n_s = self.global_sum(ops.sum(w_s))
-            loss_ce = loss_ce + (ce_t + ce_s) / n
-            g_ce_t = self.global_sum(ops.stop_gradient(ce_t))
-            g_ce_s = self.global_sum(ops.stop_gradient(ce_s))
-            values["l_ce_teacher"] = (g_ce_t + g_ce_s) / n
-            values["l_ce_teacher_tvocab"] = g_ce_t / ops.maximum(n_t, 1.0)
-            values["l_ce_teacher_svocab"] = g_ce_s / ops.maximum(n_s, 1.0)
-            values["teacher_acc_tvocab"] = self.global_sum(hits_t) / ops.maximum(n_t, 1.0)
-            values["teacher_acc_svocab"] = self.global_sum(hits_s) / ops.maximum(n_s, 1.0)
-            values["teacher_svocab_share"] = n_s / n
-            weights.update(l_ce_teacher_tvocab=n_t, l_ce_teacher_svocab=n_s,
-                           teacher_acc_tvocab=n_t, teacher_acc_svocab=n_s)
-            value_ce = value_ce + values["l_ce_teacher"]
-        loss = self.epsilon * loss_ce
-        value = self.epsilon * value_ce
+            l_ce_teacher = self._teacher_ce(batch, training, values, weights)
         if self.projections is not None:
             l_p = self.projections.loss()
-            loss = loss + l_p / replicas
             values["l_p"] = ops.stop_gradient(l_p)
-            value = value + values["l_p"]
-        values["loss"] = value
+        loss = self.epsilon * (l_ce_student + l_ce_teacher) + l_p / self.num_replicas()
+        values["loss"] = (self.epsilon * (values.get("l_ce_student", 0.0) + values.get("l_ce_teacher", 0.0))
+                          + values.get("l_p", 0.0))
         return loss, values, weights
+
+    def _student_ce(self, batch, training, values, weights):
+        """The student's masked-LM cross-entropy on student segmentation (this replica's share)."""
+        logits = self.call(batch, training=training)
+        w = ops.cast(batch["s_mask_weights"], "float32")
+        ce_sum, hits = _masked_ce(logits, batch["s_mask_ids"], w)
+        n = ops.maximum(self.global_sum(ops.sum(w)), 1.0)
+        values["l_ce_student"] = self.global_sum(ops.stop_gradient(ce_sum)) / n
+        values["student_acc"] = self.global_sum(hits) / n
+        weights["student_acc"] = n
+        return ce_sum / n
+
+    def _teacher_ce(self, batch, training, values, weights):
+        """The teacher's cross-entropy on mixed segmentation: each masked piece is scored by the head
+        of its vocabulary (this replica's share)."""
+        x = self.teacher.encode(batch["t_token_ids"], batch["t_is_student"], batch["t_padding_mask"],
+                                training=training)
+        logits_t, logits_s = self.teacher.heads(x, batch["t_mask_positions"])
+        w = ops.cast(batch["t_mask_weights"], "float32")
+        is_s = ops.cast(batch["t_mask_is_student"], "float32")
+        labels = batch["t_mask_ids"]
+        w_t, w_s = w * (1.0 - is_s), w * is_s
+        ce_t, hits_t = _masked_ce(logits_t, ops.where(is_s > 0, 0, labels), w_t)
+        ce_s, hits_s = _masked_ce(logits_s, ops.where(is_s > 0, labels, 0), w_s)
+        n = ops.maximum(self.global_sum(ops.sum(w)), 1.0)
+        n_t = self.global_sum(ops.sum(w_t))
+        n_s = self.global_sum(ops.sum(w_s))
+        g_ce_t = self.global_sum(ops.stop_gradient(ce_t))
+        g_ce_s = self.global_sum(ops.stop_gradient(ce_s))
+        values["l_ce_teacher"] = (g_ce_t + g_ce_s) / n
+        values["l_ce_teacher_tvocab"] = g_ce_t / ops.maximum(n_t, 1.0)
+        values["l_ce_teacher_svocab"] = g_ce_s / ops.maximum(n_s, 1.0)
+        values["teacher_acc_tvocab"] = self.global_sum(hits_t) / ops.maximum(n_t, 1.0)
+        values["teacher_acc_svocab"] = self.global_sum(hits_s) / ops.maximum(n_s, 1.0)
+        values["teacher_svocab_share"] = n_s / n
+        weights.update(l_ce_teacher_tvocab=n_t, l_ce_teacher_svocab=n_s,
+                       teacher_acc_tvocab=n_t, teacher_acc_svocab=n_s)
+        return (ce_t + ce_s) / n
 
     def update_metrics(self, values, weights):
         for name, tracker in self.trackers.items():

@@ -49,6 +49,7 @@ from mobile_bert_distill.atomic import atomic_file, atomic_write_json, locked_ou
 from mobile_bert_distill.errors import UserError
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+DEFAULT_QUANTIZATION = "int8"  # what `mbd export` writes unless told otherwise
 TASKS = ("mlm", "encoder", "classifier")
 INPUT_NAMES = ("input_ids", "segment_ids", "padding_mask")
 OUTPUT_NAMES = {"mlm": ("logits",), "encoder": ("pooled_output", "sequence_output"),

@@ -177,7 +177,10 @@ class Run:
             hcorpus = load_or_build_corpus(self.heldout_lines, self.cache_dir)
             hs = PieceTable(self.student_vocab, hcorpus.words)
             ht = PieceTable(self.teacher_vocab, hcorpus.words) if t_table is not None else None
-            self.eval_maker = DualBatchMaker(hcorpus, hs, ht, seed=12345, eval_masking=True, sequential=True, **common)
+            # held-out batches mix at the target p_dt: a ramp's start (often 0) would leave the
+            # student-vocabulary head nothing to be scored on
+            self.eval_maker = DualBatchMaker(hcorpus, hs, ht, seed=12345, eval_masking=True, sequential=True,
+                                             **dict(common, p_dt_start=None, ramp_steps=0))
         return self.maker
 
 
@@ -237,22 +240,6 @@ def _callbacks(run, staging, ckpt, start_step, total_steps, history, progress):
 
 
 # ---------------------------------------------------------------- the run
-def same_config(path, cfg):
-    """True when the run config at ``path`` (a run's ``config.yaml``) records ``cfg``.
-
-    ``output_dir`` is left out of the comparison: it names where a run was written, not how.
-    """
-    if not os.path.exists(path):
-        return False
-    import yaml
-
-    with open(path, encoding="utf-8") as f:
-        old = yaml.safe_load(f) or {}
-    new = json.loads(json.dumps(cfg))
-    return isinstance(old, dict) and {k: v for k, v in old.items() if k != "output_dir"} == \
-        {k: v for k, v in new.items() if k != "output_dir"}
-
-
 def distill(cfg, out_dir=None, overwrite=False, restart=False, progress=True, log=_log):
     """Run one distillation described by a resolved config; returns the summary dict."""
     out_dir = os.path.abspath(out_dir or cfg["output_dir"])
@@ -267,7 +254,7 @@ def _locked_distill(cfg, out_dir, restart, progress, log):
     backend = backends.module()
     staging = out_dir + ".partial"
     if os.path.exists(staging):
-        if restart or not same_config(os.path.join(staging, "config.yaml"), cfg):
+        if restart or not config_lib.same_config(os.path.join(staging, "config.yaml"), cfg):
             if not restart:
                 raise UserError(f"{staging} holds an interrupted run with a different config; "
                                 "pass --restart to discard it")

@@ -77,12 +77,8 @@ def tiny_tflite(root, name):
     if how == "kit":
         from mobile_bert_distill.export import export_keras_model
 
-        import inspect
-
-        extra = {"write_report": False, "num_parity": 2, "num_calibration": 4}
-        accepted = inspect.signature(export_keras_model).parameters
-        extra = {k: v for k, v in extra.items() if k in accepted}
-        export_keras_model(model, path, task=task, quantization=quant, seq_len=seq_len, **extra)
+        export_keras_model(model, path, task=task, quantization=quant, seq_len=seq_len, write_report=False,
+                           num_parity=2, num_calibration=4)
     else:
         _stock_convert(model, seq_len, path)
     return path

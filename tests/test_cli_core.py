@@ -288,3 +288,15 @@ def test_every_option_has_help_and_names_its_default():
     silent = [f"{name} {'/'.join(a.option_strings)}" for name, a in options
               if a.default not in (None, False, [], argparse.SUPPRESS) and "default" not in a.help.lower()]
     assert silent == []
+
+
+def test_same_config_ignores_where_a_run_was_written(tmp_path, tiny_config):
+    from mobile_bert_distill import config
+
+    cfg = tiny_config("nokd")
+    path = tmp_path / "OUT.partial" / "config.yaml"
+    path.parent.mkdir()
+    path.write_text(config.dump(dict(cfg, output_dir=str(tmp_path / "OUT"))))  # as a run records it
+    assert config.same_config(str(path), dict(cfg, output_dir=str(tmp_path / "OUT.partial")))
+    assert not config.same_config(str(path), dict(cfg, seed=cfg["seed"] + 1))
+    assert not config.same_config(str(tmp_path / "none.yaml"), cfg)

@@ -351,3 +351,13 @@ def test_no_readable_checkpoint_asks_for_restart(tmp_path):
         f.truncate(100)
     with pytest.raises(UserError, match="no checkpoint .* can be read; pass --restart"):
         ck.restore_latest(log=lambda m: None)
+
+
+def test_heldout_batches_mix_at_the_target_p_dt_not_the_ramp_start(tiny_config, tiny_data):
+    cfg = tiny_config("teacher", overrides=[f"data.heldout={tiny_data['heldout']}", "dual.p_dt=1.0",
+                                            "dual.p_dt_start=0.0", "dual.ramp_steps=1000"])
+    run = build_run(cfg)
+    assert not run.maker(0)["t_is_student"].any()  # training starts the ramp at p_dt 0
+    held = run.eval_maker(0)
+    masked = held["t_mask_is_student"][held["t_mask_weights"] > 0]
+    assert masked.size and masked.all()  # p_dt 1: every word (so every masked piece) is a student piece

@@ -12,12 +12,18 @@ def register(sub):
     p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override config keys, e.g. mode=nokd train.steps=200 dual.p_dt=0.3")
     p.add_argument("--out", metavar="DIR", help="output directory (default: the config's output_dir)")
+    add_run_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_run_arguments(p):
+    """The options every training verb shares (distill, teacher-prep): output policy, progress,
+    strategy, backend."""
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--restart", action="store_true", help="discard an interrupted run instead of resuming it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_strategy_argument(p)
     add_backend_argument(p)
-    p.set_defaults(func=run)
 
 
 def add_backend_argument(p):

@@ -4,7 +4,7 @@ from mobile_bert_distill.commands import _types as T
 
 
 def register(sub):
-    from mobile_bert_distill.export import INT8_RECIPES, QUANTIZATIONS
+    from mobile_bert_distill.export import DEFAULT_QUANTIZATION, INT8_RECIPES, QUANTIZATIONS
 
     p = sub.add_parser(
         "export", help="export the student to LiteRT (.tflite) with float/int8 quantization",
@@ -22,7 +22,7 @@ def register(sub):
     p.add_argument("--task", choices=("mlm", "encoder", "classifier"), default="mlm",
                    help="mlm: fill-mask logits; encoder: sequence and pooled outputs; classifier: class "
                         "probabilities [batch, num_classes] (default: mlm)")
-    p.add_argument("--quantization", choices=QUANTIZATIONS, default="int8",
+    p.add_argument("--quantization", choices=QUANTIZATIONS, default=DEFAULT_QUANTIZATION,
                    help="float32, float16, dynamic (int8 weights, float activations) or int8 "
                         "(full integer, calibrated on --calibration-corpus) (default: int8)")
     p.add_argument("--int8-recipe", choices=INT8_RECIPES, default="matmul",

@@ -1,6 +1,6 @@
 """`mbd teacher-prep`: train the teacher's MLM heads (and optionally its encoder) before distillation."""
 
-from mobile_bert_distill.commands.distill import add_backend_argument, add_strategy_argument, strategy_overrides
+from mobile_bert_distill.commands.distill import add_run_arguments, strategy_overrides
 
 
 def register(sub):
@@ -16,11 +16,7 @@ def register(sub):
     p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override config keys, e.g. train.steps=500 teacher.trainable=false")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (DIR/teacher is the result)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    p.add_argument("--restart", action="store_true", help="discard an interrupted run instead of resuming it")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_strategy_argument(p)
-    add_backend_argument(p)
+    add_run_arguments(p)
     p.set_defaults(func=run)
 
 
