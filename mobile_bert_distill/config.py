@@ -240,5 +240,39 @@ def same_config(path, cfg):
         {k: v for k, v in new.items() if k != "output_dir"}
 
 
+def teacher_depth(teacher_cfg, base_dir=None, default=12):
+    """The teacher's number of layers, read without building it (the student's depth by default).
+
+    From ``teacher.random.num_layers``, else the ``config.json`` of a local ``teacher.source``
+    (keras-hub preset, Hugging Face folder or teacher checkpoint; a relative path is looked up
+    in ``base_dir``); a preset name gives ``default`` (BERT-base's 12, the paper's teacher). A
+    source that looks like a path but holds no ``config.json`` is refused: never guess, a
+    student of the wrong depth would be trained silently.
+    """
+    if teacher_cfg.get("random"):
+        return int(teacher_cfg["random"].get("num_layers", default))
+    src = teacher_cfg.get("source")
+    if not src:
+        return default
+    src = str(src)
+    folder = os.path.join(base_dir, src) if base_dir and not os.path.isabs(src) else src
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        if os.sep in src or src.startswith("."):
+            raise UserError(f"cannot read the teacher's depth: no config.json in {src} "
+                            "(fix teacher.source or set student.num_layers)")
+        return default
+    try:
+        with open(path, encoding="utf-8") as f:
+            c = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is not a readable JSON config ({type(e).__name__})") from None
+    inner = c.get("config", c) if isinstance(c, dict) else {}
+    for key in ("num_layers", "num_hidden_layers"):
+        if isinstance(inner, dict) and inner.get(key):
+            return int(inner[key])
+    return default
+
+
 def dump(cfg):
     return yaml.safe_dump(cfg, sort_keys=False)

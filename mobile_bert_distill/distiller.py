@@ -39,10 +39,9 @@ import keras
 from keras import ops
 
 from mobile_bert_distill import backends
+from mobile_bert_distill.config import MODES
 from mobile_bert_distill.errors import UserError
 from mobile_bert_distill.projections import SharedProjections, transformer_weight_pairs
-
-MODES = ("nokd", "dual", "dual+down", "dual+up", "teacher")
 
 
 def _masked_ce(logits, labels, weights):

@@ -46,17 +46,18 @@ import time
 import numpy as np
 
 from mobile_bert_distill.atomic import atomic_file, atomic_write_json, locked_output, staged_files
+from mobile_bert_distill.bert_graph import TASKS
 from mobile_bert_distill.errors import UserError
+from mobile_bert_distill.finetune import LABELS_FILE
+from mobile_bert_distill.text import KIT_SPECIAL_IDS, pack_rows
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 DEFAULT_QUANTIZATION = "int8"  # what `mbd export` writes unless told otherwise
-TASKS = ("mlm", "encoder", "classifier")
 INPUT_NAMES = ("input_ids", "segment_ids", "padding_mask")
 OUTPUT_NAMES = {"mlm": ("logits",), "encoder": ("pooled_output", "sequence_output"),
                 "classifier": ("probabilities",)}
 #: Minimum masked-token top-1 agreement with the float model, per mode (CLI default).
 DEFAULT_MIN_AGREEMENT = {"float32": 0.999, "float16": 0.99, "dynamic": 0.95, "int8": 0.99}
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 log = logging.getLogger(__name__)
 
@@ -119,19 +120,18 @@ def random_sequences(n, seq_len, vocab_size, *, batch=None, seed=0, num_special=
     """``n`` valid random sequences: ``[CLS] ids.. [SEP] [PAD]..`` with varied lengths.
 
     Token ids are drawn from ``[num_special, vocab_size)`` (never out of range),
-    and a ``mask_rate`` share of them is replaced by ``[MASK]`` (id 4).
+    and a ``mask_rate`` share of them is replaced by ``[MASK]``; special ids are the kit
+    vocabularies' (``text.KIT_SPECIAL_IDS``).
     Returns a dict of int32 arrays ``[n, seq_len]``.
     """
+    ids = KIT_SPECIAL_IDS
     rng = np.random.default_rng(seed)
-    ids = np.zeros((n, seq_len), np.int32)
-    mask = np.zeros((n, seq_len), np.int32)
-    for i in range(n):
+    bodies = []
+    for _ in range(n):
         length = int(rng.integers(min(8, seq_len), seq_len + 1))
         body = rng.integers(num_special, vocab_size, size=length - 2)
-        body = np.where(rng.random(length - 2) < mask_rate, 4, body)
-        ids[i, :length] = np.concatenate([[2], body, [3]])
-        mask[i, :length] = 1
-    return {"input_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": mask}
+        bodies.append(np.where(rng.random(length - 2) < mask_rate, ids["[MASK]"], body))
+    return pack_rows(bodies, seq_len, ids["[CLS]"], ids["[SEP]"])
 
 
 def _as_feeds(sequences):
@@ -502,7 +502,7 @@ def parity(task, reference, candidate, feeds, labels=None):
             res["accuracy_drop_points"] = 100.0 * (res["float_accuracy"] - res["tflite_accuracy"])
         return res
     if task == "mlm":
-        where = feeds["input_ids"] == 4
+        where = feeds["input_ids"] == KIT_SPECIAL_IDS["[MASK]"]  # the masks of random_sequences
         if not where.any():
             where = feeds["padding_mask"].astype(bool)
         ref = reference["logits"][where]
@@ -815,25 +815,22 @@ def corpus_sequences(lines, tokenizer, seq_len, n, *, seed=0, mask_rate=0.15, mi
     encoded = [ids for ids in (tokenizer.encode(line) for line in lines) if ids]
     if not encoded:
         raise UserError("the corpus produced no tokens")
-    ids = np.zeros((n, seq_len), np.int32)
-    labels = np.zeros((n, seq_len), np.int32)
-    mask = np.zeros((n, seq_len), np.int32)
+    bodies, masked = [], []
     cursor = int(rng.integers(len(encoded)))
-    for i in range(n):
+    for _ in range(n):
         target = int(rng.integers(min(min_len, seq_len), seq_len + 1)) - 2
         body = []
         while len(body) < target:
             body.extend(encoded[cursor % len(encoded)])
             cursor += 1
         body = body[:max(target, 1)]
-        row = [cls_id] + body + [sep_id]
-        ids[i, : len(row)] = row
-        labels[i, : len(row)] = row
-        mask[i, : len(row)] = 1
         k = max(1, int(round(mask_rate * len(body))))
-        where = 1 + rng.choice(len(body), size=min(k, len(body)), replace=False)
-        ids[i, where] = mask_id
-    feeds = {"input_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": mask}
+        bodies.append(body)
+        masked.append(1 + rng.choice(len(body), size=min(k, len(body)), replace=False))
+    feeds = pack_rows(bodies, seq_len, cls_id, sep_id)
+    labels = feeds["input_ids"].copy()
+    for i, where in enumerate(masked):
+        feeds["input_ids"][i, where] = mask_id
     return feeds, labels
 
 
@@ -941,7 +938,6 @@ def _export_student_model(student_dir, out_path, *, task, quantization, seq_len,
 # fine-tuned classifiers (`mbd finetune` output)
 # --------------------------------------------------------------------------
 CLASSIFIER_CLASS = "BertTextClassifier"
-LABELS_FILE = "labels.json"
 
 
 def preset_task_class(preset_dir):
@@ -1010,15 +1006,8 @@ def text_sequences(lines, tokenizer, seq_len, n=None, *, seed=0):
     if n is not None:
         order = np.random.default_rng(seed).permutation(len(encoded))
         encoded = [encoded[order[k % len(order)]] for k in range(n)]
-    ids = np.zeros((len(encoded), seq_len), np.int32)
-    mask = np.zeros_like(ids)
-    truncated = 0
-    for row, (_, body) in enumerate(encoded):
-        truncated += len(body) > seq_len - 2
-        tokens = [cls_id] + body[: seq_len - 2] + [sep_id]
-        ids[row, : len(tokens)] = tokens
-        mask[row, : len(tokens)] = 1
-    feeds = {"input_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": mask}
+    truncated = sum(len(body) > seq_len - 2 for _, body in encoded)
+    feeds = pack_rows([body[: seq_len - 2] for _, body in encoded], seq_len, cls_id, sep_id)
     return feeds, [i for i, _ in encoded], int(truncated)
 
 

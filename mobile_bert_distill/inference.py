@@ -152,17 +152,15 @@ class LiteRTModel:
         texts = list(texts)
         if not texts:
             raise UserError("no input text given")
-        n, S = len(texts), self.seq_len
-        ids = np.zeros((n, S), np.int32)
-        mask = np.zeros((n, S), np.int32)
-        lengths = []
+        S = self.seq_len
+        bodies = []
         specials = (MASK,) if keep_masks else ()
-        for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
+        for i, sentence in enumerate(texts):
+            if not isinstance(sentence, str) or not sentence.strip():
                 raise UserError(f"input text {i + 1} is empty")
-            body = self.tokenizer.encode(text, specials=specials)
+            body = self.tokenizer.encode(sentence, specials=specials)
             if not body:
-                raise UserError(f"input text {i + 1} produced no tokens: {text[:40]!r}")
+                raise UserError(f"input text {i + 1} produced no tokens: {sentence[:40]!r}")
             if len(body) > S - 2:
                 warnings.warn(
                     f"text {i + 1} has {len(body)} tokens; truncated to the model's static length "
@@ -170,11 +168,9 @@ class LiteRTModel:
                     TruncationWarning, stacklevel=2,
                 )
                 body = body[: S - 2]
-            row = [self.ids["[CLS]"]] + body + [self.ids["[SEP]"]]
-            ids[i, : len(row)] = row
-            mask[i, : len(row)] = 1
-            lengths.append(len(row))
-        return {"input_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": mask}, lengths
+            bodies.append(body)
+        feeds = text.pack_rows(bodies, S, self.ids["[CLS]"], self.ids["[SEP]"])
+        return feeds, [len(body) + 2 for body in bodies]
 
     def run(self, feeds):
         """Run the model on ``[N, S]`` feeds (any N); returns float32 outputs by name."""

@@ -380,6 +380,32 @@ class Graph:
         }
 
 
+def partition_members(ops_details):
+    """The original ops each ``DELEGATE`` node replaced: a list of sets of op indices, one per partition.
+
+    ``ops_details`` is ``Interpreter._get_ops_details()`` after ``allocate_tensors``: the original
+    ops followed by one ``DELEGATE`` node per partition (the replaced ops stay listed). A
+    partition's ops are found by walking back from its outputs to its inputs.
+    """
+    original = [o for o in ops_details if o["op_name"] != "DELEGATE"]
+    producer = {int(t): o for o in original for t in o["outputs"]}
+    partitions = []
+    for d in ops_details:
+        if d["op_name"] != "DELEGATE":
+            continue
+        stop = {int(t) for t in d["inputs"]}
+        members, todo = set(), [int(t) for t in d["outputs"]]
+        while todo:
+            t = todo.pop()
+            op = producer.get(t)
+            if op is None or t in stop or op["index"] in members:
+                continue
+            members.add(op["index"])
+            todo.extend(int(i) for i in op["inputs"] if int(i) >= 0)
+        partitions.append(members)
+    return partitions
+
+
 def delegate_partitions(ops_details):
     """From ``Interpreter._get_ops_details()`` after ``allocate_tensors``: XNNPACK partitions.
 
@@ -387,30 +413,14 @@ def delegate_partitions(ops_details):
     the original ops that run inside a ``DELEGATE`` node and those left to the
     built-in kernels (each of which splits the graph).
     """
-    delegates = [o for o in ops_details if o["op_name"] == "DELEGATE"]
-    original = [o for o in ops_details if o["op_name"] != "DELEGATE"]
-    producer = {int(t): o["index"] for o in original for t in o["outputs"]}
-    by_index = {o["index"]: o for o in original}
-    inside = set()
-    for d in delegates:
-        stop = {int(t) for t in d["inputs"]}
-        stack = [int(t) for t in d["outputs"]]
-        seen = set()
-        while stack:
-            t = stack.pop()
-            if t in stop or t in seen or t not in producer:
-                continue
-            seen.add(t)
-            i = producer[t]
-            if i in inside:
-                continue
-            inside.add(i)
-            stack.extend(int(x) for x in by_index[i]["inputs"] if int(x) >= 0)
+    partitions = partition_members(ops_details)
+    inside = set().union(*partitions)
     count_in, count_out = {}, {}
-    for o in original:
-        target = count_in if o["index"] in inside else count_out
-        target[o["op_name"]] = target.get(o["op_name"], 0) + 1
-    return {"partitions": len(delegates), "delegated_ops": count_in, "outside": count_out}
+    for o in ops_details:
+        if o["op_name"] != "DELEGATE":
+            target = count_in if o["index"] in inside else count_out
+            target[o["op_name"]] = target.get(o["op_name"], 0) + 1
+    return {"partitions": len(partitions), "delegated_ops": count_in, "outside": count_out}
 
 
 # --------------------------------------------------------------------------

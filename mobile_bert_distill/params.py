@@ -219,26 +219,7 @@ def load_config(path, section="student", overrides=None):
         student["vocabulary"] = vocab
     student.update(over)
     if student.get("num_layers") is None:
-        student["num_layers"] = _teacher_depth(data.get("teacher") or {}, base)
+        from mobile_bert_distill.config import teacher_depth
+
+        student["num_layers"] = teacher_depth(data.get("teacher") or {}, base)
     return config_from_mapping(student, base_dir=base)
-
-
-def _teacher_depth(teacher, base):
-    """The teacher's layer count from ``teacher.random`` or a local preset/HF folder; else 12."""
-    if isinstance(teacher.get("random"), dict) and teacher["random"].get("num_layers"):
-        return teacher["random"]["num_layers"]
-    source = teacher.get("source")
-    if isinstance(source, str):
-        folder = source if os.path.isabs(source) else os.path.join(base, source)
-        cfg = os.path.join(folder, "config.json")
-        if os.path.isfile(cfg):
-            try:
-                with open(cfg, encoding="utf-8") as f:
-                    data = json.load(f)
-                data = data.get("config", data)
-                for key in ("num_layers", "num_hidden_layers"):
-                    if data.get(key):
-                        return data[key]
-            except (OSError, ValueError):
-                pass
-    return 12  # BERT-base, the paper's teacher

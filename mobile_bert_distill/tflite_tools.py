@@ -145,34 +145,17 @@ def op_histogram(interpreter):
 def delegated_nodes(interpreter):
     """Map each delegate partition to the original nodes it replaced.
 
-    ``_get_ops_details()`` lists the original nodes followed by one
-    ``DELEGATE`` node per partition (the replaced nodes stay listed). The nodes
-    of a partition are found by walking back from its outputs to its inputs.
-    Returns ``(partitions, outside)``: a list of sets of node indices, and the
+    Returns ``(partitions, outside)``: a list of sets of node indices
+    (:func:`mobile_bert_distill.litert_bench.partition_members`), and the
     histogram of op types that run outside every delegate.
     """
+    from mobile_bert_distill.litert_bench import partition_members
+
     details = interpreter._get_ops_details()
-    original = [op for op in details if op["op_name"] != "DELEGATE"]
-    producer = {}
-    for op in original:
-        for t in op["outputs"]:
-            producer[int(t)] = op
-    partitions = []
-    for d in details:
-        if d["op_name"] != "DELEGATE":
-            continue
-        stop = {int(t) for t in d["inputs"]}
-        members, todo = set(), [int(t) for t in d["outputs"]]
-        while todo:
-            t = todo.pop()
-            op = producer.get(t)
-            if op is None or t in stop or op["index"] in members:
-                continue
-            members.add(op["index"])
-            todo.extend(int(i) for i in op["inputs"] if i >= 0)
-        partitions.append(members)
-    inside = set().union(*partitions) if partitions else set()
-    outside = collections.Counter(op["op_name"] for op in original if op["index"] not in inside)
+    partitions = partition_members(details)
+    inside = set().union(*partitions)
+    outside = collections.Counter(op["op_name"] for op in details
+                                  if op["op_name"] != "DELEGATE" and op["index"] not in inside)
     return partitions, dict(sorted(outside.items()))
 
 

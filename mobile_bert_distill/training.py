@@ -22,8 +22,6 @@ import shutil
 import signal
 import time
 
-import numpy as np
-
 from mobile_bert_distill import backends
 from mobile_bert_distill import config as config_lib
 from mobile_bert_distill import text
@@ -52,26 +50,6 @@ def make_optimizer(cfg_train, precision=None):
     if precision == "mixed_float16":
         opt = keras.optimizers.LossScaleOptimizer(opt)
     return opt
-
-
-def teacher_depth(teacher_cfg, default=12):
-    """The teacher's number of layers, read without building it (nokd uses it for the student)."""
-    if teacher_cfg.get("random"):
-        return int(teacher_cfg["random"].get("num_layers", default))
-    src = teacher_cfg.get("source")
-    looks_like_path = src and (os.sep in str(src) or str(src).startswith("."))
-    if looks_like_path and not os.path.isfile(os.path.join(str(src), "config.json")):
-        # never guess: a student of the wrong depth would be trained silently
-        raise UserError(f"cannot read the teacher's depth: no config.json in {src} "
-                        "(fix teacher.source or set student.num_layers)")
-    if src and os.path.isfile(os.path.join(str(src), "config.json")):
-        with open(os.path.join(str(src), "config.json"), encoding="utf-8") as f:
-            c = json.load(f)
-        inner = c.get("config", c)
-        for key in ("num_layers", "num_hidden_layers"):
-            if key in inner:
-                return int(inner[key])
-    return default
 
 
 class Run:
@@ -132,7 +110,7 @@ class Run:
                 if num_layers is None:
                     num_layers = len(tb.transformer_layers)
             if num_layers is None:
-                num_layers = teacher_depth(t)
+                num_layers = config_lib.teacher_depth(t)
                 self.log(f"student depth: {num_layers} layers (the teacher's)")
             self.student = build_student(
                 self.student_vocab, hidden_dim=s["hidden_dim"], num_layers=num_layers, num_heads=s["num_heads"],

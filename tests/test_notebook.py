@@ -27,7 +27,8 @@ def test_colab_config_validates_without_loading_the_preset(tmp_path, monkeypatch
     import keras_hub
 
     from mobile_bert_distill import config
-    from mobile_bert_distill.training import Run, teacher_depth
+    from mobile_bert_distill.config import teacher_depth
+    from mobile_bert_distill.training import Run
 
     def no_network(*a, **k):
         raise AssertionError("the config check touched the network")
