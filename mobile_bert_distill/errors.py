@@ -6,15 +6,29 @@ class UserError(Exception):
 
     The CLI prints ``mbd: error: <message>`` on one line and exits with code 2.
     Raise it *before* anything is written, so that a failed command leaves
-    nothing half-written behind.
+    nothing half-written behind. The message speaks of values, not of command-line
+    flags; where passing a parameter resolves the error, name it in ``option``.
+
+    Args:
+        message: what is wrong, in the terms of the library's values.
+        option: the keyword parameter that resolves the error (``"restart"``); the CLI
+            adds ``(pass --restart PURPOSE)`` on the verbs that have that option.
+        purpose: what passing ``option`` does (``"to start over"``).
+
+    Example:
+    >>> e = UserError("the run folder out already exists", option="overwrite", purpose="to replace it")
+    >>> e.option, str(e)
+    ('overwrite', 'the run folder out already exists')
     """
+
+    def __init__(self, message, *, option=None, purpose=None):
+        super().__init__(message)
+        self.option = option
+        self.purpose = purpose
 
 
 class OutputExists(UserError):
-    """An output that is already there and may not be replaced.
-
-    The library names the path; the CLI adds how to replace it (``--overwrite``,
-    which every verb that refuses an existing output has).
+    """An output that is already there and may not be replaced (``overwrite`` replaces it).
 
     Args:
         path: the output that exists.
@@ -22,6 +36,6 @@ class OutputExists(UserError):
     """
 
     def __init__(self, path, what="output"):
-        super().__init__(f"the {what} {path} already exists")
+        super().__init__(f"the {what} {path} already exists", option="overwrite", purpose="to replace it")
         self.path = path
         self.what = what

@@ -629,9 +629,9 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
     if task == "mlm" and head is None:
         raise UserError("task 'mlm' needs a BertMaskedLM; a BertBackbone can only export task 'encoder'")
     if seq_len < 2 or seq_len > backbone.max_sequence_length:
-        raise UserError(f"--seq-len must be in [2, {backbone.max_sequence_length}], got {seq_len}")
+        raise UserError(f"the sequence length must be in [2, {backbone.max_sequence_length}], got {seq_len}")
     if batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+        raise UserError(f"the batch size must be >= 1, got {batch_size}")
     vocab_size = int(backbone.vocabulary_size)
     random_kw = {"mask_rate": 0.0} if task == "classifier" else {}  # a classifier never sees [MASK]
     if calibration_sequences is None:
@@ -663,8 +663,8 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
     size = len(flat)
     if max_size_mb is not None and size > max_size_mb * 1e6:
         raise UserError(
-            f"the {quantization} model would be {size / 1e6:.2f} MB, over --max-size-mb {max_size_mb}; "
-            "nothing written"
+            f"the {quantization} model would be {size / 1e6:.2f} MB, over the limit of {max_size_mb} MB; "
+            "nothing written", option="max_size_mb", purpose="with a larger limit to accept it"
         )
     info = inspect_tflite(flat)
     interp, runtime = load_interpreter(model_content=flat, num_threads=1)
@@ -674,8 +674,9 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
     par["source"] = parity_source
     if min_agreement is not None and agreement_of(par) < min_agreement:
         raise UserError(
-            f"parity {agreement_of(par):.4f} below --min-agreement {min_agreement} "
-            f"({quantization}, {par['sequences']} sequences); nothing written"
+            f"parity {agreement_of(par):.4f} below the minimum agreement {min_agreement} "
+            f"({quantization}, {par['sequences']} sequences); nothing written", option="min_agreement",
+            purpose="with a lower value to accept it"
         )
     report = {
         "model_file": os.path.basename(str(out_path)),
@@ -902,9 +903,9 @@ def _export_student_model(student_dir, out_path, *, task, quantization, seq_len,
                         "student preset: export the student/ folder beside it")
     if task == "mlm" and preset_task_class(student_dir) == CLASSIFIER_CLASS:
         raise UserError(f"{student_dir} is a fine-tuned classifier (BertTextClassifier), which has no MLM head: "
-                        "export it with --task classifier (or --task encoder)")
+                        "export it as a classifier (or as an encoder)")
     if quantization == "int8" and calibration_corpus is None:
-        raise UserError("int8 needs --calibration-corpus (a text file): it calibrates on real sentences")
+        raise UserError("int8 needs a calibration corpus (a text file): it calibrates on real sentences")
     from mobile_bert_distill.wordpiece import WordPiece
 
     lines = read_corpus(calibration_corpus) if calibration_corpus is not None else None
@@ -958,11 +959,11 @@ def read_classifier_labels(preset_dir):
     check_student_dir(preset_dir)
     task_class = preset_task_class(preset_dir)
     if task_class not in (None, CLASSIFIER_CLASS):
-        raise UserError(f"{preset_dir} is a {task_class} preset, not a classifier: --task classifier needs "
+        raise UserError(f"{preset_dir} is a {task_class} preset, not a classifier: a classifier export needs "
                         "the folder `mbd finetune` writes (a BertTextClassifier preset with labels.json)")
     path = os.path.join(preset_dir, LABELS_FILE)
     if not os.path.isfile(path):
-        raise UserError(f"{preset_dir} has no {LABELS_FILE}: --task classifier needs the folder "
+        raise UserError(f"{preset_dir} has no {LABELS_FILE}: a classifier export needs the folder "
                         "`mbd finetune` writes (a BertTextClassifier preset with labels.json)")
     if task_class is None:
         raise UserError(f"{preset_dir} has no task.json: not a BertTextClassifier preset")
@@ -1033,7 +1034,7 @@ def _export_classifier(classifier_dir, out_path, *, quantization, seq_len, batch
 
     classes, meta = read_classifier_labels(classifier_dir)
     if quantization == "int8" and calibration_corpus is None:
-        raise UserError("int8 needs --calibration-corpus (a text file): it calibrates on real sentences")
+        raise UserError("int8 needs a calibration corpus (a text file): it calibrates on real sentences")
     lines = read_corpus(calibration_corpus) if calibration_corpus is not None else None
     csv_rows = None
     if parity_csv is not None:
@@ -1044,7 +1045,7 @@ def _export_classifier(classifier_dir, out_path, *, quantization, seq_len, batch
         texts, raw_labels = read_labelled_csv(parity_csv, text_column, label_column, log=None)
         csv_rows = (texts, encode_labels(raw_labels, classes, parity_csv))
     elif text_column is not None or label_column is not None:
-        raise UserError("--text-column/--label-column need --parity-csv")
+        raise UserError("text and label columns need a parity CSV")
     model, vocab_path, classes, meta = load_classifier_preset(classifier_dir)
     tok_cfg = getattr(getattr(model, "preprocessor", None), "tokenizer", None)
     lowercase = bool(getattr(tok_cfg, "lowercase", True))

@@ -268,7 +268,7 @@ class LiteRTModel:
 
     def _need(self, task):
         if self.task != task:
-            raise UserError(f"{self.model_path} is an {self.task!r} export; this needs --task {task}")
+            raise UserError(f"{self.model_path} is an {self.task!r} export; this needs one exported for the task {task!r}")
 
 
 def read_labels(path):

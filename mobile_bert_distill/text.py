@@ -29,7 +29,7 @@ KIT_SPECIAL_IDS = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
 # --------------------------------------------------------------------- corpus
 def _decode_error_message(path, data, err):
     line = data.count(b"\n", 0, err.start) + 1
-    return f"{path}: not UTF-8 at byte offset {err.start} (line {line}); fix the file or pass --skip-bad-lines"
+    return f"{path}: not UTF-8 at byte offset {err.start} (line {line}); fix the file or skip such lines"
 
 
 def read_corpus(paths, skip_bad_lines=False, warn=print):
@@ -57,7 +57,8 @@ def read_corpus(paths, skip_bad_lines=False, warn=print):
             file_lines = text.splitlines()
         except UnicodeDecodeError as err:
             if not skip_bad_lines:
-                raise UserError(_decode_error_message(path, data, err)) from None
+                raise UserError(_decode_error_message(path, data, err), option="skip_bad_lines",
+                                purpose="to skip them with a warning") from None
             file_lines = []
             for raw in data.split(b"\n"):
                 try:

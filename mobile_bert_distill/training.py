@@ -67,9 +67,14 @@ class Run:
         cfg = self.cfg
         d = cfg["data"]
         self.student_vocab = text.load_vocab(d["student_vocab"])
-        self.lines = text.read_corpus(d["corpus"], skip_bad_lines=d["skip_bad_lines"], warn=self.log)
-        self.heldout_lines = (text.read_corpus([d["heldout"]], skip_bad_lines=d["skip_bad_lines"], warn=self.log)
-                              if d["heldout"] else None)
+        try:
+            self.lines = text.read_corpus(d["corpus"], skip_bad_lines=d["skip_bad_lines"], warn=self.log)
+            self.heldout_lines = (text.read_corpus([d["heldout"]], skip_bad_lines=d["skip_bad_lines"],
+                                                   warn=self.log) if d["heldout"] else None)
+        except UserError as e:
+            if e.option != "skip_bad_lines":
+                raise
+            raise UserError(f"{e} (set data.skip_bad_lines: true)") from None
         t = cfg["teacher"]
         self.teacher_backbone = self.teacher_tokenizer = None
         self.teacher_vocab = None
@@ -234,8 +239,8 @@ def _locked_distill(cfg, out_dir, restart, progress, log):
     if os.path.exists(staging):
         if restart or not config_lib.same_config(os.path.join(staging, "config.yaml"), cfg):
             if not restart:
-                raise UserError(f"{staging} holds an interrupted run with a different config; "
-                                "pass --restart to discard it")
+                raise UserError(f"{staging} holds an interrupted run with a different config",
+                                option="restart", purpose="to discard it")
             shutil.rmtree(staging)
     if cfg["train"]["deterministic"]:
         backend.enable_determinism()

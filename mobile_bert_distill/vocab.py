@@ -27,7 +27,8 @@ def learn_vocab(lines, size=4928, words=None, min_frequency=2, limit_alphabet=10
     from tokenizers import BertWordPieceTokenizer
 
     if size < len(text.SPECIAL_TOKENS) + 1:
-        raise UserError(f"--size must be larger than {len(text.SPECIAL_TOKENS)}")
+        raise UserError(f"the vocabulary size must be larger than {len(text.SPECIAL_TOKENS)} (its special tokens), "
+                        f"got {size}")
     if words is None:
         words = text.pretokenize(lines)
     # The text is already case-folded, accent-stripped and split: make the

@@ -290,13 +290,13 @@ def _broken_copy(art, tmp_path, labels=None, task_class=None):
     ("no_labels_json", "has no labels.json"),
     ("labels_count", "lists 3 classes but the classifier has 2 outputs"),
     ("duplicate_labels", "at least 2 distinct"),
-    ("mlm_on_classifier", "export it with --task classifier"),
+    ("mlm_on_classifier", "export it as a classifier (or as an encoder)"),
     ("parity_csv_on_mlm", "--parity-csv apply only to --task classifier"),
     ("csv_missing_column", "missing column(s) text"),
     ("csv_unknown_label", "label(s) 'great' not seen"),
-    ("int8_without_corpus", "int8 needs --calibration-corpus"),
-    ("column_without_csv", "--text-column/--label-column need --parity-csv"),
-    ("low_agreement", "below --min-agreement"),
+    ("int8_without_corpus", "int8 needs a calibration corpus"),
+    ("column_without_csv", "text and label columns need a parity CSV"),
+    ("low_agreement", "below the minimum agreement"),
     ("encoder_assets", "Android assets need the task mlm"),
 ])
 def test_export_classifier_bad_inputs(art, capsys, tmp_path, case, message):

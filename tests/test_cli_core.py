@@ -76,6 +76,7 @@ def test_vocab_not_utf8_names_file_and_offset_then_skip(tiny_data, tmp_path, cap
     p.write_bytes(b"hello world\nsecond line\xff\xfe here\n" + good)
     code, _, err = run_cli(["vocab", "--corpus", str(p), "--size", "60", "--out", str(tmp_path / "v")], capsys)
     assert_one_line_error(code, err, f"{p}: not UTF-8 at byte offset 23")
+    assert err.strip().endswith("fix the file or skip such lines (pass --skip-bad-lines to skip them with a warning)")
     assert not (tmp_path / "v").exists()
     code, out, _ = run_cli(["vocab", "--corpus", str(p), "--size", "60", "--out", str(tmp_path / "v"),
                             "--skip-bad-lines"], capsys)
@@ -300,3 +301,15 @@ def test_same_config_ignores_where_a_run_was_written(tmp_path, tiny_config):
     assert config.same_config(str(path), dict(cfg, output_dir=str(tmp_path / "OUT.partial")))
     assert not config.same_config(str(path), dict(cfg, seed=cfg["seed"] + 1))
     assert not config.same_config(str(tmp_path / "none.yaml"), cfg)
+
+
+def test_the_cli_names_the_flag_that_resolves_an_error_only_where_the_verb_has_it(tiny_data, tmp_path, capsys):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine\nnot \xff utf-8\n")
+    cfg = tiny_config_dict(tiny_data, "nokd")
+    cfg["data"]["corpus"] = [str(bad)]
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    code, _, err = run_cli(["distill", "--config", str(path), "--out", str(tmp_path / "o")], capsys)
+    assert_one_line_error(code, err, "fix the file or skip such lines (set data.skip_bad_lines: true)")
+    assert "--skip-bad-lines" not in err  # distill has no such flag: its config key is named instead

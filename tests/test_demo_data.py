@@ -413,12 +413,13 @@ def test_no_apt_gives_one_line_pointing_to_corpus(tmp_path, monkeypatch, capsys)
     with pytest.raises(UserError) as e:
         dd.fetch_demo_corpus(tmp_path / "cache", log=lambda *a: None)
     msg = str(e.value)
-    assert "\n" not in msg and "apt-get" in msg and "--corpus YOUR.txt" in msg
+    assert "\n" not in msg and "apt-get" in msg and msg.endswith("use your own text instead (UTF-8, one paragraph per line)")
     from mobile_bert_distill.cli import main
 
     assert main(["data", "fetch-demo", "--cache", str(tmp_path / "cache")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("mbd: error: cannot fetch the demo corpus") and "--corpus" in err[0]
+    assert len(err) == 1 and err[0].startswith("mbd: error: cannot fetch the demo corpus")
+    assert "use your own text instead" in err[0] and "--corpus" not in err[0]  # this verb has no --corpus
     assert not os.path.exists(tmp_path / "cache/corpus")
 
 
@@ -426,7 +427,7 @@ def test_not_debian_message(tmp_path, monkeypatch):
     release = tmp_path / "os-release"
     release.write_text('NAME="Fedora Linux"\nID=fedora\nPRETTY_NAME="Fedora Linux 40"\n')
     monkeypatch.setattr(dd.shutil, "which", lambda name: None)
-    with pytest.raises(UserError, match="this is Fedora Linux 40, not Debian or Ubuntu; .*--corpus"):
+    with pytest.raises(UserError, match="this is Fedora Linux 40, not Debian or Ubuntu; use your own text instead"):
         dd._check_apt_tools(str(release))
     release.write_text("ID=ubuntu\nID_LIKE=debian\n")
     with pytest.raises(UserError, match="apt-get and dpkg-deb not found on PATH"):
@@ -437,13 +438,13 @@ def test_missing_lists_without_root_and_refused_download(tmp_path, fake_apt, mon
     fake_apt.files.pop("wordnet-base")
     monkeypatch.setattr(dd, "_apt_lists_missing", lambda: True)
     monkeypatch.setattr(dd, "_is_root", lambda: False)
-    with pytest.raises(UserError, match="needs root.*--corpus"):
+    with pytest.raises(UserError, match="needs root; use your own text instead"):
         dd.fetch_demo_corpus(tmp_path / "cache", sources="wordnet", log=lambda *a: None)
     assert ["apt-get", "update"] not in fake_apt.calls
 
     monkeypatch.setattr(dd, "run_command", lambda cmd, cwd=None: (100, "E: Failed to fetch http://x  "
                                                                           "Temporary failure resolving"))
-    with pytest.raises(UserError, match="apt-get download jargon-text' failed.*--corpus"):
+    with pytest.raises(UserError, match="apt-get download jargon-text' failed.*use your own text instead"):
         dd.fetch_demo_corpus(tmp_path / "cache", sources="jargon", log=lambda *a: None)
 
 
@@ -469,7 +470,7 @@ def test_missing_lists_as_root_updates_once(tmp_path, fake_apt, monkeypatch):
 def test_bad_options(tmp_path, fake_apt):
     with pytest.raises(UserError, match="unknown source"):
         dd.fetch_demo_corpus(tmp_path, sources="wordnet,klingon")
-    with pytest.raises(UserError, match="max-mb"):
+    with pytest.raises(UserError, match=r"corpus size limit \(MB\) must be positive, got 0"):
         dd.fetch_demo_corpus(tmp_path, max_mb=0)
     assert fake_apt.calls == []
 

@@ -263,7 +263,7 @@ def test_too_large_fails_and_writes_nothing(art, tmp_path):
     from mobile_bert_distill.export import export_keras_model
 
     out = tmp_path / "big.tflite"
-    with pytest.raises(UserError, match="over --max-size-mb"):
+    with pytest.raises(UserError, match="over the limit of"):
         export_keras_model(art["keras_model"], str(out), quantization="float32", seq_len=SEQ_LEN,
                            max_size_mb=0.001)
     assert not out.exists() and not (tmp_path / "big.report.json").exists()
@@ -274,7 +274,7 @@ def test_low_parity_fails_and_writes_nothing(art, tmp_path):
     from mobile_bert_distill.export import export_keras_model
 
     out = tmp_path / "p.tflite"
-    with pytest.raises(UserError, match="below --min-agreement"):
+    with pytest.raises(UserError, match="below the minimum agreement"):
         export_keras_model(art["keras_model"], str(out), quantization="float16", seq_len=SEQ_LEN,
                            num_parity=16, min_agreement=1.01)
     assert os.listdir(tmp_path) == []
@@ -308,7 +308,7 @@ def test_vocab_that_does_not_match_the_model(art, tmp_path):
 def test_int8_requires_a_corpus_and_rejects_bad_options(art, tmp_path):
     from mobile_bert_distill.export import export_student
 
-    with pytest.raises(UserError, match="calibration-corpus"):
+    with pytest.raises(UserError, match="int8 needs a calibration corpus"):
         export_student(art["student"], str(tmp_path / "m.tflite"), quantization="int8", seq_len=SEQ_LEN)
     with pytest.raises(UserError, match="corpus file not found"):
         export_student(art["student"], str(tmp_path / "m.tflite"), quantization="int8", seq_len=SEQ_LEN,

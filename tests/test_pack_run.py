@@ -219,8 +219,9 @@ def test_failed_download_says_to_pass_wheels_dir(monkeypatch, tmp_path):
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: Could not find a version (network unreachable)\n")
 
     monkeypatch.setattr(packing.subprocess, "run", no_network)
-    with pytest.raises(packing.UserError, match="--wheels-dir"):
+    with pytest.raises(packing.UserError, match="take the wheels of .* from a folder") as e:
         packing.collect_wheels(str(tmp_path / "w"), cache_dir=str(tmp_path / "cache"), log=lambda m: None)
+    assert e.value.option == "wheels_dir"  # the CLI adds: (pass --wheels-dir DIR holding them)
 
 
 def test_wheel_tags():

@@ -91,7 +91,8 @@ def test_export_cli_bad_inputs(art, capsys, tmp_path):
     assert "not a keras-hub preset" in capsys.readouterr().err
     assert main(["export", "--student", art["student"], "--out", str(out), "--quantization", "float32",
                  "--seq-len", str(SEQ_LEN), "--max-size-mb", "0.001"]) == 2
-    assert "over --max-size-mb" in capsys.readouterr().err
+    assert "over the limit of 0.001 MB; nothing written (pass --max-size-mb with a larger limit to accept it)" \
+        in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -349,8 +349,9 @@ def test_no_readable_checkpoint_asks_for_restart(tmp_path):
     np.testing.assert_array_equal(model.variables[0].numpy(), w[0])
     with open(ck.path(10), "r+b") as f:
         f.truncate(100)
-    with pytest.raises(UserError, match="no checkpoint .* can be read; pass --restart"):
+    with pytest.raises(UserError, match="no checkpoint .* can be read") as e:
         ck.restore_latest(log=lambda m: None)
+    assert e.value.option == "restart"  # the CLI adds: (pass --restart to start over)
 
 
 def test_heldout_batches_mix_at_the_target_p_dt_not_the_ramp_start(tiny_config, tiny_data):
