@@ -192,13 +192,19 @@ def test_distill_depth_mismatch_needs_layer_map(tiny_data, tmp_path, capsys):
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
 
 
-def test_distill_empty_corpus_and_existing_output(tiny_data, tmp_path, capsys):
-    empty = tmp_path / "empty.txt"
-    empty.write_text("\n   \n")
+def _nokd_config_on(tiny_data, tmp_path, corpus_bytes):
+    """A tiny nokd config (tmp_path/c.yaml) whose corpus is a file holding ``corpus_bytes``."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(corpus_bytes)
     cfg = tiny_config_dict(tiny_data, "nokd")
-    cfg["data"]["corpus"] = [str(empty)]
+    cfg["data"]["corpus"] = [str(corpus)]
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_distill_empty_corpus_and_existing_output(tiny_data, tmp_path, capsys):
+    path = _nokd_config_on(tiny_data, tmp_path, b"\n   \n")
     code, _, err = run_cli(["distill", "--config", str(path), "--out", str(tmp_path / "o")], capsys)
     assert_one_line_error(code, err, "corpus is empty")
     os.makedirs(tmp_path / "exists")  # an empty folder counts as absent; one with a file is an output
@@ -304,12 +310,7 @@ def test_same_config_ignores_where_a_run_was_written(tmp_path, tiny_config):
 
 
 def test_the_cli_names_the_flag_that_resolves_an_error_only_where_the_verb_has_it(tiny_data, tmp_path, capsys):
-    bad = tmp_path / "bad.txt"
-    bad.write_bytes(b"fine\nnot \xff utf-8\n")
-    cfg = tiny_config_dict(tiny_data, "nokd")
-    cfg["data"]["corpus"] = [str(bad)]
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path = _nokd_config_on(tiny_data, tmp_path, b"fine\nnot \xff utf-8\n")
     code, _, err = run_cli(["distill", "--config", str(path), "--out", str(tmp_path / "o")], capsys)
     assert_one_line_error(code, err, "fix the file or skip such lines (set data.skip_bad_lines: true)")
     assert "--skip-bad-lines" not in err  # distill has no such flag: its config key is named instead
