@@ -48,7 +48,6 @@ import numpy as np
 from mobile_bert_distill.atomic import atomic_file, atomic_write_json, locked_output, staged_files
 from mobile_bert_distill.bert_graph import TASKS
 from mobile_bert_distill.errors import UserError
-from mobile_bert_distill.finetune import LABELS_FILE
 from mobile_bert_distill.text import KIT_SPECIAL_IDS, pack_rows
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -939,6 +938,7 @@ def _export_student_model(student_dir, out_path, *, task, quantization, seq_len,
 # fine-tuned classifiers (`mbd finetune` output)
 # --------------------------------------------------------------------------
 CLASSIFIER_CLASS = "BertTextClassifier"
+LABELS_FILE = "labels.json"  # the class names beside a classifier preset (`mbd finetune` writes it)
 
 
 def preset_task_class(preset_dir):

@@ -26,6 +26,7 @@ import os
 import numpy as np
 
 from mobile_bert_distill.errors import UserError
+from mobile_bert_distill.export import LABELS_FILE
 
 try:  # keras is imported lazily by callers that only read CSVs
     import keras
@@ -159,7 +160,6 @@ if keras is not None:
 
 
 # ------------------------------------------------------------------ training
-LABELS_FILE = "labels.json"
 
 
 def _check_model_dir(path, what):
