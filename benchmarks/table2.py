@@ -155,7 +155,7 @@ def probe(grid, widths, teacher_source, log):
         kinds[f"kd {w}"] = grid.student("dual+up", w, 0, None, source=teacher_source)
     out = {}
     for name, cfg in kinds.items():
-        step_s, first_s = time_steps(cfg, PROBE_STEPS)
+        step_s, first_s, _ = time_steps(cfg, PROBE_STEPS)
         out[name] = {"step_seconds": step_s, "fixed_seconds": first_s}
         log(f"probe {name}: {step_s * 1e3:.1f} ms/step, {first_s:.1f} s to build and compile")
     return out
