@@ -89,14 +89,13 @@ def check_writable(path, what="output"):
 
 
 def claim_output(path, overwrite=False, what="output"):
-    """The one rule for outputs, checked before any long work: writable, and new unless ``overwrite``.
+    """The one rule for existing outputs, checked before any long work: new unless ``overwrite``.
 
-    ``path`` must be writable where it is (:func:`check_writable`). If it already exists (a file,
-    or a folder with anything in it) :class:`~mobile_bert_distill.errors.OutputExists` is raised
-    unless ``overwrite``; an empty folder counts as absent. The writer then replaces it atomically,
-    so ``overwrite`` leaves nothing of the old output beside the new one.
+    If ``path`` already exists (a file, or a folder with anything in it)
+    :class:`~mobile_bert_distill.errors.OutputExists` is raised unless ``overwrite``; an empty
+    folder counts as absent. The writer then replaces it atomically, so ``overwrite`` leaves
+    nothing of the old output beside the new one.
     """
-    check_writable(path, what)
     if overwrite or not os.path.lexists(path):
         return
     if os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path):
@@ -123,7 +122,7 @@ def staged_files(paths, overwrite=False, what="output"):
     when the block succeeds every staged file that exists is renamed onto its final path, and
     when it fails nothing is left (no staged file, no folder this call created). Staged files
     lie in a hidden folder beside their final file, so each rename stays on one disk. Every
-    final path is first checked with :func:`claim_output`.
+    final path is first checked with :func:`check_writable` and :func:`claim_output`.
 
     Example:
     >>> import tempfile, os
@@ -140,6 +139,7 @@ def staged_files(paths, overwrite=False, what="output"):
     for p in finals:
         if os.path.isdir(p):
             raise UserError(f"the {what} {p} is a folder; give a file name")
+        check_writable(p, what)
         claim_output(p, overwrite, what)
     stages, created = {}, []
     try:

@@ -45,6 +45,7 @@ import time
 
 import numpy as np
 
+from mobile_bert_distill import text
 from mobile_bert_distill.atomic import atomic_file, atomic_write_json, locked_output, staged_files
 from mobile_bert_distill.bert_graph import TASKS
 from mobile_bert_distill.errors import UserError
@@ -796,8 +797,6 @@ def read_corpus(path, max_lines=200_000):
     The training corpus's rules (:func:`mobile_bert_distill.text.read_corpus`): a missing,
     empty or not-UTF-8 file (a binary one too) is a :class:`UserError`, never calibrated on.
     """
-    from mobile_bert_distill import text
-
     return text.read_corpus([path])[:max_lines]
 
 

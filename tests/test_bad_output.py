@@ -205,3 +205,20 @@ def test_an_output_another_process_writes_is_refused(verb, tiny_data, tmp_path, 
     assert code == 2 and err == [f"mbd: error: {out} is being written by another process (PID {holder.pid}); "
                                  "wait for it to finish or stop it"], err
     assert not out.exists()
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tiny_data, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from mobile_bert_distill import vocab
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+    monkeypatch.setattr(vocab, "atomic_write_text", full)  # the disk fills up as the vocabulary is written
+    out = tmp_path / "v"
+    code = main(_argv("vocab", tiny_data, tmp_path, str(out)))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"mbd: error: {os.strerror(errno.ENOSPC)}: "), err
+    assert err[0].endswith("vocab.txt") and "Traceback" not in err[0]
+    assert sorted(os.listdir(tmp_path)) == ["cfg.yaml"]  # no folder, no staging folder, no lock file

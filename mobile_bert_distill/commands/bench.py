@@ -96,12 +96,6 @@ def run(args):
         raise UserError(f"--threads must be >= 1, got {min(threads)}")
     if min(seqs) < 1:
         raise UserError(f"--seq-len must be >= 1, got {min(seqs)}")
-    if args.runs < 1:
-        raise UserError(f"--runs must be >= 1, got {args.runs}")
-    if args.warmup < 0:
-        raise UserError(f"--warmup must be >= 0, got {args.warmup}")
-    if args.rounds < 1:
-        raise UserError(f"--rounds must be >= 1, got {args.rounds}")
     if args.adb_script:
         if not args.models:
             raise UserError("--adb-script needs --models")

@@ -10,7 +10,6 @@ Example::
 import json
 
 from mobile_bert_distill.commands import _types as T
-from mobile_bert_distill.errors import UserError
 
 
 def register(subparsers):
@@ -68,8 +67,6 @@ def register(subparsers):
 def run_fetch_sentiment(args):
     from mobile_bert_distill.sentiment_data import fetch_sentiment
 
-    if not 0.0 < args.eval_fraction < 1.0:
-        raise UserError("--eval-fraction must be in (0, 1)")
     res = fetch_sentiment(args.cache, args.out, eval_fraction=args.eval_fraction, seed=args.seed)
     print(f"train: {res['train']}\neval: {res['eval']}")
     return 0
@@ -78,8 +75,6 @@ def run_fetch_sentiment(args):
 def run_fetch_demo(args):
     from mobile_bert_distill.demo_data import fetch_demo_corpus
 
-    if args.max_mb is not None and args.max_mb <= 0:
-        raise UserError(f"--max-mb must be positive, got {args.max_mb}")
     result = fetch_demo_corpus(args.cache, args.out, sources=args.sources,
                                heldout_fraction=args.heldout_fraction, max_mb=args.max_mb, force=args.force)
     stats = result["stats"]

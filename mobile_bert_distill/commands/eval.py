@@ -32,8 +32,6 @@ def run(args):
 
     if args.seq_len is not None and args.seq_len < 3:
         raise UserError("--seq-len must be at least 3")
-    if args.batch_size < 1:
-        raise UserError("--batch-size must be positive")
     if args.student:
         res = evaluate_student(args.student, args.corpus, seq_len=args.seq_len, batch_size=args.batch_size,
                                max_batches=args.max_batches, seed=args.seed)

@@ -71,10 +71,6 @@ def run(args):
             args.seq_len = 128
     if args.seq_len is not None and args.seq_len < 8:
         raise UserError("--seq-len must be at least 8")
-    if args.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
-    if args.max_size_mb is not None and args.max_size_mb <= 0:
-        raise UserError("--max-size-mb must be positive")
     min_agreement = args.min_agreement
     if min_agreement is None:
         min_agreement = DEFAULT_MIN_AGREEMENT[args.quantization]

@@ -36,12 +36,8 @@ def register(sub):
 
 
 def run(args):
-    from mobile_bert_distill.errors import UserError
     from mobile_bert_distill.finetune import finetune
 
-    for name in ("epochs", "batch_size", "seq_len"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be positive")
     finetune(args.student or args.teacher, args.data, args.eval, args.out, text_column=args.text_column,
              label_column=args.label_column, epochs=args.epochs, batch_size=args.batch_size,
              learning_rate=args.learning_rate, seq_len=args.seq_len, teacher_classifier=args.teacher_classifier,

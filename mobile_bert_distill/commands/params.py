@@ -11,7 +11,6 @@ Example::
 import json
 
 from mobile_bert_distill.commands import _types as T
-from mobile_bert_distill.errors import UserError
 
 
 def register(subparsers):
@@ -41,9 +40,6 @@ def run(args):
              "intermediate_dim": args.intermediate_dim, "vocab_size": args.vocab_size,
              "max_sequence_length": args.max_positions}
     given = {k: v for k, v in flags.items() if v is not None}
-    for k, v in given.items():
-        if v < 1:
-            raise UserError(f"--{k.replace('_', '-')} must be >= 1, got {v}")
     cfg = None
     if args.config:
         cfg = P.load_config(args.config, overrides=given)
