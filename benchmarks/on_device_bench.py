@@ -1,1 +1,1 @@
-../mobile_bert_distill/litert_bench.py
+../mobile_bert_distill/litert/on_device_bench.py

@@ -36,8 +36,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 from mobile_bert_distill import bench  # noqa: E402
 from mobile_bert_distill.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from mobile_bert_distill.errors import UserError  # noqa: E402
-from mobile_bert_distill.params import student_config  # noqa: E402
-from mobile_bert_distill.report import comparison_rows  # noqa: E402
+from mobile_bert_distill.bench.params import student_config  # noqa: E402
+from mobile_bert_distill.bench.report import comparison_rows  # noqa: E402
 
 TARGET_LATENCY_X = 100.0
 TARGET_GFLOPS_SHARE = 0.5
@@ -136,7 +136,7 @@ def targets_markdown(t):
 def parse_graph_options(items):
     if not items:
         return {}
-    from mobile_bert_distill.bert_graph import GraphOptions
+    from mobile_bert_distill.export.graph import GraphOptions
 
     values = {}
     for item in items:
@@ -218,7 +218,7 @@ def _insert_targets(report_path, t):
 
 def render_only(out):
     """Rewrite ``out/REPORT.md`` (and plots) from the files a previous run left there."""
-    from mobile_bert_distill import plots, report
+    from mobile_bert_distill.bench import plots, report
 
     def load(name):
         path = os.path.join(out, name)

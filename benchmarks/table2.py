@@ -1,7 +1,7 @@
 """The paper's Table 2 where students learn, sized by a time budget.
 
 1. **Teacher.** ``mode: teacher`` from the raw teacher with the demo's teacher-prep settings
-   (``configs/demo.yaml``, ``demo.teacher_prep``: encoder trained, both MLM heads, the
+   (``mobile_bert_distill/configs/demo.yaml``, ``demo.teacher_prep``: encoder trained, both MLM heads, the
    up-projection, the ``p_dt`` ramp), for ``--prep-share`` of the budget. Both heads are scored on
    the held-out text every fifth of the run (the curve) and at the end. Target: the
    teacher-vocabulary head at >= 40 % held-out masked-token accuracy.
@@ -18,7 +18,7 @@
    interrupted grid resumes. ``--plan-only`` stops after the probes: on a machine lent for a few
    minutes at a time, one short call plans and a second one trains.
 
-The knobs come from a demo config (``--config``, default ``configs/demo.yaml``: the ones
+The knobs come from a demo config (``--config``, default ``mobile_bert_distill/configs/demo.yaml``: the ones
 ``make demo`` uses); the data from a demo folder (``--demo``, default ``demo_out``: its
 ``data/train.txt``, ``data/heldout.txt``, student vocabulary and raw teacher) or your own
 (``--corpus``, ``--heldout``, ``--student-vocab``, ``--teacher``). ``--override KEY=VALUE``
@@ -42,6 +42,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from mobile_bert_distill import CONFIGS_DIR  # noqa: E402
 
 MODES = ("nokd", "dual", "dual+down", "dual+up")
 PAPER_48D = {"nokd": 28.83, "dual": 29.51, "dual+down": 29.55, "dual+up": 29.89}  # Table 2, held-out %
@@ -87,7 +89,7 @@ def schedule(steps, ref):
 # ---------------------------------------------------------------------------- inputs
 def demo_inputs(demo_dir):
     """Training text, held-out text, student vocabulary and raw teacher of a ``make demo`` folder."""
-    from mobile_bert_distill import config as config_lib
+    from mobile_bert_distill.distill import config as config_lib
     from mobile_bert_distill.errors import UserError
 
     demo_dir = os.path.abspath(demo_dir)
@@ -126,7 +128,7 @@ class Grid:
 
     @staticmethod
     def _resolve(cfg, overrides):
-        from mobile_bert_distill import config as config_lib
+        from mobile_bert_distill.distill import config as config_lib
         from mobile_bert_distill.errors import UserError
 
         try:
@@ -188,8 +190,8 @@ def make_plan(args, grid, inputs, budget_s, log):
 # ---------------------------------------------------------------------------- run
 def train(cfg, run_dir, log):
     """Train ``cfg`` into ``run_dir`` unless it is there already; ``(summary, wall seconds, reused)``."""
-    from mobile_bert_distill.config import same_config
-    from mobile_bert_distill.training import distill
+    from mobile_bert_distill.distill.config import same_config
+    from mobile_bert_distill.distill.run import distill
 
     t0 = time.time()
     reused = os.path.exists(os.path.join(run_dir, "summary.json")) and \
@@ -209,7 +211,7 @@ def tokens_seen(cfg):
 
 def machine():
     """Backend and device the runs used (CPU model and flags on a CPU)."""
-    from mobile_bert_distill import backends
+    from mobile_bert_distill.distill import backends
     from train_speed import cpu_flags
 
     info = {"backend": backends.current(), "cpu": cpu_flags()}
@@ -337,9 +339,8 @@ def main(argv=None):
     ap.add_argument("--widths", type=int, nargs="+", default=[48, 192], help="student widths (default 48 192)")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, help="default: all four")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="default: 0 1")
-    ap.add_argument("--config", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                                     "configs", "demo.yaml"),
-                    help="demo config whose knobs every run uses (default: configs/demo.yaml)")
+    ap.add_argument("--config", default=os.path.join(CONFIGS_DIR, "demo.yaml"),
+                    help="demo config whose knobs every run uses (default: mobile_bert_distill/configs/demo.yaml)")
     ap.add_argument("--demo", default="demo_out", metavar="DIR",
                     help="`make demo` folder whose data and raw teacher are used (default: demo_out)")
     ap.add_argument("--corpus", help="training text (with --heldout, --student-vocab, --teacher: instead of --demo)")
@@ -372,7 +373,7 @@ def main(argv=None):
         print(f"[{time.time() - t_start:6.0f} s] {msg}", flush=True)
 
     from mobile_bert_distill.atomic import atomic_write_json, atomic_write_text
-    from mobile_bert_distill.evaluation import evaluate_student, evaluate_teacher
+    from mobile_bert_distill.distill.evaluation import evaluate_student, evaluate_teacher
 
     try:
         inputs = dict(zip(("corpus", "heldout", "student_vocab", "teacher"), own)) if all(own) \

@@ -61,14 +61,15 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    from mobile_bert_distill import synthetic, text
-    from mobile_bert_distill.data import PieceTable, TokenizedCorpus
-    from mobile_bert_distill.distiller import Distiller
-    from mobile_bert_distill.backends import tensorflow_backend
-    from mobile_bert_distill.mixing import DualBatchMaker
-    from mobile_bert_distill.student import build_student
-    from mobile_bert_distill.teacher import DualVocabTeacher, random_teacher
-    from mobile_bert_distill.vocab import learn_vocab
+    from mobile_bert_distill.demo import synthetic
+    from mobile_bert_distill import text
+    from mobile_bert_distill.distill.data import PieceTable, TokenizedCorpus
+    from mobile_bert_distill.distill.distiller import Distiller
+    from mobile_bert_distill.distill.backends import tensorflow_backend
+    from mobile_bert_distill.distill.mixing import DualBatchMaker
+    from mobile_bert_distill.distill.student import build_student
+    from mobile_bert_distill.distill.teacher import DualVocabTeacher, random_teacher
+    from mobile_bert_distill.text.vocab import learn_vocab
 
     if args.quick:
         t_arch = dict(num_layers=2, hidden_dim=64, num_heads=2, intermediate_dim=128)

@@ -8,7 +8,7 @@ loader + pure-Python WordPiece on JAX), so what is timed is what
 ``mbd distill`` runs. Shapes: the demo's teacher (6 x 384, 12 heads, 1536,
 30,522-piece vocabulary, random weights) and student (6 x 48, 4 heads, 4,928
 pieces) at batch x sequence 16 x 32 (the demo's) and 32 x 128, with the demo's settings
-(``configs/demo.yaml``: teacher encoder frozen, no dropout).
+(``mobile_bert_distill/configs/demo.yaml``: teacher encoder frozen, no dropout).
 
 Ratios are only comparable within one run on one machine: the CPU flags
 (``lscpu``) are printed and stored with the figures.
@@ -43,8 +43,9 @@ def cpu_flags():
 
 def write_inputs(d, quick):
     """Generated corpus, a learned student vocabulary, a teacher vocabulary padded to its size."""
-    from mobile_bert_distill import synthetic, text
-    from mobile_bert_distill.vocab import learn_vocab
+    from mobile_bert_distill.demo import synthetic
+    from mobile_bert_distill import text
+    from mobile_bert_distill.text.vocab import learn_vocab
 
     lines = synthetic.generate(2000 if quick else 20000, seed=0)
     words = text.pretokenize(lines, implementation="python")
@@ -71,7 +72,7 @@ def config_dict(paths, mode, batch, seq, jit, quick):
            "train": {"steps": 10**6, "batch_size": batch, "jit_compile": jit, "log_every": 1,
                      "checkpoint_every": 1}}
     if mode != "nokd":
-        # as configs/demo.yaml distils: the prepared teacher's encoder frozen, no dropout
+        # as mobile_bert_distill/configs/demo.yaml distils: the prepared teacher's encoder frozen, no dropout
         cfg["teacher"] = {"random": dict(vocabulary=paths["teacher_vocab"], **t_arch), "trainable": False,
                           "dropout": 0.0}
     return cfg
@@ -85,8 +86,8 @@ def time_steps(cfg, steps, repeats=1):
     after 2 steps that trace and compile it. Seconds per batch: the NumPy batch maker
     alone (the work of the input pipeline, on its own thread during training).
     """
-    from mobile_bert_distill import backends
-    from mobile_bert_distill.training import Run
+    from mobile_bert_distill.distill import backends
+    from mobile_bert_distill.distill.run import Run
 
     t0 = time.perf_counter()
     run = Run(cfg, log=lambda m: None).build()
@@ -109,7 +110,7 @@ def time_steps(cfg, steps, repeats=1):
 
 def worker(spec):
     """One path in this process: seconds per step for each (mode, shape)."""
-    from mobile_bert_distill import config
+    from mobile_bert_distill.distill import config
 
     out = []
     for mode in MODES:

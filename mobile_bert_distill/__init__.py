@@ -8,4 +8,9 @@ Heavy modules (TensorFlow, keras-hub) are imported lazily by the submodules
 that need them, so `import mobile_bert_distill` stays cheap.
 """
 
+import os
+
 __version__ = "0.1.0"
+
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+"""The shipped configurations (``tiny.yaml``, ``demo.yaml``, ``bert_base_colab.yaml``)."""

@@ -33,7 +33,7 @@ def _quiet_tensorflow():
 def _choose_backend(args):
     """Set ``KERAS_BACKEND`` before Keras is imported: ``--backend``, else the variable, on the verbs
     that have the option (distill, teacher-prep, eval); TensorFlow on every other verb."""
-    from mobile_bert_distill import backends
+    from mobile_bert_distill.distill import backends
 
     if "backend" not in args:
         os.environ["KERAS_BACKEND"] = backends.DEFAULT

@@ -28,8 +28,8 @@ if TASK == "data_parallel":
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mobile_bert_distill import backends  # noqa: E402
-from mobile_bert_distill.training import Run  # noqa: E402
+from mobile_bert_distill.distill import backends  # noqa: E402
+from mobile_bert_distill.distill.run import Run  # noqa: E402
 
 
 def build(cfg, strategy="default"):

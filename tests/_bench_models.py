@@ -18,7 +18,7 @@ SPECS = {
 
 
 def config_of(name):
-    from mobile_bert_distill.params import BertConfig
+    from mobile_bert_distill.bench.params import BertConfig
 
     _, _, _, _, h, layers, heads, inter, vocab = SPECS[name]
     return BertConfig(vocab_size=vocab, hidden_dim=h, num_layers=layers, num_heads=heads,

@@ -56,7 +56,7 @@ def classifier_artifacts(tmp_path_factory):
         return _CACHE["artifacts"]
     from mobile_bert_distill.cli import main
     from mobile_bert_distill.export import export_student
-    from mobile_bert_distill.finetune import finetune
+    from mobile_bert_distill.downstream.finetune import finetune
 
     root = tmp_path_factory.mktemp("classifier_artifacts")
     train_rows, eval_rows = labelled_rows(600, 0), labelled_rows(120, 1)

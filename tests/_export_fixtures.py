@@ -134,8 +134,9 @@ def export_artifacts(tmp_path_factory):
     if "artifacts" in _CACHE:
         return _CACHE["artifacts"]
     from mobile_bert_distill.export import (
-        corpus_sequences, export_keras_model, export_student, read_corpus, split_corpus)
-    from mobile_bert_distill.wordpiece import WordPiece
+        corpus_sequences, export_keras_model, export_student, read_calibration_text)
+    from mobile_bert_distill.text.corpus import split_corpus
+    from mobile_bert_distill.text.wordpiece import WordPiece
 
     root = tmp_path_factory.mktemp("export_artifacts")
     train = make_sentences(1200, seed=1)
@@ -155,7 +156,7 @@ def export_artifacts(tmp_path_factory):
                                             calibration_corpus=str(corpus), num_calibration=64, num_parity=64)
     art["models"]["int8"] = out
     tok = WordPiece(art["vocab"])
-    _, heldout = split_corpus(read_corpus(str(corpus)))
+    _, heldout = split_corpus(read_calibration_text(str(corpus)))
     feeds, labels = corpus_sequences(heldout, tok, SEQ_LEN, 64, seed=1)
     for q, task in (("float32", "mlm"), ("float16", "mlm"), ("dynamic", "mlm"), ("encoder", "encoder")):
         out = str(root / f"{task}_{q}.tflite")

@@ -11,8 +11,9 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """Generated corpus + held-out split + teacher (200) and student (100) vocabularies."""
-    from mobile_bert_distill import synthetic, text
-    from mobile_bert_distill.vocab import learn_vocab
+    from mobile_bert_distill.demo import synthetic
+    from mobile_bert_distill import text
+    from mobile_bert_distill.text.vocab import learn_vocab
 
     d = tmp_path_factory.mktemp("tiny_data")
     train = synthetic.write_corpus(str(d / "train.txt"), 600, seed=0)
@@ -52,7 +53,7 @@ def tiny_config_dict(tiny_data, mode="dual+up", **train):
 @pytest.fixture
 def tiny_config(tiny_data):
     def make(mode="dual+up", overrides=(), **train):
-        from mobile_bert_distill import config
+        from mobile_bert_distill.distill import config
 
         return config.resolve(tiny_config_dict(tiny_data, mode, **train), list(overrides))
 

@@ -67,7 +67,7 @@ def _worker(backend, task, configs, tmp_path, init):
 
 
 def _resolved(tiny_data, mode, **train):
-    from mobile_bert_distill import config
+    from mobile_bert_distill.distill import config
 
     d = tiny_config_dict(tiny_data, mode, jit_compile="auto", **train)
     return config.resolve(d)
@@ -298,8 +298,8 @@ def test_python_text_path_equals_tf_text(tiny_data):
     unique = sorted({w for ws in words_tf for w in ws})
     for name in ("teacher_vocab", "student_vocab"):
         vocab = text.load_vocab(tiny_data[name])
-        offsets_py, ids_py = text.wordpiece(unique, vocab, implementation="python")
-        offsets_tf, ids_tf = text.wordpiece(unique, vocab, implementation="tf-text")
+        offsets_py, ids_py = text.wordpiece_ids(unique, vocab, implementation="python")
+        offsets_tf, ids_tf = text.wordpiece_ids(unique, vocab, implementation="tf-text")
         assert np.array_equal(offsets_py, offsets_tf) and np.array_equal(ids_py, ids_tf), name
         unk = vocab.index("[UNK]")
         assert 0 < np.sum(ids_tf == unk) < len(ids_tf), name  # both known and unknown words
@@ -330,7 +330,7 @@ def test_bad_backend_choices_fail_in_one_line(tiny_data, tmp_path, args, message
 def test_a_missing_backend_names_the_extra_that_installs_it(monkeypatch):
     import importlib.util
 
-    from mobile_bert_distill import backends
+    from mobile_bert_distill.distill import backends
     from mobile_bert_distill.errors import UserError
 
     real = importlib.util.find_spec

@@ -81,6 +81,8 @@ def test_out_in_a_folder_without_write_permission(verb, tiny_data, tmp_path):
      "argument --learning-rate: must be a number > 0"),
     (["finetune", "--student", "s", "--data", "d", "--eval", "e", "--out", "o", "--alpha", "1.5"], "argument --alpha"),
     (["bench", "--runs", "0"], "argument --runs"),
+    (["bench", "--seq-len", "64,0"], "argument --seq-len: must be an integer >= 1 (got 0)"),
+    (["bench", "--threads", ","], "argument --threads: must list at least one integer"),
     (["vocab", "--corpus", "c", "--out", "o", "--size", "x"], "argument --size: must be an integer (got 'x')"),
     (["data", "fetch-sentiment", "--cache", "c", "--eval-fraction", "1"], "argument --eval-fraction"),
     (["predict", "--model", "m", "--threads", "0", "a"], "argument --threads"),
@@ -157,7 +159,7 @@ def test_replacing_an_output_leaves_nothing_beside(old_kind, tmp_path):
 
 def test_csv_field_over_the_csv_limit_is_one_line(tmp_path):
     from mobile_bert_distill.errors import UserError
-    from mobile_bert_distill.finetune import read_labelled_csv
+    from mobile_bert_distill.downstream.finetune import read_labelled_csv
 
     path = tmp_path / "big.csv"
     path.write_text('text,label\n"' + "a" * 200_000 + '",1\nfine,0\n', encoding="utf-8")
@@ -210,7 +212,7 @@ def test_an_output_another_process_writes_is_refused(verb, tiny_data, tmp_path, 
 def test_a_full_disk_is_one_line_and_leaves_nothing(tiny_data, tmp_path, capsys, monkeypatch):
     import errno
 
-    from mobile_bert_distill import vocab
+    from mobile_bert_distill.text import vocab
 
     def full(path, text):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)

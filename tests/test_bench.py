@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from _bench_models import build_keras, tiny_tflite
-from mobile_bert_distill import litert_bench as lb
+from mobile_bert_distill.litert import on_device_bench as lb
 from mobile_bert_distill.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,7 +78,7 @@ def test_report_generation(bench_run):
     for png in ("latency_vs_seq.png", "size_vs_latency.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
-    from mobile_bert_distill.report import comparison_rows
+    from mobile_bert_distill.bench.report import comparison_rows
 
     rows = comparison_rows(doc)
     assert sorted((r["model"], r["seq_len"]) for r in rows) == [("kit", 16), ("kit", 32), ("stock", 16),
@@ -283,7 +283,7 @@ def test_adb_script(models, tmp_path, capsys):
 
 
 def test_op_profile_and_partitions(models):
-    from mobile_bert_distill.opprofile import format_profile, profile
+    from mobile_bert_distill.litert.opprofile import format_profile, profile
 
     prof = profile(models["kit_enc_f32"], runs=2)
     types = {e["type"]: e for e in prof["by_type"]}

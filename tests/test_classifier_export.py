@@ -36,7 +36,7 @@ def _softmax(z):
 # ------------------------------------------------------------------ the model
 @pytest.mark.parametrize("mode", ["float32", "int8"])
 def test_named_io_and_report(art, mode):
-    from mobile_bert_distill.tflite_tools import load_interpreter, signature_io
+    from mobile_bert_distill.litert.tools import load_interpreter, signature_io
 
     io = signature_io(load_interpreter(art["models"][mode])[0])
     assert sorted(io["inputs"]) == ["input_ids", "padding_mask", "segment_ids"]
@@ -55,7 +55,7 @@ def test_named_io_and_report(art, mode):
 
 def test_float32_matches_the_keras_classifier(art, keras_clf):
     """Raw text through keras-hub's preprocessor vs our WordPiece + the .tflite: same probabilities."""
-    from mobile_bert_distill.inference import LiteRTModel
+    from mobile_bert_distill.litert.inference import LiteRTModel
 
     texts = [t for t, _ in art["eval_rows"][:40]] + ["a gorgeous, witty film", "Dull, TEDIOUS; worse!"]
     ref = _softmax(keras_clf.predict(texts, verbose=0))
@@ -70,7 +70,7 @@ def test_float32_matches_the_keras_classifier(art, keras_clf):
 
 @pytest.mark.parametrize("mode", ["float32", "int8"])
 def test_probabilities_sum_to_one(art, mode):
-    from mobile_bert_distill.inference import LiteRTModel
+    from mobile_bert_distill.litert.inference import LiteRTModel
 
     m = LiteRTModel(art["models"][mode], art["vocab"])
     p = m.probabilities([t for t, _ in art["eval_rows"][:30]])
@@ -98,7 +98,7 @@ def test_int8_classifier_is_integer_and_faithful(art):
 
 
 def test_classify_api_and_labels(art):
-    from mobile_bert_distill.inference import LiteRTModel
+    from mobile_bert_distill.litert.inference import LiteRTModel
 
     m = LiteRTModel(art["models"]["int8"], art["vocab"])  # labels from clf_int8.report.json
     assert m.task == "classifier" and m.labels == CLASSES and m.num_classes == 2
@@ -119,7 +119,7 @@ def test_classify_api_and_labels(art):
 def test_classify_without_tensorflow(art):
     code = (
         "import sys, json\n"
-        "from mobile_bert_distill.inference import LiteRTModel\n"
+        "from mobile_bert_distill.litert.inference import LiteRTModel\n"
         f"m = LiteRTModel({art['models']['int8']!r}, {art['vocab']!r})\n"
         "r = m.classify(['a gorgeous and witty film'])[0]\n"
         "bad = [k for k in sys.modules if k == 'tensorflow' or k.startswith('tensorflow.') or k.startswith('keras')]\n"
@@ -133,7 +133,7 @@ def test_classify_without_tensorflow(art):
 
 # ------------------------------------------------------------------ android assets
 def test_android_assets_labels_and_golden(art):
-    from mobile_bert_distill.inference import LiteRTModel
+    from mobile_bert_distill.litert.inference import LiteRTModel
 
     d = art["android"]
     assert sorted(os.listdir(d)) == ["labels.txt", "model.tflite", "model_info.json", "vocab.txt"]
@@ -159,7 +159,7 @@ def test_android_assets_labels_and_golden(art):
     report = art["reports"]["int8"]
     assert report["android_assets"]["files"] == ["model.tflite", "vocab.txt", "labels.txt", "model_info.json"]
     # the asset is the exported int8 model plus TFLite metadata, nothing else
-    from mobile_bert_distill.tflite_metadata import add_classifier_metadata
+    from mobile_bert_distill.export.metadata import add_classifier_metadata
 
     exported = open(art["models"]["int8"], "rb").read()
     asset = open(os.path.join(d, "model.tflite"), "rb").read()
@@ -173,8 +173,8 @@ def test_tflite_metadata_for_mediapipe(art):
     import io
     import zipfile
 
-    from mobile_bert_distill.tflite_metadata import _input_order, add_classifier_metadata, read_classifier_metadata
-    from mobile_bert_distill.tflite_tools import load_interpreter, run_batches
+    from mobile_bert_distill.export.metadata import _input_order, add_classifier_metadata, read_classifier_metadata
+    from mobile_bert_distill.litert.tools import load_interpreter, run_batches
 
     plain = open(art["models"]["float32"], "rb").read()
     assert read_classifier_metadata(plain) is None
@@ -202,7 +202,7 @@ def test_tflite_metadata_for_mediapipe(art):
 
 
 def _feeds(art):
-    from mobile_bert_distill.inference import LiteRTModel
+    from mobile_bert_distill.litert.inference import LiteRTModel
 
     feeds, _ = LiteRTModel(art["models"]["float32"], art["vocab"]).encode(["a gorgeous film", "a dull plot"])
     return feeds
@@ -210,7 +210,7 @@ def _feeds(art):
 
 # ------------------------------------------------------------------ mbd predict
 def test_predict_prints_label_and_probabilities(art, capsys):
-    from mobile_bert_distill.inference import LiteRTModel
+    from mobile_bert_distill.litert.inference import LiteRTModel
 
     texts = ["a gorgeous, witty film", "a dull and tedious plot"]
     rc = main(["predict", "--model", art["models"]["float32"], "--vocab", art["vocab"], *texts])

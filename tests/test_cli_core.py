@@ -54,7 +54,7 @@ def test_learned_vocab_is_the_same_on_every_run(tiny_data):
     import subprocess
     import sys
 
-    code = ("import sys; from mobile_bert_distill import text; from mobile_bert_distill.vocab import learn_vocab; "
+    code = ("import sys; from mobile_bert_distill import text; from mobile_bert_distill.text.vocab import learn_vocab; "
             "print('\\n'.join(learn_vocab(text.read_corpus([sys.argv[1]]), size=120)))")
     runs = {subprocess.run([sys.executable, "-c", code, tiny_data["train"]], capture_output=True, text=True,
                            check=True).stdout for _ in range(3)}
@@ -98,7 +98,7 @@ def test_out_under_a_file_is_one_line_not_a_traceback(tiny_data, tmp_path, capsy
 
 
 def test_unexpected_error_is_a_one_line_bug_report(monkeypatch, capsys):
-    from mobile_bert_distill import params
+    from mobile_bert_distill.bench import params
 
     def boom():
         raise RuntimeError("boom\nsecond line")
@@ -261,8 +261,8 @@ def test_distill_then_eval_student_and_teacher(tiny_data, tmp_path, capsys):
 
 def test_eval_positions_identical_for_two_students_with_one_vocab(tiny_data):
     """The masked positions depend on text, vocabulary, length and seed only."""
-    from mobile_bert_distill.data import PieceTable, TokenizedCorpus
-    from mobile_bert_distill.mixing import DualBatchMaker
+    from mobile_bert_distill.distill.data import PieceTable, TokenizedCorpus
+    from mobile_bert_distill.distill.mixing import DualBatchMaker
     from mobile_bert_distill.text import load_vocab, read_corpus
 
     corpus = TokenizedCorpus.from_lines(read_corpus([tiny_data["heldout"]]))
@@ -298,7 +298,7 @@ def test_every_option_has_help_and_names_its_default():
 
 
 def test_same_config_ignores_where_a_run_was_written(tmp_path, tiny_config):
-    from mobile_bert_distill import config
+    from mobile_bert_distill.distill import config
 
     cfg = tiny_config("nokd")
     path = tmp_path / "OUT.partial" / "config.yaml"

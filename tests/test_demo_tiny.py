@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-from mobile_bert_distill import config
+from mobile_bert_distill import CONFIGS_DIR
+from mobile_bert_distill.distill import config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_tiny_config_validates():
-    data, base = config.load_yaml(os.path.join(ROOT, "configs", "tiny.yaml"))
+    data, base = config.load_yaml(os.path.join(CONFIGS_DIR, "tiny.yaml"))
     cfg = config.resolve(data, ["data.corpus=[a.txt]", "data.student_vocab=v.txt",
                                 "teacher.random.vocabulary=t.txt"], base_dir=base)
     assert cfg["teacher"]["random"]["num_layers"] == 2 and cfg["teacher"]["random"]["vocabulary"] == "t.txt"
@@ -32,7 +32,7 @@ def test_tiny_demo_runs_and_caches_stages(tmp_path, capsys):
     assert r.stdout.strip().splitlines()[-1].startswith("demo report:")
     # the rerun (same arguments, same entry point's main) finds every stage's output on disk; it runs
     # in this process, which spares a second TensorFlow start-up
-    from mobile_bert_distill import demo
+    from mobile_bert_distill.demo import __main__ as demo
 
     capsys.readouterr()
     assert demo.main(args) == 0

@@ -19,7 +19,7 @@ def art(tmp_path_factory):
 
 @pytest.mark.parametrize("mode", ["float32", "float16", "dynamic", "int8"])
 def test_each_mode_loads_with_named_io(art, mode):
-    from mobile_bert_distill.tflite_tools import load_interpreter, signature_io
+    from mobile_bert_distill.litert.tools import load_interpreter, signature_io
 
     interp, runtime = load_interpreter(art["models"][mode])
     assert runtime == "ai_edge_litert"
@@ -74,7 +74,7 @@ def test_float16_logits_projection_runs_in_xnnpack_with_one_table(art):
 
 def test_float32_matches_keras_logits(art):
     from mobile_bert_distill.export import keras_outputs, random_sequences
-    from mobile_bert_distill.tflite_tools import load_interpreter, run_batches
+    from mobile_bert_distill.litert.tools import load_interpreter, run_batches
 
     feeds = random_sequences(8, SEQ_LEN, len(art["vocab_list"]), seed=5)
     ref = keras_outputs(art["keras_model"], "mlm", feeds)["logits"]
@@ -116,7 +116,7 @@ def test_int8_keeps_segment_ids_and_padding_mask(art):
     from ai_edge_litert.tools import flatbuffer_utils as fu
 
     from mobile_bert_distill.export import keras_outputs, random_sequences
-    from mobile_bert_distill.tflite_tools import load_interpreter, run_batches
+    from mobile_bert_distill.litert.tools import load_interpreter, run_batches
 
     model = fu.read_model(art["models"]["int8"])
     g = model.subgraphs[0]
@@ -177,7 +177,7 @@ def test_int8_strict_recipe_has_no_float_ops(art, tmp_path):
 
 
 def test_xnnpack_fixups_make_matmul_operands_symmetric(art):
-    from mobile_bert_distill.tflite_tools import load_interpreter
+    from mobile_bert_distill.litert.tools import load_interpreter
 
     interp, _ = load_interpreter(art["models"]["int8"], xnnpack=False)
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
@@ -214,7 +214,7 @@ def test_export_keras_model_in_memory_backbone_random_calibration(tmp_path):
 
 def test_graph_options_reproduce_keras_forward(art):
     """The re-expressed graph is the same function (before any conversion)."""
-    from mobile_bert_distill.bert_graph import ExportBert, GraphOptions
+    from mobile_bert_distill.export.graph import ExportBert, GraphOptions
     from mobile_bert_distill.export import keras_outputs, random_sequences
 
     feeds = random_sequences(2, SEQ_LEN, len(art["vocab_list"]), seed=9)
@@ -229,7 +229,7 @@ def test_graph_rewrites_are_exact_with_nonzero_biases(art):
     """Dropping the key bias, folding the value bias into the output bias and the
     joint position+segment table leave the function unchanged (random biases,
     both segments, padding)."""
-    from mobile_bert_distill.bert_graph import ExportBert, GraphOptions
+    from mobile_bert_distill.export.graph import ExportBert, GraphOptions
     from mobile_bert_distill.export import keras_outputs, random_sequences
 
     model = art["keras_model"]
@@ -326,10 +326,11 @@ def test_int8_requires_a_corpus_and_rejects_bad_options(art, tmp_path):
 
 @pytest.mark.slow
 def test_layer_sensitivity_ranks_quantized_ops(art):
-    from mobile_bert_distill.export import corpus_sequences, layer_sensitivity, read_corpus
-    from mobile_bert_distill.wordpiece import WordPiece
+    from mobile_bert_distill.export import corpus_sequences, read_calibration_text
+    from mobile_bert_distill.export.experimental import layer_sensitivity
+    from mobile_bert_distill.text.wordpiece import WordPiece
 
-    feeds, _ = corpus_sequences(read_corpus(art["corpus"]), WordPiece(art["vocab"]), SEQ_LEN, 16)
+    feeds, _ = corpus_sequences(read_calibration_text(art["corpus"]), WordPiece(art["vocab"]), SEQ_LEN, 16)
     rows = layer_sensitivity(art["keras_model"], seq_len=SEQ_LEN, calibration_feeds=feeds, num_samples=4)
     assert len(rows) > 20
     errors = [r["rmse_over_scale"] for r in rows]
@@ -363,7 +364,7 @@ def test_smoothing_and_qk_balancing_are_exact_in_float():
     """SmoothQuant rescaling (LayerNorm gamma / s, kernel rows * s, residual * s,
     value columns / s into the output rows) and query/key balancing leave the
     function unchanged, in every attention layout and for the encoder."""
-    from mobile_bert_distill.bert_graph import ExportBert, GraphOptions
+    from mobile_bert_distill.export.graph import ExportBert, GraphOptions
     from mobile_bert_distill.export import keras_outputs, random_sequences
 
     model = _tiny_mlm_with_random_norms()
@@ -398,7 +399,7 @@ def test_smoothing_and_qk_balancing_are_exact_in_float():
 
 
 def test_gptq_round_is_on_the_converter_grid_and_beats_round_to_nearest():
-    from mobile_bert_distill.bert_graph import gptq_round
+    from mobile_bert_distill.export.experimental import gptq_round
 
     rng = np.random.default_rng(0)
     n_in, n_out, tokens = 32, 24, 600
@@ -420,9 +421,9 @@ def test_gptq_round_is_on_the_converter_grid_and_beats_round_to_nearest():
 def test_gptq_int8_file_stores_the_gptq_integers():
     """The converter's per-channel scales reproduce the GPTQ grid: the int8
     kernels in the file dequantize to the exported float kernels."""
-    from mobile_bert_distill.bert_graph import ExportBert, GraphOptions
+    from mobile_bert_distill.export.graph import ExportBert, GraphOptions
     from mobile_bert_distill.export import convert, random_sequences
-    from mobile_bert_distill.tflite_tools import load_interpreter
+    from mobile_bert_distill.litert.tools import load_interpreter
 
     model = _tiny_mlm_with_random_norms(seed=1)
     seq = 12
@@ -455,9 +456,9 @@ def test_gptq_int8_file_stores_the_gptq_integers():
 
 def test_attention_score_ranges_narrow_the_score_step(tmp_path):
     """score_margin sets each score matmul's output range from the float row maxima."""
-    from mobile_bert_distill.bert_graph import ExportBert
+    from mobile_bert_distill.export.graph import ExportBert
     from mobile_bert_distill.export import convert, random_sequences
-    from mobile_bert_distill.tflite_tools import load_interpreter
+    from mobile_bert_distill.litert.tools import load_interpreter
 
     model = _tiny_mlm_with_random_norms(seed=2)
     seq = 12
@@ -486,7 +487,7 @@ def test_attention_score_ranges_narrow_the_score_step(tmp_path):
 def _matmul_options(**change):
     import dataclasses
 
-    from mobile_bert_distill.export import _recipes
+    from mobile_bert_distill.export.recipes import recipe_table as _recipes
 
     return dataclasses.replace(_recipes()["matmul"]["graph_options"], **change)
 

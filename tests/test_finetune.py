@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mobile_bert_distill.cli import main
-from mobile_bert_distill.finetune import (SoftTargetKD, accuracy_and_macro_f1, encode_labels, label_mapping,
+from mobile_bert_distill.downstream.finetune import (SoftTargetKD, accuracy_and_macro_f1, encode_labels, label_mapping,
                                           read_labelled_csv)
 
 
@@ -19,7 +19,7 @@ def _write_csv(path, rows, header=("text", "label"), bom=False):
 
 
 def _labelled(n, seed):
-    from mobile_bert_distill import synthetic
+    from mobile_bert_distill.demo import synthetic
 
     rng = random.Random(seed)
     rows = []
@@ -36,7 +36,7 @@ def _labelled(n, seed):
 def tiny_student(tiny_data, tmp_path_factory):
     """A 1-layer 16-d student preset: enough to learn the cue-word task; a fine-tuning run's cost is
     mostly tracing its training step, which grows with the depth."""
-    from mobile_bert_distill.student import build_student
+    from mobile_bert_distill.distill.student import build_student
     from mobile_bert_distill.text import load_vocab
 
     d = tmp_path_factory.mktemp("student") / "student"

@@ -18,7 +18,7 @@ def _bench():
 
 def _labelled_csv(path, n, seed):
     """``n`` generated sentences; an adverb at the front says the label (none of them elsewhere)."""
-    from mobile_bert_distill import synthetic
+    from mobile_bert_distill.demo import synthetic
 
     rng = random.Random(seed)
     cue_words = {w for ws in CUES.values() for w in ws}
@@ -45,7 +45,7 @@ def presets(tiny_data, tmp_path_factory):
     """
     import keras
 
-    from mobile_bert_distill.student import build_student
+    from mobile_bert_distill.distill.student import build_student
     from mobile_bert_distill.text import load_vocab
 
     d = tmp_path_factory.mktemp("ftkd_presets")

@@ -3,8 +3,9 @@
 import pytest
 
 from _bench_models import SPECS, config_of, tiny_tflite
-from mobile_bert_distill import flops, litert_bench as lb
-from mobile_bert_distill.params import BERT_BASE, student_config
+from mobile_bert_distill.bench import flops
+from mobile_bert_distill.litert import on_device_bench as lb
+from mobile_bert_distill.bench.params import BERT_BASE, student_config
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +78,7 @@ def test_reference_mac_counts():
 
 
 def test_params_in_file_match_the_model(files):
-    from mobile_bert_distill.params import param_counts
+    from mobile_bert_distill.bench.params import param_counts
 
     graph = lb.Graph.from_file(files["kit_enc_f32"])
     cfg = config_of("kit_enc_f32")

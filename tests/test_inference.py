@@ -21,7 +21,7 @@ def art(tmp_path_factory):
 
 def test_fill_mask_matches_keras(art):
     from mobile_bert_distill.export import keras_outputs
-    from mobile_bert_distill.inference import LiteRTModel
+    from mobile_bert_distill.litert.inference import LiteRTModel
 
     m = LiteRTModel(art["models"]["float32"], art["vocab"])
     assert m.runtime == "ai_edge_litert" and m.seq_len == SEQ_LEN and m.task == "mlm"
@@ -38,7 +38,7 @@ def test_fill_mask_matches_keras(art):
 
 
 def test_batch_and_multiple_masks(art):
-    from mobile_bert_distill.inference import LiteRTModel
+    from mobile_bert_distill.litert.inference import LiteRTModel
 
     m = LiteRTModel(art["models"]["int8"], art["vocab"])
     res = m.fill_mask(["a [MASK] b [MASK]", "[MASK] city"], top_k=2)
@@ -47,7 +47,7 @@ def test_batch_and_multiple_masks(art):
 
 
 def test_long_text_truncates_with_warning(art):
-    from mobile_bert_distill.inference import LiteRTModel, TruncationWarning
+    from mobile_bert_distill.litert.inference import LiteRTModel, TruncationWarning
 
     m = LiteRTModel(art["models"]["float32"], art["vocab"])
     long = "[MASK] " + " ".join(["library"] * 200)
@@ -64,7 +64,7 @@ def test_long_text_truncates_with_warning(art):
 
 
 def test_bad_text_inputs(art):
-    from mobile_bert_distill.inference import LiteRTModel
+    from mobile_bert_distill.litert.inference import LiteRTModel
 
     m = LiteRTModel(art["models"]["float32"], art["vocab"])
     with pytest.raises(UserError, match=r"no \[MASK\]"):
@@ -78,7 +78,7 @@ def test_bad_text_inputs(art):
 
 
 def test_bad_model_files(art, tmp_path):
-    from mobile_bert_distill.inference import LiteRTModel
+    from mobile_bert_distill.litert.inference import LiteRTModel
 
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"this is not a flatbuffer at all" * 10)
@@ -94,7 +94,7 @@ def test_bad_model_files(art, tmp_path):
 
 
 def test_vocab_must_match_embedding_rows(art, tmp_path):
-    from mobile_bert_distill.inference import LiteRTModel
+    from mobile_bert_distill.litert.inference import LiteRTModel
 
     short = tmp_path / "vocab.txt"
     short.write_text("\n".join(art["vocab_list"][:-3]) + "\n", encoding="utf-8")
@@ -105,7 +105,7 @@ def test_vocab_must_match_embedding_rows(art, tmp_path):
 
 
 def test_encoder_embeddings(art):
-    from mobile_bert_distill.inference import LiteRTModel
+    from mobile_bert_distill.litert.inference import LiteRTModel
 
     m = LiteRTModel(art["models"]["encoder"], art["vocab"])
     assert m.task == "encoder"
@@ -117,7 +117,7 @@ def test_encoder_embeddings(art):
 def test_no_tensorflow_import(art):
     code = (
         "import sys\n"
-        "from mobile_bert_distill.inference import LiteRTModel\n"
+        "from mobile_bert_distill.litert.inference import LiteRTModel\n"
         f"m = LiteRTModel({art['models']['int8']!r}, {art['vocab']!r})\n"
         "r = m.fill_mask('the [MASK] city')\n"
         "assert r[0][0]['candidates']\n"
@@ -131,8 +131,8 @@ def test_no_tensorflow_import(art):
 
 
 def test_android_assets_golden_vectors_reproduce(art, tmp_path):
-    from mobile_bert_distill.android import ASSET_FILES, write_android_assets
-    from mobile_bert_distill.inference import LiteRTModel
+    from mobile_bert_distill.export.android import ASSET_FILES, write_android_assets
+    from mobile_bert_distill.litert.inference import LiteRTModel
 
     folder = tmp_path / "android"
     write_android_assets(str(folder), art["models"]["int8"], art["vocab"], art["reports"]["int8"])

@@ -7,7 +7,7 @@ import pytest
 
 from _export_fixtures import learn_vocab, make_sentences, write_vocab
 
-from mobile_bert_distill.wordpiece import WordPiece, casefold, pretokenize
+from mobile_bert_distill.text.wordpiece import WordPiece, casefold, pretokenize
 
 
 @pytest.fixture(scope="module")

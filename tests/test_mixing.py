@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from mobile_bert_distill.data import PieceTable, TokenizedCorpus, gather_pieces
+from mobile_bert_distill.distill.data import PieceTable, TokenizedCorpus, gather_pieces
 from mobile_bert_distill.errors import UserError
-from mobile_bert_distill.mixing import DualBatchMaker, p_dt_schedule
+from mobile_bert_distill.distill.mixing import DualBatchMaker, p_dt_schedule
 from mobile_bert_distill.text import load_vocab, read_corpus
 
 
@@ -137,7 +137,7 @@ def test_sequential_windows_tile_the_corpus(tables):
 
 
 def test_corpus_cache_round_trips_without_pickle(tables, tmp_path):
-    from mobile_bert_distill.data import load_or_build_corpus
+    from mobile_bert_distill.distill.data import load_or_build_corpus
 
     corpus = tables[0]
     corpus.words.append("naïve-日本")  # any UTF-8 word survives the blob
@@ -152,7 +152,7 @@ def test_corpus_cache_round_trips_without_pickle(tables, tmp_path):
     corpus.words.pop()
     # a planted cache that needs pickle (or any file that is not ours) is never unpickled: it is rebuilt
     lines = ["one two three", "four five"]
-    from mobile_bert_distill.data import corpus_fingerprint
+    from mobile_bert_distill.distill.data import corpus_fingerprint
 
     planted = tmp_path / "cache" / f"corpus-{corpus_fingerprint(lines)}.npz"
     planted.parent.mkdir()

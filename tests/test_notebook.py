@@ -4,7 +4,7 @@
 (this interpreter, registered as a temporary kernelspec) in its tiny offline mode
 (``MBD_NOTEBOOK_TINY=1``: generated corpus, random 2-layer teacher preset, a few steps, float32),
 so every code cell — install check, vocabularies, teacher-prep, distill, eval, int8 export, bench,
-LiteRT inference, asset download — keeps working. ``configs/bert_base_colab.yaml`` is checked to
+LiteRT inference, asset download — keeps working. ``mobile_bert_distill/configs/bert_base_colab.yaml`` is checked to
 validate without loading its preset.
 """
 
@@ -17,18 +17,20 @@ import sys
 
 import pytest
 
+from mobile_bert_distill import CONFIGS_DIR
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "notebooks", "colab_distill.ipynb")
-COLAB_CONFIG = os.path.join(ROOT, "configs", "bert_base_colab.yaml")
+COLAB_CONFIG = os.path.join(CONFIGS_DIR, "bert_base_colab.yaml")
 
 
 # ----------------------------------------------------------------------------- the config
 def test_colab_config_validates_without_loading_the_preset(tmp_path, monkeypatch):
     import keras_hub
 
-    from mobile_bert_distill import config
-    from mobile_bert_distill.config import teacher_depth
-    from mobile_bert_distill.training import Run
+    from mobile_bert_distill.distill import config
+    from mobile_bert_distill.distill.config import teacher_depth
+    from mobile_bert_distill.distill.run import Run
 
     def no_network(*a, **k):
         raise AssertionError("the config check touched the network")
@@ -186,7 +188,7 @@ def test_notebook_inference_cell_prints_the_models_fill_mask(executed):
     assert probs == sorted(probs, reverse=True) and sum(probs) <= 1.0 + 1e-3
 
     # the same model, run here, gives the same answer
-    from mobile_bert_distill.inference import LiteRTModel
+    from mobile_bert_distill.litert.inference import LiteRTModel
 
     model = LiteRTModel(str(work / "export" / "student_int8_s32.tflite"), str(work / "android_assets" / "vocab.txt"))
     mine = model.fill_mask("the small cat [MASK] the bird near the river .", top_k=5)[0][0]

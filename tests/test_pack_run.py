@@ -11,7 +11,10 @@ import pytest
 import yaml
 
 from conftest import tiny_config_dict
-from mobile_bert_distill import cli, packing
+from mobile_bert_distill import cli
+from mobile_bert_distill.distill import pack_run as packing
+from mobile_bert_distill.distill.pack_run import wheels
+from mobile_bert_distill.errors import UserError
 
 STEPS = ["train.steps=2", "train.log_every=2", "train.checkpoint_every=2"]
 
@@ -20,7 +23,7 @@ STEPS = ["train.steps=2", "train.log_every=2", "train.checkpoint_every=2"]
 def teacher_dir(tiny_data, tmp_path_factory):
     """A tiny keras-hub BERT preset folder (config.json, model.weights.h5, tokenizer files)."""
     from mobile_bert_distill import text
-    from mobile_bert_distill.teacher import random_teacher
+    from mobile_bert_distill.distill.teacher import random_teacher
 
     path = str(tmp_path_factory.mktemp("teacher") / "preset")
     backbone, tokenizer = random_teacher(text.load_vocab(tiny_data["teacher_vocab"]), num_layers=2, hidden_dim=32,
@@ -60,7 +63,8 @@ def _h5_contents(path):
 def test_pack_has_every_part(packed, tiny_data):
     assert sorted(os.listdir(packed)) == ["data", "manifest.json", "package", "run.py", "teacher"]  # --no-wheels
     pkg = os.path.join(packed, "package", "mobile_bert_distill")
-    assert os.path.isfile(os.path.join(pkg, "__main__.py")) and os.path.isfile(os.path.join(pkg, "packing.py"))
+    assert os.path.isfile(os.path.join(pkg, "__main__.py"))
+    assert os.path.isfile(os.path.join(pkg, "distill", "pack_run", "__init__.py"))
     assert not any("__pycache__" in d for d, _, _ in os.walk(pkg))
     cfg = yaml.safe_load(open(os.path.join(packed, "data", "config.yaml"), encoding="utf-8"))
     d = cfg["data"]
@@ -195,8 +199,8 @@ def _fake_wheels(folder, reqs):
 
 def test_wheels_dir_must_hold_every_wheel(config_path, tmp_path, capsys):
     reqs = packing.wheel_requirements()
-    assert reqs[:2] == [("keras", packing._installed_version("keras")),
-                        ("keras-hub", packing._installed_version("keras-hub"))]
+    assert reqs[:2] == [("keras", wheels._installed_version("keras")),
+                        ("keras-hub", wheels._installed_version("keras-hub"))]
     names = {n for n, _ in reqs}
     assert {"absl-py", "rich", "namex", "optree", "regex"} <= names
     assert not names & {"numpy", "h5py", "jax", "jaxlib", "ml-dtypes", "tensorflow-text", "kagglehub", "kagglesdk"}
@@ -218,14 +222,14 @@ def test_failed_download_says_to_pass_wheels_dir(monkeypatch, tmp_path):
         assert cmd[1:4] == ["-m", "pip", "download"] and "--only-binary=:all:" in cmd
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: Could not find a version (network unreachable)\n")
 
-    monkeypatch.setattr(packing.subprocess, "run", no_network)
-    with pytest.raises(packing.UserError, match="take the wheels of .* from a folder") as e:
+    monkeypatch.setattr(wheels.subprocess, "run", no_network)
+    with pytest.raises(UserError, match="take the wheels of .* from a folder") as e:
         packing.collect_wheels(str(tmp_path / "w"), cache_dir=str(tmp_path / "cache"), log=lambda m: None)
     assert e.value.option == "wheels_dir"  # the CLI adds: (pass --wheels-dir DIR holding them)
 
 
 def test_wheel_tags():
-    fits = packing._wheel_fits
+    fits = wheels._wheel_fits
     assert fits("keras_hub-0.32.0-py3-none-any.whl", "keras-hub", "0.32.0")
     assert fits("PyYAML-6.0.4-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", "pyyaml", "6.0.4")
     assert fits("x-1.0-cp39-abi3-manylinux_2_28_x86_64.whl", "x", "1.0")

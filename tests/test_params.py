@@ -7,7 +7,7 @@ import pytest
 
 from mobile_bert_distill.cli import main
 from mobile_bert_distill.errors import UserError
-from mobile_bert_distill.params import (BERT_BASE, PAPER_TABLE1, BertConfig, load_config, param_counts,
+from mobile_bert_distill.bench.params import (BERT_BASE, PAPER_TABLE1, BertConfig, load_config, param_counts,
                                         paper_comparison, student_config)
 
 

@@ -16,7 +16,7 @@ def art(tmp_path_factory):
 
 
 def test_predict_text_output(art, capsys):
-    from mobile_bert_distill.inference import LiteRTModel
+    from mobile_bert_distill.litert.inference import LiteRTModel
 
     rc = main(["predict", "--model", art["models"]["float32"], "--vocab", art["vocab"], "--top-k", "3",
                "the capital of [MASK] is paris .", "a [MASK] and a [MASK]"])
@@ -148,7 +148,7 @@ def test_export_refuses_existing_outputs_and_overwrite_replaces_them(art, capsys
 
 
 def test_export_failing_in_the_android_assets_leaves_nothing(art, capsys, tmp_path, monkeypatch):
-    from mobile_bert_distill import android
+    from mobile_bert_distill.export import android
     from mobile_bert_distill.errors import UserError
 
     def broken(*args, **kwargs):

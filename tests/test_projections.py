@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from mobile_bert_distill.errors import UserError
-from mobile_bert_distill.projections import (SharedProjections, as_matrix, resolve_layer_map,
+from mobile_bert_distill.distill.projections import (SharedProjections, as_matrix, resolve_layer_map,
                                              transformer_weight_pairs)
 
 

@@ -2,7 +2,7 @@
 
 The walk-through (the "Command line" block and the export/predict block) runs in a folder holding
 the files the README names: corpus.txt and heldout.txt (generated text), teacher/vocab.txt (a small
-vocabulary learned from them), my.yaml (configs/tiny.yaml pointed at those files) and train.csv /
+vocabulary learned from them), my.yaml (mobile_bert_distill/configs/tiny.yaml pointed at those files) and train.csv /
 eval.csv (generated labelled rows). SMALLER lists every change made to the README's text, and each
 fragment must be in the README: only sizes and step counts shrink, and the int8 gate opens for a
 student trained 20 steps (near-tied predictions everywhere).
@@ -18,6 +18,7 @@ import yaml
 
 from _classifier_fixtures import labelled_rows, write_csv
 
+from mobile_bert_distill import CONFIGS_DIR
 from mobile_bert_distill.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,8 +76,9 @@ def test_smaller_changes_only_what_it_says():
 
 @pytest.mark.slow
 def test_the_walk_through_runs_as_written(tmp_path, monkeypatch, capsys):
-    from mobile_bert_distill import synthetic, text
-    from mobile_bert_distill.vocab import learn_vocab
+    from mobile_bert_distill.demo import synthetic
+    from mobile_bert_distill import text
+    from mobile_bert_distill.text.vocab import learn_vocab
 
     monkeypatch.chdir(tmp_path)
     synthetic.write_corpus("corpus.txt", 600, seed=0)
@@ -84,7 +86,7 @@ def test_the_walk_through_runs_as_written(tmp_path, monkeypatch, capsys):
     os.makedirs("teacher")
     lines = text.read_corpus(["corpus.txt"])
     Path("teacher/vocab.txt").write_text("\n".join(learn_vocab(lines, size=200)) + "\n", encoding="utf-8")
-    cfg = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text(encoding="utf-8"))
+    cfg = yaml.safe_load((Path(CONFIGS_DIR) / "tiny.yaml").read_text(encoding="utf-8"))
     cfg["data"].update(corpus=["corpus.txt"], student_vocab="vocab/vocab.txt")
     cfg["teacher"]["random"]["vocabulary"] = "teacher/vocab.txt"
     cfg["train"].update(log_every=10, eval_every=10, checkpoint_every=10, warmup_steps=2, jit_compile=False)

@@ -1,7 +1,7 @@
 import io
 import tarfile
 
-from mobile_bert_distill.sentiment_data import MEMBER, parse_polarity_csv, read_polarity_rows, stratified_split
+from mobile_bert_distill.downstream.sentiment_data import MEMBER, parse_polarity_csv, read_polarity_rows, stratified_split
 
 
 def _fixture_bytes():

@@ -48,8 +48,8 @@ def tiny_setup(tiny_data, tmp_path):
     """A demo config with tiny knobs, and a raw teacher (an untrained teacher checkpoint)."""
     import tensorflow as tf
 
-    from mobile_bert_distill import config
-    from mobile_bert_distill.training import Run
+    from mobile_bert_distill.distill import config
+    from mobile_bert_distill.distill.run import Run
 
     base = tiny_config_dict(tiny_data, "dual+up", steps=20, log_every=10, checkpoint_every=10, warmup_steps=2)
     base.pop("teacher")

@@ -15,7 +15,7 @@ MODES = ["nokd", "dual", "dual+down", "dual+up"]
 def build_run(cfg):
     import tensorflow as tf
 
-    from mobile_bert_distill.training import Run
+    from mobile_bert_distill.distill.run import Run
 
     run = Run(cfg, strategy=tf.distribute.get_strategy(), log=lambda m: None).build()
     run.make_makers()
@@ -42,7 +42,7 @@ def test_each_mode_loss_falls(tiny_config, mode):
 
 
 def test_nokd_never_builds_the_teacher(tiny_config, monkeypatch):
-    import mobile_bert_distill.teacher as teacher_mod
+    import mobile_bert_distill.distill.teacher as teacher_mod
 
     def boom(*a, **k):
         raise AssertionError("teacher built in nokd")
@@ -92,8 +92,8 @@ def _mbd(args, env=None, timeout=600):
 
 @pytest.mark.slow
 def test_student_preset_loads_with_plain_keras_hub(tiny_data, tmp_path):
-    from mobile_bert_distill import config
-    from mobile_bert_distill.training import distill
+    from mobile_bert_distill.distill import config
+    from mobile_bert_distill.distill.run import distill
 
     cfg = config.resolve(tiny_config_dict(tiny_data, "dual+up", steps=10, log_every=10))
     out = tmp_path / "run"
@@ -176,8 +176,8 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
-from mobile_bert_distill import config
-from mobile_bert_distill.training import Run
+from mobile_bert_distill.distill import config
+from mobile_bert_distill.distill.run import Run
 cfg = config.resolve(json.loads(sys.argv[1]))
 results = {}
 weights = None
@@ -249,7 +249,7 @@ def test_teacher_prep_mode_trains_teacher_only(tiny_config):
 
 def test_teacher_from_preset_dir_and_from_teacher_checkpoint(tiny_config, tiny_data, tmp_path):
     """teacher.source may be a keras-hub preset directory or a teacher checkpoint of an earlier run."""
-    from mobile_bert_distill.teacher import random_teacher
+    from mobile_bert_distill.distill.teacher import random_teacher
     from mobile_bert_distill.text import load_vocab
 
     vocab = load_vocab(tiny_data["teacher_vocab"])
@@ -284,7 +284,7 @@ def test_teacher_from_preset_dir_and_from_teacher_checkpoint(tiny_config, tiny_d
 def test_teacher_saved_frozen_still_pairs_for_projections(tiny_config, tiny_data, tmp_path):
     """teacher-prep with teacher.trainable=false saves a frozen encoder; dual+up from it must still
     find the teacher's transformer weights (and teacher.trainable decides whether they train)."""
-    from mobile_bert_distill.teacher import random_teacher
+    from mobile_bert_distill.distill.teacher import random_teacher
     from mobile_bert_distill.text import load_vocab
 
     backbone, tokenizer = random_teacher(load_vocab(tiny_data["teacher_vocab"]), num_layers=2, hidden_dim=32,
@@ -304,7 +304,7 @@ def test_adamw_reads_the_schedule_once_and_updates_like_keras():
     import keras
     import tensorflow as tf
 
-    from mobile_bert_distill.backends.tensorflow_backend import adamw_class
+    from mobile_bert_distill.distill.backends.tensorflow_backend import adamw_class
 
     def trained(cls):
         keras.utils.set_random_seed(3)
@@ -330,7 +330,7 @@ def test_adamw_reads_the_schedule_once_and_updates_like_keras():
 def test_no_readable_checkpoint_asks_for_restart(tmp_path):
     import keras
 
-    from mobile_bert_distill.checkpoints import Checkpointer
+    from mobile_bert_distill.distill.checkpoints import Checkpointer
     from mobile_bert_distill.errors import UserError
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])

@@ -39,6 +39,14 @@ def seed(text):
     return value
 
 
+def positive_int_list(text):
+    """Comma-separated integers >= 1, e.g. sequence lengths ``64,128``."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"must list at least one integer (got {text!r})")
+    return [positive_int(part) for part in parts]
+
+
 def positive_float(text):
     value = _parse(float, text)
     if value <= 0:

@@ -13,7 +13,7 @@ from mobile_bert_distill.commands import _types as T
 
 
 def register(subparsers):
-    from mobile_bert_distill.demo_data import SOURCES
+    from mobile_bert_distill.demo.sources import SOURCES
 
     p = subparsers.add_parser(
         "data", help="fetch the demo corpus (Debian text packages) and the demo teacher",
@@ -65,7 +65,7 @@ def register(subparsers):
 
 
 def run_fetch_sentiment(args):
-    from mobile_bert_distill.sentiment_data import fetch_sentiment
+    from mobile_bert_distill.downstream.sentiment_data import fetch_sentiment
 
     res = fetch_sentiment(args.cache, args.out, eval_fraction=args.eval_fraction, seed=args.seed)
     print(f"train: {res['train']}\neval: {res['eval']}")
@@ -73,7 +73,7 @@ def run_fetch_sentiment(args):
 
 
 def run_fetch_demo(args):
-    from mobile_bert_distill.demo_data import fetch_demo_corpus
+    from mobile_bert_distill.demo.sources import fetch_demo_corpus
 
     result = fetch_demo_corpus(args.cache, args.out, sources=args.sources,
                                heldout_fraction=args.heldout_fraction, max_mb=args.max_mb, force=args.force)
@@ -88,7 +88,7 @@ def run_fetch_demo(args):
 
 
 def run_fetch_teacher(args):
-    from mobile_bert_distill.demo_data import fetch_teacher, load_teacher_info
+    from mobile_bert_distill.demo.teacher_fetch import fetch_teacher, load_teacher_info
 
     path = fetch_teacher(args.cache, log=print if not args.json else (lambda *a: None),
                          install=not args.no_install)

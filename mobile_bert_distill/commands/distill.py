@@ -8,7 +8,7 @@ def register(sub):
                     "L = L_p + epsilon * (L_ce_student + L_ce_teacher). Writes OUT/student (keras-hub preset), "
                     "OUT/teacher, history.json, TensorBoard logs and the resolved config.yaml. "
                     "A killed run resumes from its last checkpoint when the same command is run again.")
-    p.add_argument("--config", required=True, metavar="CONFIG.yaml", help="run configuration (see configs/)")
+    p.add_argument("--config", required=True, metavar="CONFIG.yaml", help="run configuration (see mobile_bert_distill/configs/)")
     p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override config keys, e.g. mode=nokd train.steps=200 dual.p_dt=0.3")
     p.add_argument("--out", metavar="DIR", help="output directory (default: the config's output_dir)")
@@ -28,7 +28,7 @@ def add_run_arguments(p):
 
 def add_backend_argument(p):
     """``--backend``: the Keras backend of the run (shared with teacher-prep and eval)."""
-    from mobile_bert_distill.backends import TRAINING_BACKENDS
+    from mobile_bert_distill.distill.backends import TRAINING_BACKENDS
 
     p.add_argument("--backend", metavar="NAME",
                    help=f"Keras backend: {' or '.join(TRAINING_BACKENDS)} (default: $KERAS_BACKEND, else "
@@ -38,7 +38,7 @@ def add_backend_argument(p):
 
 def add_strategy_argument(p):
     """``--strategy``: shorthand for ``--override train.strategy=NAME`` (shared with teacher-prep)."""
-    from mobile_bert_distill.config import STRATEGIES
+    from mobile_bert_distill.distill.config import STRATEGIES
 
     p.add_argument("--strategy", choices=STRATEGIES,
                    help="device strategy (sets train.strategy): default = one device; on tensorflow, "
@@ -53,8 +53,8 @@ def strategy_overrides(args):
 
 
 def run(args):
-    from mobile_bert_distill import config
-    from mobile_bert_distill.training import distill
+    from mobile_bert_distill.distill import config
+    from mobile_bert_distill.distill.run import distill
 
     data, base = config.load_yaml(args.config)
     cfg = config.resolve(data, list(args.override) + strategy_overrides(args), base_dir=base)

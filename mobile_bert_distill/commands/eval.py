@@ -28,7 +28,7 @@ def register(sub):
 
 def run(args):
     from mobile_bert_distill.errors import UserError
-    from mobile_bert_distill.evaluation import evaluate_student, evaluate_teacher
+    from mobile_bert_distill.distill.evaluation import evaluate_student, evaluate_teacher
 
     if args.seq_len is not None and args.seq_len < 3:
         raise UserError("--seq-len must be at least 3")

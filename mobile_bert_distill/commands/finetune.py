@@ -36,7 +36,7 @@ def register(sub):
 
 
 def run(args):
-    from mobile_bert_distill.finetune import finetune
+    from mobile_bert_distill.downstream.finetune import finetune
 
     finetune(args.student or args.teacher, args.data, args.eval, args.out, text_column=args.text_column,
              label_column=args.label_column, epochs=args.epochs, batch_size=args.batch_size,

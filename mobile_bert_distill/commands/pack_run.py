@@ -4,7 +4,7 @@ from mobile_bert_distill.commands import _types as T
 
 
 def register(sub):
-    from mobile_bert_distill.packing import DEFAULT_MAX_LINES, PYTHON_VERSION, TEACHER_DTYPES, WARN_MB
+    from mobile_bert_distill.distill.pack_run import DEFAULT_MAX_LINES, PYTHON_VERSION, TEACHER_DTYPES, WARN_MB
 
     p = sub.add_parser(
         "pack-run", help="pack a config into one folder that trains offline on a JAX machine without Keras",
@@ -46,7 +46,7 @@ def register(sub):
 
 
 def run(args):
-    from mobile_bert_distill.packing import pack_run, size_table
+    from mobile_bert_distill.distill.pack_run import pack_run, size_table
 
     summary = pack_run(args.config, args.out, overrides=args.override, wheels_dir=args.wheels_dir,
                        no_wheels=args.no_wheels, max_lines=args.max_lines, overwrite=args.overwrite,

@@ -34,7 +34,7 @@ def register(subparsers):
 
 
 def run(args):
-    from mobile_bert_distill import params as P
+    from mobile_bert_distill.bench import params as P
 
     flags = {"hidden_dim": args.hidden_dim, "num_layers": args.num_layers, "num_heads": args.num_heads,
              "intermediate_dim": args.intermediate_dim, "vocab_size": args.vocab_size,

@@ -33,7 +33,7 @@ def register(sub):
 
 def run(args):
     from mobile_bert_distill.errors import UserError
-    from mobile_bert_distill.inference import LiteRTModel, TruncationWarning
+    from mobile_bert_distill.litert.inference import LiteRTModel, TruncationWarning
 
     texts = list(args.texts)
     if args.input:
@@ -75,7 +75,7 @@ def run(args):
 
 
 def _classify(args, model, texts):
-    from mobile_bert_distill.inference import TruncationWarning
+    from mobile_bert_distill.litert.inference import TruncationWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TruncationWarning)

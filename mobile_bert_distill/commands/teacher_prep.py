@@ -12,7 +12,7 @@ def register(sub):
                     "and writes OUT/teacher. Use it afterwards as teacher.source: OUT/teacher. "
                     "Freeze the encoder with --override teacher.trainable=false (heads only, faster).")
     p.add_argument("--config", required=True, metavar="CONFIG.yaml",
-                   help="run configuration (see configs/; its mode is replaced by 'teacher')")
+                   help="run configuration (see mobile_bert_distill/configs/; its mode is replaced by 'teacher')")
     p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override config keys, e.g. train.steps=500 teacher.trainable=false")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (DIR/teacher is the result)")
@@ -21,8 +21,8 @@ def register(sub):
 
 
 def run(args):
-    from mobile_bert_distill import config
-    from mobile_bert_distill.training import distill
+    from mobile_bert_distill.distill import config
+    from mobile_bert_distill.distill.run import distill
 
     data, base = config.load_yaml(args.config)
     cfg = config.resolve(data, list(args.override) + strategy_overrides(args) + ["mode=teacher"], base_dir=base)

@@ -19,7 +19,7 @@ def register(sub):
 
 
 def run(args):
-    from mobile_bert_distill.vocab import build_vocab
+    from mobile_bert_distill.text.vocab import build_vocab
 
     tokens, stats = build_vocab(args.corpus, args.out, size=args.size, teacher_vocab_path=args.teacher_vocab,
                                 skip_bad_lines=args.skip_bad_lines, overwrite=args.overwrite)

@@ -1,0 +1,197 @@
+"""The distiller: one Keras model whose ``train_step`` is the paper's loss.
+
+``L = L_p + ε · (L_ce_student + L_ce_teacher)``
+
+* ``L_ce_student``: the student's MLM cross-entropy on its own segmentation;
+* ``L_ce_teacher``: the teacher's MLM cross-entropy on the mixed segmentation,
+  every masked piece scored by the head of the vocabulary that produced it
+  (both heads' terms summed, divided by all masked teacher pieces);
+* ``L_p``: the shared-projection loss (:mod:`mobile_bert_distill.distill.projections`).
+
+Modes (one key apart): ``nokd`` (student alone: no teacher is built),
+``dual`` (no ``L_p``), ``dual+down``, ``dual+up``; ``teacher`` trains the
+teacher and its heads alone (``L = ε·L_ce_teacher``, the teacher-preparation stage).
+
+The loss is written once, in ``keras.ops``; the backend's mixin
+(:mod:`mobile_bert_distill.distill.backends`) adds the thinnest ``train_step`` it needs
+and ``global_sum``/``num_replicas``: under ``tf.distribute`` every replica
+divides its summed cross-entropy by the *global* number of masked pieces and
+``L_p`` by the number of replicas, so one step equals the single-device step on
+the same global batch; on JAX the step sees the global batch and both are
+trivial.
+
+Example:
+>>> import numpy as np, keras
+>>> from mobile_bert_distill.distill.student import build_student
+>>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefgh")
+>>> student = build_student(vocab, hidden_dim=8, num_layers=1, num_heads=1, seq_len=6)
+>>> d = Distiller(student, mode="nokd")
+>>> d.compile(optimizer=keras.optimizers.Adam(1e-3))
+>>> batch = {"s_token_ids": np.array([[2, 4, 6, 3, 0, 0]]), "s_padding_mask": np.array([[1, 1, 1, 1, 0, 0]]),
+...          "s_mask_positions": np.array([[1]]), "s_mask_ids": np.array([[5]]),
+...          "s_mask_weights": np.array([[1.0]], "float32")}
+>>> logs = d.train_on_batch(batch, return_dict=True)
+>>> sorted(logs)
+['l_ce_student', 'loss', 'student_acc']
+"""
+
+import keras
+from keras import ops
+
+from mobile_bert_distill.distill import backends
+from mobile_bert_distill.distill.config import MODES
+from mobile_bert_distill.errors import UserError
+from mobile_bert_distill.distill.projections import SharedProjections, transformer_weight_pairs
+
+
+def _masked_ce(logits, labels, weights):
+    """(sum of weighted CE, sum of weighted top-1 hits) over masked positions."""
+    logits = ops.cast(logits, "float32")
+    ce = ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    hits = ops.cast(ops.equal(ops.cast(ops.argmax(logits, -1), labels.dtype), labels), "float32")
+    return ops.sum(ce * weights), ops.sum(hits * weights)
+
+
+class Distiller(backends.training_steps(), keras.Model):
+    """Trains a keras-hub ``BertMaskedLM`` student with (optionally) a dual-vocabulary teacher.
+
+    Args:
+        student: a ``keras_hub.models.BertMaskedLM`` (the student).
+        teacher: a :class:`~mobile_bert_distill.distill.teacher.DualVocabTeacher` whose
+            student embedding is ``student.backbone.token_embedding``; ``None``
+            for ``nokd``.
+        mode: one of ``nokd``, ``dual``, ``dual+down``, ``dual+up``, or
+            ``teacher`` (the teacher and its heads alone).
+        epsilon: ``ε``, the weight of the cross-entropy terms.
+        layer_map: student layer -> teacher layer for the projections (needed
+            when depths differ).
+        teacher_trainable: train the teacher (default) or freeze its encoder.
+        use_student_loss: keep ``L_ce_student`` in the loss (default); off only
+            for cost studies of the teacher's share of a step, and always off in
+            ``teacher`` mode.
+    """
+
+    def __init__(self, student, teacher=None, mode="dual+up", epsilon=1.0, layer_map=None,
+                 teacher_trainable=True, use_student_loss=True, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in MODES:
+            raise UserError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
+        if mode == "nokd" and teacher is not None:
+            raise ValueError("nokd trains the student alone: pass teacher=None")
+        if mode != "nokd" and teacher is None:
+            raise ValueError(f"mode {mode} needs a teacher")
+        if mode == "teacher":
+            use_student_loss = False
+        self.student = student
+        self.teacher = teacher
+        self.mode = mode
+        self.epsilon = float(epsilon)
+        self.use_student_loss = use_student_loss  # off only for cost studies (teacher-only step)
+        self.projections = None
+        if mode in ("dual+down", "dual+up"):
+            pairs = transformer_weight_pairs(teacher.backbone, student.backbone, layer_map)
+            self.projections = SharedProjections(mode.split("+")[1], pairs, name="shared_projections")
+        if teacher is not None and not teacher_trainable:
+            teacher.backbone.trainable = False
+        names = ["loss"]
+        if self.use_student_loss:
+            names += ["l_ce_student", "student_acc"]
+        if teacher is not None:
+            names += ["l_ce_teacher", "l_ce_teacher_tvocab", "l_ce_teacher_svocab",
+                      "teacher_acc_tvocab", "teacher_acc_svocab", "teacher_svocab_share"]
+        if self.projections is not None:
+            names += ["l_p"]
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+
+    def build(self, input_shape=None):
+        """Nothing to create: the student, the teacher and the projections are built when passed in."""
+        self.built = True
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def call(self, inputs, training=False):
+        return self.student(self._student_inputs(inputs), training=training)
+
+    @staticmethod
+    def _student_inputs(batch):
+        ids = batch["s_token_ids"]
+        return {"token_ids": ids, "segment_ids": ops.zeros_like(ids),
+                "padding_mask": batch["s_padding_mask"], "mask_positions": batch["s_mask_positions"]}
+
+    # ------------------------------------------------------------- the loss
+    def compute_terms(self, batch, training=False):
+        """Every loss term of one (per-replica) batch: ``L = L_p + ε·(L_ce_student + L_ce_teacher)``.
+
+        Returns ``(loss, values, weights)``: ``loss`` is this replica's share of ``L`` (the
+        cross-entropy sums over the global number of masked pieces, ``L_p`` split over the
+        replicas), the value to differentiate; ``values`` holds the global value of every term and
+        accuracy, for metrics; ``weights`` the piece counts that weight some of them.
+        """
+        values, weights = {}, {}
+        l_ce_student = l_ce_teacher = l_p = 0.0
+        if self.use_student_loss:
+            l_ce_student = self._student_ce(batch, training, values, weights)
+        if self.teacher is not None:
+            l_ce_teacher = self._teacher_ce(batch, training, values, weights)
+        if self.projections is not None:
+            l_p = self.projections.loss()
+            values["l_p"] = ops.stop_gradient(l_p)
+        loss = self.epsilon * (l_ce_student + l_ce_teacher) + l_p / self.num_replicas()
+        values["loss"] = (self.epsilon * (values.get("l_ce_student", 0.0) + values.get("l_ce_teacher", 0.0))
+                          + values.get("l_p", 0.0))
+        return loss, values, weights
+
+    def _student_ce(self, batch, training, values, weights):
+        """The student's masked-LM cross-entropy on student segmentation (this replica's share)."""
+        logits = self.call(batch, training=training)
+        w = ops.cast(batch["s_mask_weights"], "float32")
+        ce_sum, hits = _masked_ce(logits, batch["s_mask_ids"], w)
+        n = ops.maximum(self.global_sum(ops.sum(w)), 1.0)
+        values["l_ce_student"] = self.global_sum(ops.stop_gradient(ce_sum)) / n
+        values["student_acc"] = self.global_sum(hits) / n
+        weights["student_acc"] = n
+        return ce_sum / n
+
+    def _teacher_ce(self, batch, training, values, weights):
+        """The teacher's cross-entropy on mixed segmentation: each masked piece is scored by the head
+        of its vocabulary (this replica's share)."""
+        x = self.teacher.encode(batch["t_token_ids"], batch["t_is_student"], batch["t_padding_mask"],
+                                training=training)
+        logits_t, logits_s = self.teacher.heads(x, batch["t_mask_positions"])
+        w = ops.cast(batch["t_mask_weights"], "float32")
+        is_s = ops.cast(batch["t_mask_is_student"], "float32")
+        labels = batch["t_mask_ids"]
+        w_t, w_s = w * (1.0 - is_s), w * is_s
+        ce_t, hits_t = _masked_ce(logits_t, ops.where(is_s > 0, 0, labels), w_t)
+        ce_s, hits_s = _masked_ce(logits_s, ops.where(is_s > 0, labels, 0), w_s)
+        n = ops.maximum(self.global_sum(ops.sum(w)), 1.0)
+        n_t = self.global_sum(ops.sum(w_t))
+        n_s = self.global_sum(ops.sum(w_s))
+        g_ce_t = self.global_sum(ops.stop_gradient(ce_t))
+        g_ce_s = self.global_sum(ops.stop_gradient(ce_s))
+        values["l_ce_teacher"] = (g_ce_t + g_ce_s) / n
+        values["l_ce_teacher_tvocab"] = g_ce_t / ops.maximum(n_t, 1.0)
+        values["l_ce_teacher_svocab"] = g_ce_s / ops.maximum(n_s, 1.0)
+        values["teacher_acc_tvocab"] = self.global_sum(hits_t) / ops.maximum(n_t, 1.0)
+        values["teacher_acc_svocab"] = self.global_sum(hits_s) / ops.maximum(n_s, 1.0)
+        values["teacher_svocab_share"] = n_s / n
+        weights.update(l_ce_teacher_tvocab=n_t, l_ce_teacher_svocab=n_s,
+                       teacher_acc_tvocab=n_t, teacher_acc_svocab=n_s)
+        return (ce_t + ce_s) / n
+
+    def update_metrics(self, values, weights):
+        for name, tracker in self.trackers.items():
+            if name in values:
+                w = weights.get(name)
+                tracker.update_state(values[name], sample_weight=w)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    @staticmethod
+    def unpack(batch):
+        """The batch dict of a step's ``data`` (``fit()`` passes the dataset element,
+        ``train_on_batch``/``evaluate`` wrap it as ``(x, y, w)``), as tensors."""
+        while isinstance(batch, (tuple, list)):
+            batch = batch[0]
+        return keras.tree.map_structure(ops.convert_to_tensor, batch)

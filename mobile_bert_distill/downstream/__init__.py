@@ -1,0 +1,1 @@
+"""Downstream tasks: fine-tuning and the sentiment data."""

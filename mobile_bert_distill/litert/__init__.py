@@ -1,0 +1,1 @@
+"""LiteRT runtime: interpreter tools, inference, op profiles, the on-device benchmark."""
