@@ -17,7 +17,7 @@ import pytest
 from conftest import tiny_config_dict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODES = ("nokd", "dual", "dual+down", "dual+up", "teacher")
+MODES = ("nokd", "dual", "dual+down", "dual+up", "soft", "dual+up+soft", "teacher")
 
 pytestmark = pytest.mark.skipif(
     __import__("importlib").util.find_spec("jax") is None, reason='JAX is not installed (pip install -e ".[jax]")')
@@ -87,6 +87,8 @@ def test_one_step_of_every_mode_gives_the_same_terms_and_gradients(tiny_data, tm
     configs = {m: _resolved(tiny_data, "dual+up" if m not in ("nokd", "teacher") else m) for m in MODES}
     for m, cfg in configs.items():
         cfg["mode"] = m
+        if m.endswith("soft"):
+            cfg["soft"]["cosine_weight"] = 0.5  # every soft term, the learned map included
     init = tmp_path / "init.npz"
     tf_out = _worker("tensorflow", "step", configs, tmp_path, init)
     jax_out = _worker("jax", "step", configs, tmp_path, init)
@@ -266,6 +268,42 @@ print(json.dumps(np.asarray(mlm(feed, training=False)).tolist()))
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "student_int8.report.json").read_text())
     assert model.stat().st_size > 1000 and report["quantization"] == "int8"
+
+
+@pytest.mark.slow
+def test_soft_mode_on_jax_learns_resumes_and_exports_int8(tiny_data, tmp_path):
+    """The DistilBERT mode end to end: trained on JAX without TensorFlow (loss falls), killed and resumed
+    to the same student, and its student exports to int8 on TensorFlow."""
+    import yaml
+
+    cfg = tiny_config_dict(tiny_data, "soft", steps=30, log_every=10, checkpoint_every=10, deterministic=True,
+                           jit_compile="auto", learning_rate=1e-2)
+    cfg["teacher"]["random"]["num_layers"] = 1
+    cfg["soft"] = {"temperature": 2.0, "kd_weight": 1.0, "cosine_weight": 0.5}
+    path = tmp_path / "soft.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    a, b = tmp_path / "a", tmp_path / "b"
+    args = ["distill", "--config", str(path), "--no-progress", "--backend", "jax"]
+    r = _mbd(args + ["--out", str(a)], blocked=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    history = json.loads((a / "history.json").read_text())
+    assert [h["step"] for h in history] == [10, 20, 30] and history[-1]["loss"] < history[0]["loss"]
+    assert {"l_kd", "l_cos", "l_ce_student"} <= set(history[-1]) and "l_ce_teacher" not in history[-1]
+    r = _mbd(args + ["--out", str(b)], env={"MBD_TEST_KILL_AFTER_STEP": "10"})
+    assert r.returncode == -9, (r.returncode, r.stderr[-2000:])
+    r = _mbd(args + ["--out", str(b)])
+    assert r.returncode == 0 and "resuming from the checkpoint at step 10\n" in r.stdout, r.stderr[-2000:]
+    wa, wb = _h5_weights(a / "student"), _h5_weights(b / "student")
+    assert wa.keys() == wb.keys() and len(wa) > 10
+    for k in wa:
+        np.testing.assert_allclose(wb[k], wa[k], atol=1e-6, err_msg=k)
+
+    model = tmp_path / "soft_int8.tflite"
+    r = _mbd(["export", "--student", str(a / "student"), "--out", str(model), "--quantization", "int8",
+              "--seq-len", "16", "--calibration-corpus", tiny_data["train"], "--num-calibration", "20",
+              "--num-parity", "20", "--min-agreement", "0"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((tmp_path / "soft_int8.report.json").read_text())["quantization"] == "int8"
 
 
 # ------------------------------------------------------------------- text without tf-text

@@ -9,7 +9,7 @@ import yaml
 
 from conftest import tiny_config_dict
 
-MODES = ["nokd", "dual", "dual+down", "dual+up"]
+MODES = ["nokd", "dual", "dual+down", "dual+up", "soft", "dual+up+soft"]
 
 
 def build_run(cfg):
@@ -36,9 +36,10 @@ def test_each_mode_loss_falls(tiny_config, mode):
     assert {"loss", "l_ce_student", "student_acc"} <= keys
     if mode == "nokd":
         assert run.teacher is None and not any("dual_teacher" in v.path for v in run.distiller.variables)
-    else:
+    elif mode != "soft":
         assert {"l_ce_teacher", "teacher_acc_tvocab", "teacher_acc_svocab"} <= keys
-    assert ("l_p" in keys) == (mode in ("dual+down", "dual+up"))
+    assert ("l_p" in keys) == (mode in ("dual+down", "dual+up", "dual+up+soft"))
+    assert ("l_kd" in keys) == mode.endswith("soft") and ("l_ce_teacher" in keys) == ("dual" in mode)
 
 
 def test_nokd_never_builds_the_teacher(tiny_config, monkeypatch):
@@ -280,6 +281,22 @@ def test_teacher_from_preset_dir_and_from_teacher_checkpoint(tiny_config, tiny_d
                 continue
             np.testing.assert_allclose(wa.numpy(), wb.numpy(), err_msg=wa.path)
 
+    # soft: the teacher is a fixed target whose student-vocabulary path reads the student's embeddings,
+    # so the student starts from the table the teacher was saved with (and its up-projection)
+    cfg3 = tiny_config("soft")
+    cfg3["teacher"] = dict(cfg3["teacher"], random=None, source=str(ckpt))
+    run3 = build_run(cfg3)
+    np.testing.assert_allclose(run3.student.backbone.token_embedding.embeddings.numpy(),
+                               run.student.backbone.token_embedding.embeddings.numpy())
+    np.testing.assert_allclose(run3.teacher.up_projection.kernel.numpy(), run.teacher.up_projection.kernel.numpy())
+    assert run2.teacher.up_projection.kernel.trainable and not run3.teacher.up_projection.kernel.trainable
+    from mobile_bert_distill.errors import UserError
+
+    cfg4 = tiny_config("soft", overrides=["student.hidden_dim=32"])  # prepared for a 16-d student
+    cfg4["teacher"] = dict(cfg4["teacher"], random=None, source=str(ckpt))
+    with pytest.raises(UserError, match="a different student size"):
+        build_run(cfg4)
+
 
 def test_teacher_saved_frozen_still_pairs_for_projections(tiny_config, tiny_data, tmp_path):
     """teacher-prep with teacher.trainable=false saves a frozen encoder; dual+up from it must still
@@ -362,3 +379,87 @@ def test_heldout_batches_mix_at_the_target_p_dt_not_the_ramp_start(tiny_config, 
     held = run.eval_maker(0)
     masked = held["t_mask_is_student"][held["t_mask_weights"] > 0]
     assert masked.size and masked.all()  # p_dt 1: every word (so every masked piece) is a student piece
+
+
+# ------------------------------------------------------------------ the soft modes (DistilBERT)
+def _log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def test_soft_terms_equal_their_formulas(tiny_config):
+    """L_kd = Σ w·T²·KL(p_t‖p_s)/Σw and L_cos = Σ(1 − cos(h_s, W·h_t))/#valid, recomputed in NumPy
+    from the models' own outputs; the loss is ε·L_ce_student + λ_kd·L_kd + λ_cos·L_cos."""
+    import keras
+
+    cfg = tiny_config("soft", overrides=["soft.temperature=3.0", "soft.kd_weight=0.7", "soft.cosine_weight=0.4",
+                                         "loss.epsilon=0.5"])
+    run = build_run(cfg)
+    d, batch = run.distiller, run.maker(0)
+    tensors = {k: keras.ops.convert_to_tensor(v) for k, v in batch.items()}
+    loss, values, _ = d.compute_terms(tensors)
+    ids, mask, pos = (tensors[k] for k in ("s_token_ids", "s_padding_mask", "s_mask_positions"))
+    w = batch["s_mask_weights"].astype("float64")
+    h_t = run.teacher.encode(ids, keras.ops.ones_like(ids), mask)
+    z_t = keras.ops.convert_to_numpy(run.teacher.heads(h_t, pos)[1]).astype("float64")
+    h_s = keras.ops.convert_to_numpy(run.student.backbone(
+        {"token_ids": ids, "segment_ids": keras.ops.zeros_like(ids), "padding_mask": mask})["sequence_output"])
+    z_s = keras.ops.convert_to_numpy(d.call(tensors)).astype("float64")
+    mask = batch["s_padding_mask"]
+    T = 3.0
+    lp_t, lp_s = _log_softmax(z_t / T), _log_softmax(z_s / T)
+    kd = (w * (np.exp(lp_t) * (lp_t - lp_s)).sum(-1)).sum() * T * T / w.sum()
+    mapped = keras.ops.convert_to_numpy(d.hidden_map(h_t)).astype("float64")
+    cos = (h_s * mapped).sum(-1) / np.sqrt((h_s ** 2).sum(-1) * (mapped ** 2).sum(-1))
+    l_cos = ((1 - cos) * mask).sum() / mask.sum()
+    np.testing.assert_allclose(float(values["l_kd"]), kd, rtol=1e-4)
+    np.testing.assert_allclose(float(values["l_cos"]), l_cos, rtol=1e-4)
+    ce = float(values["l_ce_student"])
+    np.testing.assert_allclose(float(loss), 0.5 * ce + 0.7 * kd + 0.4 * l_cos, rtol=1e-4)
+    assert kd > 0 and l_cos > 0 and "l_ce_teacher" not in values and "l_p" not in values
+
+
+def test_soft_trains_the_student_and_the_map_and_leaves_the_teacher_fixed(tiny_config):
+    run = build_run(tiny_config("soft", overrides=["soft.cosine_weight=1.0"]))
+    d = run.distiller
+    trainable = {id(v) for v in d.trainable_variables}
+    student = {id(v) for v in run.student.trainable_variables}
+    teacher_only = [v for v in run.teacher.weights if id(v) not in {id(s) for s in run.student.weights}]
+    assert teacher_only and not any(id(v) in trainable for v in teacher_only)
+    assert student <= trainable and all(id(v) in trainable for v in d.hidden_map.trainable_variables)
+    before = [np.array(v) for v in teacher_only]
+    _, _, _, grads = d.gradients(run.maker(0))
+    by_id = {id(v): g for v, g in zip(d.trainable_variables, grads)}
+    assert all(by_id[id(v)] is not None and np.any(np.asarray(by_id[id(v)])) for v in d.hidden_map.trainable_variables)
+    emb = run.student.backbone.token_embedding.embeddings
+    assert np.any(np.asarray(by_id[id(emb)]))
+    for step in range(3):
+        d.train_on_batch(run.maker(step))
+    assert all(np.array_equal(b, np.array(v)) for b, v in zip(before, teacher_only))
+
+
+def test_dual_up_soft_still_trains_the_teacher(tiny_config):
+    run = build_run(tiny_config("dual+up+soft"))
+    trainable = {id(v) for v in run.distiller.trainable_variables}
+    assert any(id(v) in trainable for v in run.teacher.backbone.weights)
+    assert run.distiller.hidden_map is None  # cosine_weight 0: no map
+
+
+# override -> what the one line says
+BAD_SOFT = {"soft.temperature=0": "soft.temperature must be > 0", "soft.temperature=-1.5": "soft.temperature must be > 0",
+            "soft.kd_weight=-1": "soft.kd_weight must be >= 0", "soft.cosine_weight=-0.1": "soft.cosine_weight must be >= 0",
+            "soft.temperature=.nan": "soft.temperature must be a number", "mode=distil": "mode must be one of"}
+
+
+@pytest.mark.parametrize("override", sorted(BAD_SOFT))
+def test_bad_soft_settings_are_one_line(tiny_data, tmp_path, capsys, override):
+    from mobile_bert_distill.cli import main
+
+    fragment = BAD_SOFT[override]
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config_dict(tiny_data, "soft")), encoding="utf-8")
+    out = tmp_path / "out"
+    code = main(["distill", "--config", str(path), "--override", override, "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and fragment in err[0], err
+    assert not out.exists()

@@ -11,19 +11,34 @@ Example:
 
 import copy
 import json
+import math
 import os
 
 import yaml
 
 from mobile_bert_distill.errors import UserError
 
-MODES = ("nokd", "dual", "dual+down", "dual+up", "teacher")
+MODES = ("nokd", "dual", "dual+down", "dual+up", "soft", "dual+soft", "dual+down+soft", "dual+up+soft", "teacher")
+
+
+def mode_parts(mode):
+    """What a mode trains with: ``{"teacher", "dual", "projection", "soft"}`` flags and the projection
+    direction (``"down"``, ``"up"`` or ``None``).
+
+    >>> mode_parts("dual+up+soft")["projection"], mode_parts("soft")["dual"]
+    ('up', False)
+    """
+    parts = mode.split("+")
+    return {"teacher": mode != "nokd", "dual": "dual" in parts or mode == "teacher",
+            "projection": next((p for p in parts if p in ("down", "up")), None), "soft": "soft" in parts}
+
 STRATEGIES = ("default", "mirrored", "tpu", "data_parallel")
 JIT_COMPILE = ("auto", True, False)
 PRECISIONS = (None, "float32", "mixed_float16", "mixed_bfloat16")
 
 DEFAULTS = {
-    # nokd | dual | dual+down | dual+up; `teacher` trains the teacher's heads alone (mbd teacher-prep)
+    # nokd | dual | dual+down | dual+up | soft | dual+soft | dual+down+soft | dual+up+soft;
+    # `teacher` trains the teacher's heads alone (mbd teacher-prep)
     "mode": "dual+up",
     "seed": 0,
     "output_dir": "out",
@@ -64,7 +79,16 @@ DEFAULTS = {
         "layer_map": None,  # {student_layer: teacher_layer}; required when depths differ
     },
     "loss": {
-        "epsilon": 1.0,  # L = L_p + epsilon * (L_ce_student + L_ce_teacher)
+        "epsilon": 1.0,  # L = L_p + epsilon * (L_ce_student + L_ce_teacher) [+ the soft terms below]
+    },
+    "soft": {
+        # modes with +soft (DistilBERT / Hinton): + kd_weight * T^2 * KL(teacher || student) at temperature T
+        # over the masked positions, the teacher reading the student's own segmentation through its
+        # student-vocabulary head, + cosine_weight * (1 - cos) between student hidden states and the
+        # teacher's, projected to the student width by a learned matrix (training only)
+        "temperature": 2.0,
+        "kd_weight": 1.0,
+        "cosine_weight": 0.0,
     },
     "train": {
         "steps": 1000,
@@ -193,6 +217,14 @@ def validate(cfg):
     _check(isinstance(d["max_predictions"], int) and 1 <= d["max_predictions"] <= d["seq_len"],
            "data.max_predictions must be in [1, seq_len]")
     _check(0.0 < float(d["mask_rate"]) < 1.0, "data.mask_rate must be in (0, 1)")
+    soft = cfg["soft"]
+    for name in ("temperature", "kd_weight", "cosine_weight"):
+        v = soft[name]
+        _check(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+               f"soft.{name} must be a number (got {v!r})")
+    _check(soft["temperature"] > 0, f"soft.temperature must be > 0 (got {soft['temperature']!r})")
+    for name in ("kd_weight", "cosine_weight"):
+        _check(soft[name] >= 0, f"soft.{name} must be >= 0 (got {soft[name]!r})")
     s = cfg["student"]
     _check(isinstance(s["hidden_dim"], int) and s["hidden_dim"] > 0, "student.hidden_dim must be a positive integer")
     _check(isinstance(s["num_heads"], int) and s["hidden_dim"] % s["num_heads"] == 0,

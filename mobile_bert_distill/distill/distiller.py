@@ -11,6 +11,10 @@
 Modes (one key apart): ``nokd`` (student alone: no teacher is built),
 ``dual`` (no ``L_p``), ``dual+down``, ``dual+up``; ``teacher`` trains the
 teacher and its heads alone (``L = ε·L_ce_teacher``, the teacher-preparation stage).
+A ``+soft`` mode (``soft``, ``dual+soft``, ``dual+down+soft``, ``dual+up+soft``) adds
+DistilBERT's terms (:mod:`mobile_bert_distill.distill.soft`):
+``+ λ_kd·L_kd + λ_cos·L_cos``; plain ``soft`` has no ``L_ce_teacher`` and no ``L_p``, and its
+teacher is a fixed target (the run freezes it).
 
 The loss is written once, in ``keras.ops``; the backend's mixin
 (:mod:`mobile_bert_distill.distill.backends`) adds the thinnest ``train_step`` it needs
@@ -39,9 +43,10 @@ import keras
 from keras import ops
 
 from mobile_bert_distill.distill import backends
-from mobile_bert_distill.distill.config import MODES
-from mobile_bert_distill.errors import UserError
+from mobile_bert_distill.distill.config import MODES, mode_parts
 from mobile_bert_distill.distill.projections import SharedProjections, transformer_weight_pairs
+from mobile_bert_distill.distill.soft import cosine_sum, kd_sum
+from mobile_bert_distill.errors import UserError
 
 
 def _masked_ce(logits, labels, weights):
@@ -69,10 +74,14 @@ class Distiller(backends.training_steps(), keras.Model):
         use_student_loss: keep ``L_ce_student`` in the loss (default); off only
             for cost studies of the teacher's share of a step, and always off in
             ``teacher`` mode.
+        temperature, kd_weight, cosine_weight: ``T``, ``λ_kd`` and ``λ_cos`` of a ``+soft``
+            mode; ``cosine_weight > 0`` adds the learned map ``W`` (teacher width -> student
+            width) of ``L_cos``.
     """
 
     def __init__(self, student, teacher=None, mode="dual+up", epsilon=1.0, layer_map=None,
-                 teacher_trainable=True, use_student_loss=True, **kwargs):
+                 teacher_trainable=True, use_student_loss=True, temperature=2.0, kd_weight=1.0,
+                 cosine_weight=0.0, **kwargs):
         super().__init__(**kwargs)
         if mode not in MODES:
             raise UserError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
@@ -82,23 +91,33 @@ class Distiller(backends.training_steps(), keras.Model):
             raise ValueError(f"mode {mode} needs a teacher")
         if mode == "teacher":
             use_student_loss = False
+        parts = mode_parts(mode)
         self.student = student
         self.teacher = teacher
         self.mode = mode
         self.epsilon = float(epsilon)
         self.use_student_loss = use_student_loss  # off only for cost studies (teacher-only step)
+        self.dual = parts["dual"]
+        self.soft = parts["soft"]
+        self.temperature, self.kd_weight, self.cosine_weight = float(temperature), float(kd_weight), float(cosine_weight)
         self.projections = None
-        if mode in ("dual+down", "dual+up"):
+        if parts["projection"]:
             pairs = transformer_weight_pairs(teacher.backbone, student.backbone, layer_map)
-            self.projections = SharedProjections(mode.split("+")[1], pairs, name="shared_projections")
+            self.projections = SharedProjections(parts["projection"], pairs, name="shared_projections")
+        self.hidden_map = None
+        if self.soft and self.cosine_weight > 0:
+            self.hidden_map = keras.layers.Dense(student.backbone.hidden_dim, use_bias=False, name="hidden_map")
+            self.hidden_map.build((None, None, teacher.backbone.hidden_dim))
         if teacher is not None and not teacher_trainable:
             teacher.backbone.trainable = False
         names = ["loss"]
         if self.use_student_loss:
             names += ["l_ce_student", "student_acc"]
-        if teacher is not None:
+        if self.dual:
             names += ["l_ce_teacher", "l_ce_teacher_tvocab", "l_ce_teacher_svocab",
                       "teacher_acc_tvocab", "teacher_acc_svocab", "teacher_svocab_share"]
+        if self.soft:
+            names += ["l_kd"] + (["l_cos"] if self.hidden_map is not None else [])
         if self.projections is not None:
             names += ["l_p"]
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
@@ -130,22 +149,36 @@ class Distiller(backends.training_steps(), keras.Model):
         accuracy, for metrics; ``weights`` the piece counts that weight some of them.
         """
         values, weights = {}, {}
-        l_ce_student = l_ce_teacher = l_p = 0.0
+        l_ce_student = l_ce_teacher = l_p = l_kd = l_cos = 0.0
+        student = self._student_outputs(batch, training) if (self.use_student_loss or self.soft) else None
         if self.use_student_loss:
-            l_ce_student = self._student_ce(batch, training, values, weights)
-        if self.teacher is not None:
+            l_ce_student = self._student_ce(student["logits"], batch, values, weights)
+        if self.dual:
             l_ce_teacher = self._teacher_ce(batch, training, values, weights)
+        if self.soft:
+            l_kd, l_cos = self._soft_terms(student, batch, values)
         if self.projections is not None:
             l_p = self.projections.loss()
             values["l_p"] = ops.stop_gradient(l_p)
-        loss = self.epsilon * (l_ce_student + l_ce_teacher) + l_p / self.num_replicas()
+        loss = (self.epsilon * (l_ce_student + l_ce_teacher) + l_p / self.num_replicas()
+                + self.kd_weight * l_kd + self.cosine_weight * l_cos)
         values["loss"] = (self.epsilon * (values.get("l_ce_student", 0.0) + values.get("l_ce_teacher", 0.0))
-                          + values.get("l_p", 0.0))
+                          + values.get("l_p", 0.0) + self.kd_weight * values.get("l_kd", 0.0)
+                          + self.cosine_weight * values.get("l_cos", 0.0))
         return loss, values, weights
 
-    def _student_ce(self, batch, training, values, weights):
+    def _student_outputs(self, batch, training):
+        """The student's MLM logits at the masked positions (and its hidden states when ``L_cos`` needs them)."""
+        if self.hidden_map is None:
+            return {"logits": self.call(batch, training=training)}
+        inputs = self._student_inputs(batch)
+        hidden = self.student.backbone({k: inputs[k] for k in ("token_ids", "segment_ids", "padding_mask")},
+                                       training=training)["sequence_output"]
+        return {"logits": self.student.masked_lm_head(hidden, mask_positions=inputs["mask_positions"]),
+                "hidden": hidden}
+
+    def _student_ce(self, logits, batch, values, weights):
         """The student's masked-LM cross-entropy on student segmentation (this replica's share)."""
-        logits = self.call(batch, training=training)
         w = ops.cast(batch["s_mask_weights"], "float32")
         ce_sum, hits = _masked_ce(logits, batch["s_mask_ids"], w)
         n = ops.maximum(self.global_sum(ops.sum(w)), 1.0)
@@ -180,6 +213,24 @@ class Distiller(backends.training_steps(), keras.Model):
         weights.update(l_ce_teacher_tvocab=n_t, l_ce_teacher_svocab=n_s,
                        teacher_acc_tvocab=n_t, teacher_acc_svocab=n_s)
         return (ce_t + ce_s) / n
+
+    def _soft_terms(self, student, batch, values):
+        """``(L_kd, L_cos)``, this replica's shares: the teacher reads the student's own segmentation
+        (every piece through the student-vocabulary path) and is a fixed target."""
+        ids, mask = batch["s_token_ids"], batch["s_padding_mask"]
+        hidden_t = ops.stop_gradient(self.teacher.encode(ids, ops.ones_like(ids), mask, training=False))
+        _, logits_t = self.teacher.heads(hidden_t, batch["s_mask_positions"])
+        w = ops.cast(batch["s_mask_weights"], "float32")
+        n = ops.maximum(self.global_sum(ops.sum(w)), 1.0)
+        kd = kd_sum(student["logits"], logits_t, w, self.temperature)
+        values["l_kd"] = self.global_sum(ops.stop_gradient(kd)) / n
+        if self.hidden_map is None:
+            return kd / n, 0.0
+        valid = ops.cast(mask, "float32")
+        n_valid = ops.maximum(self.global_sum(ops.sum(valid)), 1.0)
+        cos = cosine_sum(student["hidden"], self.hidden_map(hidden_t), valid)
+        values["l_cos"] = self.global_sum(ops.stop_gradient(cos)) / n_valid
+        return kd / n, cos / n_valid
 
     def update_metrics(self, values, weights):
         for name, tracker in self.trackers.items():

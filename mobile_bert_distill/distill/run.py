@@ -110,18 +110,31 @@ class Run:
             if self.teacher_backbone is not None:
                 teacher = DualVocabTeacher(self.teacher_backbone, self.student.backbone.token_embedding,
                                            name="dual_teacher")
+                fixed_target = not config_lib.mode_parts(cfg["mode"])["dual"]  # soft: nothing trains the teacher
                 if not t["random"] and is_teacher_checkpoint(t["source"]):
-                    fresh = teacher.load_heads(t["source"])
-                    what = "teacher heads" if fresh else "teacher heads and up-projection"
-                    self.log(f"{what} restored from {t['source']}" + (
-                        f" (its up-projection was learned for another student width: this {s['hidden_dim']}-d "
-                        "student starts a fresh one)" if fresh else ""))
+                    if fixed_target:
+                        # its student-vocabulary path reads the student's embeddings: start the student
+                        # from the table the teacher was prepared with
+                        teacher.load_heads(t["source"], load_student_embedding=True)
+                        self.log(f"teacher heads, up-projection and the student's starting embeddings restored "
+                                 f"from {t['source']}")
+                    else:
+                        fresh = teacher.load_heads(t["source"])
+                        what = "teacher heads" if fresh else "teacher heads and up-projection"
+                        self.log(f"{what} restored from {t['source']}" + (
+                            f" (its up-projection was learned for another student width: this {s['hidden_dim']}-d "
+                            "student starts a fresh one)" if fresh else ""))
+                if fixed_target:
+                    shared = {id(v) for v in self.student.weights}
+                    for v in teacher.weights:
+                        if id(v) not in shared:
+                            v.trainable = False
                 self.teacher_backbone.pooled_dense.trainable = False
             self.student.backbone.pooled_dense.trainable = False
             self.teacher = teacher
             self.distiller = Distiller(self.student, teacher, mode=cfg["mode"], epsilon=cfg["loss"]["epsilon"],
                                        layer_map=cfg["projection"]["layer_map"],
-                                       teacher_trainable=t["trainable"])
+                                       teacher_trainable=t["trainable"], **cfg["soft"])
             self.optimizer = make_optimizer(cfg["train"], precision)
             self.distiller.compile(optimizer=self.optimizer, jit_compile=config_lib.jit_compile(cfg["train"]))
             self.optimizer.build(self.distiller.trainable_variables)
@@ -135,7 +148,8 @@ class Run:
         cfg, d, dual = self.cfg, self.cfg["data"], self.cfg["dual"]
         corpus = load_or_build_corpus(self.lines, self.cache_dir)
         s_table = PieceTable(self.student_vocab, corpus.words)
-        t_table = PieceTable(self.teacher_vocab, corpus.words) if self.teacher_vocab is not None and cfg["mode"] != "nokd" else None
+        dual_batches = self.teacher_vocab is not None and config_lib.mode_parts(cfg["mode"])["dual"]
+        t_table = PieceTable(self.teacher_vocab, corpus.words) if dual_batches else None
         common = dict(seq_len=d["seq_len"], batch_size=cfg["train"]["batch_size"],
                       max_predictions=d["max_predictions"], mask_rate=d["mask_rate"],
                       p_dt=dual["p_dt"], p_dt_start=dual["p_dt_start"], ramp_steps=dual["ramp_steps"])
@@ -193,7 +207,7 @@ def _callbacks(run, staging, ckpt, start_step, total_steps, history, progress):
             row = {"step": step}
             row.update({k: float(v) for k, v in (logs or {}).items()})
             row["learning_rate"] = float(keras.ops.convert_to_numpy(run.optimizer.learning_rate))
-            if run.cfg["mode"] != "nokd":
+            if config_lib.mode_parts(run.cfg["mode"])["dual"]:
                 row["p_dt"] = p_dt_schedule(step, dual["p_dt"], dual["p_dt_start"], dual["ramp_steps"])
             history.append(row)
             if writer is not None:
