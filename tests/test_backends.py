@@ -17,7 +17,7 @@ import pytest
 from conftest import tiny_config_dict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODES = ("nokd", "dual", "dual+down", "dual+up", "soft", "dual+up+soft", "teacher")
+MODES = ("nokd", "dual", "dual+down", "dual+up", "soft", "dual+up+soft", "tinybert", "teacher")
 
 pytestmark = pytest.mark.skipif(
     __import__("importlib").util.find_spec("jax") is None, reason='JAX is not installed (pip install -e ".[jax]")')
@@ -298,12 +298,36 @@ def test_soft_mode_on_jax_learns_resumes_and_exports_int8(tiny_data, tmp_path):
     for k in wa:
         np.testing.assert_allclose(wb[k], wa[k], atol=1e-6, err_msg=k)
 
-    model = tmp_path / "soft_int8.tflite"
-    r = _mbd(["export", "--student", str(a / "student"), "--out", str(model), "--quantization", "int8",
+    _exports_int8(a / "student", tiny_data, tmp_path)
+
+
+def _exports_int8(student, tiny_data, tmp_path):
+    model = tmp_path / "student_int8.tflite"
+    r = _mbd(["export", "--student", str(student), "--out", str(model), "--quantization", "int8",
               "--seq-len", "16", "--calibration-corpus", tiny_data["train"], "--num-calibration", "20",
               "--num-parity", "20", "--min-agreement", "0"])
     assert r.returncode == 0, r.stderr[-3000:]
-    assert json.loads((tmp_path / "soft_int8.report.json").read_text())["quantization"] == "int8"
+    assert json.loads((tmp_path / "student_int8.report.json").read_text())["quantization"] == "int8"
+
+
+@pytest.mark.slow
+def test_tinybert_on_jax_learns_and_exports_int8(tiny_data, tmp_path):
+    """TinyBERT's layer-wise terms trained on JAX without TensorFlow (loss falls); the student exports to
+    int8 on TensorFlow. (Resume is the same checkpoint of every distiller variable as for soft.)"""
+    import yaml
+
+    cfg = tiny_config_dict(tiny_data, "tinybert", steps=30, log_every=10, checkpoint_every=10, jit_compile="auto",
+                           learning_rate=1e-2)
+    cfg["teacher"]["random"]["num_layers"] = 1
+    cfg["student"]["num_heads"] = 1  # the teacher's two heads averaged onto one
+    path = tmp_path / "tinybert.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    out = tmp_path / "a"
+    r = _mbd(["distill", "--config", str(path), "--no-progress", "--backend", "jax", "--out", str(out)], blocked=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    history = json.loads((out / "history.json").read_text())
+    assert history[-1]["loss"] < history[0]["loss"] and {"l_emb", "l_hidn", "l_attn", "l_kd"} <= set(history[-1])
+    _exports_int8(out / "student", tiny_data, tmp_path)
 
 
 # ------------------------------------------------------------------- text without tf-text

@@ -9,7 +9,7 @@ import yaml
 
 from conftest import tiny_config_dict
 
-MODES = ["nokd", "dual", "dual+down", "dual+up", "soft", "dual+up+soft"]
+MODES = ["nokd", "dual", "dual+down", "dual+up", "soft", "dual+up+soft", "tinybert"]
 
 
 def build_run(cfg):
@@ -36,10 +36,11 @@ def test_each_mode_loss_falls(tiny_config, mode):
     assert {"loss", "l_ce_student", "student_acc"} <= keys
     if mode == "nokd":
         assert run.teacher is None and not any("dual_teacher" in v.path for v in run.distiller.variables)
-    elif mode != "soft":
+    elif mode not in ("soft", "tinybert"):
         assert {"l_ce_teacher", "teacher_acc_tvocab", "teacher_acc_svocab"} <= keys
     assert ("l_p" in keys) == (mode in ("dual+down", "dual+up", "dual+up+soft"))
-    assert ("l_kd" in keys) == mode.endswith("soft") and ("l_ce_teacher" in keys) == ("dual" in mode)
+    assert ("l_kd" in keys) == (mode.endswith("soft") or mode == "tinybert")
+    assert ("l_ce_teacher" in keys) == ("dual" in mode) and ("l_attn" in keys) == (mode == "tinybert")
 
 
 def test_nokd_never_builds_the_teacher(tiny_config, monkeypatch):
@@ -382,6 +383,16 @@ def test_heldout_batches_mix_at_the_target_p_dt_not_the_ramp_start(tiny_config, 
 
 
 # ------------------------------------------------------------------ the soft modes (DistilBERT)
+def _terms_of_first_batch(cfg):
+    """``(run, batch, the batch as tensors, compute_terms(batch))`` of a freshly built run."""
+    import keras
+
+    run = build_run(cfg)
+    batch = run.maker(0)
+    tensors = {k: keras.ops.convert_to_tensor(v) for k, v in batch.items()}
+    return run, batch, tensors, run.distiller.compute_terms(tensors)
+
+
 def _log_softmax(z):
     z = z - z.max(-1, keepdims=True)
     return z - np.log(np.exp(z).sum(-1, keepdims=True))
@@ -394,10 +405,8 @@ def test_soft_terms_equal_their_formulas(tiny_config):
 
     cfg = tiny_config("soft", overrides=["soft.temperature=3.0", "soft.kd_weight=0.7", "soft.cosine_weight=0.4",
                                          "loss.epsilon=0.5"])
-    run = build_run(cfg)
-    d, batch = run.distiller, run.maker(0)
-    tensors = {k: keras.ops.convert_to_tensor(v) for k, v in batch.items()}
-    loss, values, _ = d.compute_terms(tensors)
+    run, batch, tensors, (loss, values, _) = _terms_of_first_batch(cfg)
+    d = run.distiller
     ids, mask, pos = (tensors[k] for k in ("s_token_ids", "s_padding_mask", "s_mask_positions"))
     w = batch["s_mask_weights"].astype("float64")
     h_t = run.teacher.encode(ids, keras.ops.ones_like(ids), mask)
@@ -446,16 +455,17 @@ def test_dual_up_soft_still_trains_the_teacher(tiny_config):
 
 
 # override -> what the one line says
-BAD_SOFT = {"soft.temperature=0": "soft.temperature must be > 0", "soft.temperature=-1.5": "soft.temperature must be > 0",
+BAD_METHOD_SETTINGS = {"soft.temperature=0": "soft.temperature must be > 0", "soft.temperature=-1.5": "soft.temperature must be > 0",
             "soft.kd_weight=-1": "soft.kd_weight must be >= 0", "soft.cosine_weight=-0.1": "soft.cosine_weight must be >= 0",
-            "soft.temperature=.nan": "soft.temperature must be a number", "mode=distil": "mode must be one of"}
+            "soft.temperature=.nan": "soft.temperature must be a number", "mode=distil": "mode must be one of",
+            "tinybert.layer_weight=-1": "tinybert.layer_weight must be a number >= 0"}
 
 
-@pytest.mark.parametrize("override", sorted(BAD_SOFT))
-def test_bad_soft_settings_are_one_line(tiny_data, tmp_path, capsys, override):
+@pytest.mark.parametrize("override", sorted(BAD_METHOD_SETTINGS))
+def test_bad_method_settings_are_one_line(tiny_data, tmp_path, capsys, override):
     from mobile_bert_distill.cli import main
 
-    fragment = BAD_SOFT[override]
+    fragment = BAD_METHOD_SETTINGS[override]
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(tiny_config_dict(tiny_data, "soft")), encoding="utf-8")
     out = tmp_path / "out"
@@ -463,3 +473,66 @@ def test_bad_soft_settings_are_one_line(tiny_data, tmp_path, capsys, override):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and fragment in err[0], err
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ tinybert
+def test_tinybert_terms_equal_their_formulas(tiny_config):
+    """L_emb, L_hidn, L_attn (teacher heads averaged onto the student's) recomputed in NumPy from the
+    models' own internals; the student's hand-run forward gives its usual logits."""
+    import keras
+
+    from mobile_bert_distill.distill import tinybert as tb
+
+    # one student head under the teacher's two: the teacher's heads are averaged in pairs
+    cfg = tiny_config("tinybert", overrides=["tinybert.layer_weight=0.3", "soft.kd_weight=0.6", "loss.epsilon=0.5",
+                                             "student.num_heads=1"])
+    run, batch, tensors, (loss, values, _) = _terms_of_first_batch(cfg)
+    d = run.distiller
+    ids, mask = tensors["s_token_ids"], tensors["s_padding_mask"]
+    m = batch["s_padding_mask"].astype("float64")
+    e_s = tb.bert_embeddings(run.student.backbone, ids)
+    s_layers = tb.bert_layer_outputs(run.student.backbone, e_s, mask)
+    e_t = run.teacher.embed(ids, keras.ops.ones_like(ids))
+    t_layers = tb.bert_layer_outputs(run.teacher.backbone, e_t, mask)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(run.student.masked_lm_head(
+        s_layers[-1][0], mask_positions=tensors["s_mask_positions"])), keras.ops.convert_to_numpy(d.call(tensors)),
+        atol=1e-5)
+    npy = keras.ops.convert_to_numpy
+    d_t = run.teacher.backbone.hidden_dim
+
+    def states(a, b):
+        return (((npy(a).astype("float64") - npy(b)) ** 2).sum(-1) * m).sum() / (m.sum() * d_t)
+
+    l_emb = states(d.embedding_up(e_s), e_t)
+    l_hidn = np.mean([states(d.hidden_up(s_layers[i][0]), t_layers[i][0]) for i in range(len(s_layers))])
+    h_s = run.student.backbone.num_heads
+    assert (h_s, run.teacher.backbone.num_heads) == (1, 2)
+    attn = []
+    for (_, a_s), (_, a_t) in zip(s_layers, t_layers):
+        a_t = npy(a_t).astype("float64")
+        avg = a_t.reshape(a_t.shape[0], h_s, -1, *a_t.shape[2:]).mean(2)  # consecutive groups of teacher heads
+        pairs = m[:, None, :, None] * m[:, None, None, :]
+        attn.append((((npy(a_s) - avg) ** 2) * pairs).sum() / (pairs.sum() * h_s))
+    np.testing.assert_allclose(float(values["l_emb"]), l_emb, rtol=1e-4)
+    np.testing.assert_allclose(float(values["l_hidn"]), l_hidn, rtol=1e-4)
+    np.testing.assert_allclose(float(values["l_attn"]), np.mean(attn), rtol=1e-4)
+    expected = (0.5 * float(values["l_ce_student"]) + 0.6 * float(values["l_kd"])
+                + 0.3 * (l_emb + l_hidn + np.mean(attn)))
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
+    assert l_emb > 0 and l_hidn > 0 and np.mean(attn) > 0 and "l_ce_teacher" not in values
+
+
+def test_tinybert_trains_the_student_and_maps_and_refuses_heads_that_do_not_divide(tiny_config):
+    from mobile_bert_distill.errors import UserError
+
+    run = build_run(tiny_config("tinybert"))
+    d = run.distiller
+    trainable = {id(v) for v in d.trainable_variables}
+    assert not any(id(v) in trainable for v in run.teacher.backbone.weights)
+    _, _, _, grads = d.gradients(run.maker(0))
+    by_id = {id(v): g for v, g in zip(d.trainable_variables, grads)}
+    for layer in (d.embedding_up, d.hidden_up, run.student.backbone.transformer_layers[0]):
+        assert all(by_id[id(v)] is not None and np.any(np.asarray(by_id[id(v)])) for v in layer.trainable_variables)
+    cfg = tiny_config("tinybert", overrides=["student.num_heads=4", "student.hidden_dim=12"])  # 4 does not divide 2
+    with pytest.raises(UserError, match="4 attention heads do not divide the teacher's 2"):
+        build_run(cfg)

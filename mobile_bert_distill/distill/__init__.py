@@ -11,6 +11,8 @@ Modules, in the order a run uses them:
   student and the two-headed teacher (student pieces enter through an up-projection).
 - :mod:`~mobile_bert_distill.distill.projections`: the shared-projection loss on weights.
 - :mod:`~mobile_bert_distill.distill.soft`: the ``+soft`` modes' terms (DistilBERT: KL at temperature, cosine).
+- :mod:`~mobile_bert_distill.distill.tinybert`: the ``tinybert`` mode's layer-wise terms (embeddings, hidden
+  states, attention probabilities).
 - :mod:`~mobile_bert_distill.distill.distiller`: ``L = L_p + ε·(L_ce_student + L_ce_teacher)``.
 - :mod:`~mobile_bert_distill.distill.optimizer`, :mod:`~mobile_bert_distill.distill.run`,
   :mod:`~mobile_bert_distill.distill.checkpoints`: AdamW, the run lifecycle (``mbd distill``), resume.

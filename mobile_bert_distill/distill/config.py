@@ -18,26 +18,28 @@ import yaml
 
 from mobile_bert_distill.errors import UserError
 
-MODES = ("nokd", "dual", "dual+down", "dual+up", "soft", "dual+soft", "dual+down+soft", "dual+up+soft", "teacher")
+MODES = ("nokd", "dual", "dual+down", "dual+up", "soft", "dual+soft", "dual+down+soft", "dual+up+soft", "tinybert",
+         "teacher")
 
 
 def mode_parts(mode):
-    """What a mode trains with: ``{"teacher", "dual", "projection", "soft"}`` flags and the projection
-    direction (``"down"``, ``"up"`` or ``None``).
+    """What a mode trains with: ``{"teacher", "dual", "projection", "soft", "tinybert"}`` flags and the
+    projection direction (``"down"``, ``"up"`` or ``None``). ``tinybert`` includes the soft KL term.
 
     >>> mode_parts("dual+up+soft")["projection"], mode_parts("soft")["dual"]
     ('up', False)
     """
     parts = mode.split("+")
     return {"teacher": mode != "nokd", "dual": "dual" in parts or mode == "teacher",
-            "projection": next((p for p in parts if p in ("down", "up")), None), "soft": "soft" in parts}
+            "projection": next((p for p in parts if p in ("down", "up")), None),
+            "soft": "soft" in parts or mode == "tinybert", "tinybert": mode == "tinybert"}
 
 STRATEGIES = ("default", "mirrored", "tpu", "data_parallel")
 JIT_COMPILE = ("auto", True, False)
 PRECISIONS = (None, "float32", "mixed_float16", "mixed_bfloat16")
 
 DEFAULTS = {
-    # nokd | dual | dual+down | dual+up | soft | dual+soft | dual+down+soft | dual+up+soft;
+    # nokd | dual | dual+down | dual+up | soft | dual+soft | dual+down+soft | dual+up+soft | tinybert;
     # `teacher` trains the teacher's heads alone (mbd teacher-prep)
     "mode": "dual+up",
     "seed": 0,
@@ -89,6 +91,11 @@ DEFAULTS = {
         "temperature": 2.0,
         "kd_weight": 1.0,
         "cosine_weight": 0.0,
+    },
+    "tinybert": {
+        # mode tinybert (TinyBERT): + layer_weight * (L_emb + L_hidn + L_attn) per paired layer
+        # (projection.layer_map), + the soft KL term above (soft.temperature, soft.kd_weight)
+        "layer_weight": 1.0,
     },
     "train": {
         "steps": 1000,
@@ -225,6 +232,9 @@ def validate(cfg):
     _check(soft["temperature"] > 0, f"soft.temperature must be > 0 (got {soft['temperature']!r})")
     for name in ("kd_weight", "cosine_weight"):
         _check(soft[name] >= 0, f"soft.{name} must be >= 0 (got {soft[name]!r})")
+    w = cfg["tinybert"]["layer_weight"]
+    _check(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0,
+           f"tinybert.layer_weight must be a number >= 0 (got {w!r})")
     s = cfg["student"]
     _check(isinstance(s["hidden_dim"], int) and s["hidden_dim"] > 0, "student.hidden_dim must be a positive integer")
     _check(isinstance(s["num_heads"], int) and s["hidden_dim"] % s["num_heads"] == 0,

@@ -14,7 +14,8 @@ teacher and its heads alone (``L = ε·L_ce_teacher``, the teacher-preparation s
 A ``+soft`` mode (``soft``, ``dual+soft``, ``dual+down+soft``, ``dual+up+soft``) adds
 DistilBERT's terms (:mod:`mobile_bert_distill.distill.soft`):
 ``+ λ_kd·L_kd + λ_cos·L_cos``; plain ``soft`` has no ``L_ce_teacher`` and no ``L_p``, and its
-teacher is a fixed target (the run freezes it).
+teacher is a fixed target (the run freezes it). ``tinybert`` (:mod:`mobile_bert_distill.distill.tinybert`)
+adds ``λ_layer·(L_emb + L_hidn + L_attn)`` to ``ε·L_ce_student + λ_kd·L_kd``, with the same fixed teacher.
 
 The loss is written once, in ``keras.ops``; the backend's mixin
 (:mod:`mobile_bert_distill.distill.backends`) adds the thinnest ``train_step`` it needs
@@ -44,7 +45,8 @@ from keras import ops
 
 from mobile_bert_distill.distill import backends
 from mobile_bert_distill.distill.config import MODES, mode_parts
-from mobile_bert_distill.distill.projections import SharedProjections, transformer_weight_pairs
+from mobile_bert_distill.distill import tinybert
+from mobile_bert_distill.distill.projections import SharedProjections, resolve_layer_map, transformer_weight_pairs
 from mobile_bert_distill.distill.soft import cosine_sum, kd_sum
 from mobile_bert_distill.errors import UserError
 
@@ -77,11 +79,12 @@ class Distiller(backends.training_steps(), keras.Model):
         temperature, kd_weight, cosine_weight: ``T``, ``λ_kd`` and ``λ_cos`` of a ``+soft``
             mode; ``cosine_weight > 0`` adds the learned map ``W`` (teacher width -> student
             width) of ``L_cos``.
+        layer_weight: ``λ_layer`` of ``tinybert``.
     """
 
     def __init__(self, student, teacher=None, mode="dual+up", epsilon=1.0, layer_map=None,
                  teacher_trainable=True, use_student_loss=True, temperature=2.0, kd_weight=1.0,
-                 cosine_weight=0.0, **kwargs):
+                 cosine_weight=0.0, layer_weight=1.0, **kwargs):
         super().__init__(**kwargs)
         if mode not in MODES:
             raise UserError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
@@ -104,6 +107,20 @@ class Distiller(backends.training_steps(), keras.Model):
         if parts["projection"]:
             pairs = transformer_weight_pairs(teacher.backbone, student.backbone, layer_map)
             self.projections = SharedProjections(parts["projection"], pairs, name="shared_projections")
+        self.layer_pairs = None
+        self.layer_weight = float(layer_weight)
+        if parts["tinybert"]:
+            try:
+                tinybert.check_heads(student.backbone.num_heads, teacher.backbone.num_heads)
+            except ValueError as e:
+                raise UserError(str(e)) from None
+            mapping = resolve_layer_map(teacher.num_layers, len(student.backbone.transformer_layers), layer_map)
+            self.layer_pairs = sorted(mapping.items())
+            d_s, d_t = student.backbone.hidden_dim, teacher.backbone.hidden_dim
+            self.embedding_up = keras.layers.Dense(d_t, use_bias=False, name="tinybert_embedding_map")
+            self.hidden_up = keras.layers.Dense(d_t, use_bias=False, name="tinybert_hidden_map")
+            self.embedding_up.build((None, None, d_s))
+            self.hidden_up.build((None, None, d_s))
         self.hidden_map = None
         if self.soft and self.cosine_weight > 0:
             self.hidden_map = keras.layers.Dense(student.backbone.hidden_dim, use_bias=False, name="hidden_map")
@@ -118,6 +135,8 @@ class Distiller(backends.training_steps(), keras.Model):
                       "teacher_acc_tvocab", "teacher_acc_svocab", "teacher_svocab_share"]
         if self.soft:
             names += ["l_kd"] + (["l_cos"] if self.hidden_map is not None else [])
+        if self.layer_pairs is not None:
+            names += ["l_emb", "l_hidn", "l_attn"]
         if self.projections is not None:
             names += ["l_p"]
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
@@ -149,26 +168,35 @@ class Distiller(backends.training_steps(), keras.Model):
         accuracy, for metrics; ``weights`` the piece counts that weight some of them.
         """
         values, weights = {}, {}
-        l_ce_student = l_ce_teacher = l_p = l_kd = l_cos = 0.0
+        l_ce_student = l_ce_teacher = l_p = l_kd = l_cos = l_layers = 0.0
         student = self._student_outputs(batch, training) if (self.use_student_loss or self.soft) else None
         if self.use_student_loss:
             l_ce_student = self._student_ce(student["logits"], batch, values, weights)
         if self.dual:
             l_ce_teacher = self._teacher_ce(batch, training, values, weights)
-        if self.soft:
+        if self.layer_pairs is not None:
+            l_layers, l_kd = self._tinybert_terms(student, batch, values)
+        elif self.soft:
             l_kd, l_cos = self._soft_terms(student, batch, values)
         if self.projections is not None:
             l_p = self.projections.loss()
             values["l_p"] = ops.stop_gradient(l_p)
         loss = (self.epsilon * (l_ce_student + l_ce_teacher) + l_p / self.num_replicas()
-                + self.kd_weight * l_kd + self.cosine_weight * l_cos)
+                + self.kd_weight * l_kd + self.cosine_weight * l_cos + self.layer_weight * l_layers)
         values["loss"] = (self.epsilon * (values.get("l_ce_student", 0.0) + values.get("l_ce_teacher", 0.0))
                           + values.get("l_p", 0.0) + self.kd_weight * values.get("l_kd", 0.0)
-                          + self.cosine_weight * values.get("l_cos", 0.0))
+                          + self.cosine_weight * values.get("l_cos", 0.0)
+                          + self.layer_weight * sum(values.get(k, 0.0) for k in ("l_emb", "l_hidn", "l_attn")))
         return loss, values, weights
 
     def _student_outputs(self, batch, training):
         """The student's MLM logits at the masked positions (and its hidden states when ``L_cos`` needs them)."""
+        if self.layer_pairs is not None:
+            inputs = self._student_inputs(batch)
+            embeddings = tinybert.bert_embeddings(self.student.backbone, inputs["token_ids"], training=training)
+            layers = tinybert.bert_layer_outputs(self.student.backbone, embeddings, inputs["padding_mask"], training)
+            return {"logits": self.student.masked_lm_head(layers[-1][0], mask_positions=inputs["mask_positions"]),
+                    "embeddings": embeddings, "layers": layers}
         if self.hidden_map is None:
             return {"logits": self.call(batch, training=training)}
         inputs = self._student_inputs(batch)
@@ -231,6 +259,35 @@ class Distiller(backends.training_steps(), keras.Model):
         cos = cosine_sum(student["hidden"], self.hidden_map(hidden_t), valid)
         values["l_cos"] = self.global_sum(ops.stop_gradient(cos)) / n_valid
         return kd / n, cos / n_valid
+
+    def _tinybert_terms(self, student, batch, values):
+        """``(L_emb + L_hidn + L_attn, L_kd)``, this replica's shares, against the fixed teacher reading
+        the student's own segmentation."""
+        ids, mask = batch["s_token_ids"], batch["s_padding_mask"]
+        e_t = ops.stop_gradient(self.teacher.embed(ids, ops.ones_like(ids), training=False))
+        t_layers = [(ops.stop_gradient(h), ops.stop_gradient(a))
+                    for h, a in tinybert.bert_layer_outputs(self.teacher.backbone, e_t, mask)]
+        _, logits_t = self.teacher.heads(t_layers[-1][0], batch["s_mask_positions"])
+        valid = ops.cast(mask, "float32")
+        n_valid = self.global_sum(ops.sum(valid))
+        n_states = ops.maximum(n_valid * self.teacher.backbone.hidden_dim, 1.0)
+        n_attn = ops.maximum(self.global_sum(ops.sum(ops.square(ops.sum(valid, axis=1))))
+                             * self.student.backbone.num_heads, 1.0)
+        emb = tinybert.squared_error_sum(self.embedding_up(student["embeddings"]), e_t, valid)
+        hidn = attn = 0.0
+        for s, t in self.layer_pairs:
+            (h_s, a_s), (h_t, a_t) = student["layers"][s], t_layers[t]
+            hidn += tinybert.squared_error_sum(self.hidden_up(h_s), h_t, valid)
+            attn += tinybert.attention_error_sum(a_s, tinybert.average_heads(a_t, self.student.backbone.num_heads),
+                                                 valid)
+        k = float(len(self.layer_pairs))
+        for name, term, n in (("l_emb", emb, n_states), ("l_hidn", hidn / k, n_states), ("l_attn", attn / k, n_attn)):
+            values[name] = self.global_sum(ops.stop_gradient(term)) / n
+        w = ops.cast(batch["s_mask_weights"], "float32")
+        n_masked = ops.maximum(self.global_sum(ops.sum(w)), 1.0)
+        kd = kd_sum(student["logits"], logits_t, w, self.temperature)
+        values["l_kd"] = self.global_sum(ops.stop_gradient(kd)) / n_masked
+        return emb / n_states + hidn / k / n_states + attn / k / n_attn, kd / n_masked
 
     def update_metrics(self, values, weights):
         for name, tracker in self.trackers.items():

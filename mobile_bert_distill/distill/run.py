@@ -134,7 +134,7 @@ class Run:
             self.teacher = teacher
             self.distiller = Distiller(self.student, teacher, mode=cfg["mode"], epsilon=cfg["loss"]["epsilon"],
                                        layer_map=cfg["projection"]["layer_map"],
-                                       teacher_trainable=t["trainable"], **cfg["soft"])
+                                       teacher_trainable=t["trainable"], **cfg["soft"], **cfg["tinybert"])
             self.optimizer = make_optimizer(cfg["train"], precision)
             self.distiller.compile(optimizer=self.optimizer, jit_compile=config_lib.jit_compile(cfg["train"]))
             self.optimizer.build(self.distiller.trainable_variables)
