@@ -248,17 +248,22 @@ class Distiller(backends.training_steps(), keras.Model):
         ids, mask = batch["s_token_ids"], batch["s_padding_mask"]
         hidden_t = ops.stop_gradient(self.teacher.encode(ids, ops.ones_like(ids), mask, training=False))
         _, logits_t = self.teacher.heads(hidden_t, batch["s_mask_positions"])
-        w = ops.cast(batch["s_mask_weights"], "float32")
-        n = ops.maximum(self.global_sum(ops.sum(w)), 1.0)
-        kd = kd_sum(student["logits"], logits_t, w, self.temperature)
-        values["l_kd"] = self.global_sum(ops.stop_gradient(kd)) / n
+        l_kd = self._kd_term(student["logits"], logits_t, batch, values)
         if self.hidden_map is None:
-            return kd / n, 0.0
+            return l_kd, 0.0
         valid = ops.cast(mask, "float32")
         n_valid = ops.maximum(self.global_sum(ops.sum(valid)), 1.0)
         cos = cosine_sum(student["hidden"], self.hidden_map(hidden_t), valid)
         values["l_cos"] = self.global_sum(ops.stop_gradient(cos)) / n_valid
-        return kd / n, cos / n_valid
+        return l_kd, cos / n_valid
+
+    def _kd_term(self, student_logits, teacher_logits, batch, values):
+        """``L_kd`` over the student's masked positions (this replica's share)."""
+        w = ops.cast(batch["s_mask_weights"], "float32")
+        n = ops.maximum(self.global_sum(ops.sum(w)), 1.0)
+        kd = kd_sum(student_logits, teacher_logits, w, self.temperature)
+        values["l_kd"] = self.global_sum(ops.stop_gradient(kd)) / n
+        return kd / n
 
     def _tinybert_terms(self, student, batch, values):
         """``(L_emb + L_hidn + L_attn, L_kd)``, this replica's shares, against the fixed teacher reading
@@ -283,11 +288,8 @@ class Distiller(backends.training_steps(), keras.Model):
         k = float(len(self.layer_pairs))
         for name, term, n in (("l_emb", emb, n_states), ("l_hidn", hidn / k, n_states), ("l_attn", attn / k, n_attn)):
             values[name] = self.global_sum(ops.stop_gradient(term)) / n
-        w = ops.cast(batch["s_mask_weights"], "float32")
-        n_masked = ops.maximum(self.global_sum(ops.sum(w)), 1.0)
-        kd = kd_sum(student["logits"], logits_t, w, self.temperature)
-        values["l_kd"] = self.global_sum(ops.stop_gradient(kd)) / n_masked
-        return emb / n_states + hidn / k / n_states + attn / k / n_attn, kd / n_masked
+        l_kd = self._kd_term(student["logits"], logits_t, batch, values)
+        return emb / n_states + hidn / k / n_states + attn / k / n_attn, l_kd
 
     def update_metrics(self, values, weights):
         for name, tracker in self.trackers.items():

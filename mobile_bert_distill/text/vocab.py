@@ -1,9 +1,10 @@
-"""Student vocabulary: learn a small WordPiece vocabulary and compare it with the teacher's.
+"""Vocabularies: read and check a ``vocab.txt``; learn the small student WordPiece vocabulary and compare it
+with the teacher's.
 
 The paper's student uses 4,928 WordPieces learned on the pre-training corpus,
 93.9% of which are also in BERT's 30,522-piece vocabulary. We learn it with
 Hugging Face ``tokenizers`` (exact size, seconds) on words produced by the
-training pre-tokenizer (:func:`mobile_bert_distill.text.pretokenize`), so the
+training pre-tokenizer (:func:`mobile_bert_distill.text.segment.pretokenize`), so the
 learned pieces fit the words the student will see.
 
 Example:
@@ -17,20 +18,54 @@ import os
 
 import numpy as np
 
-from mobile_bert_distill import text
 from mobile_bert_distill.atomic import atomic_dir, atomic_write_json, atomic_write_text, locked_output
 from mobile_bert_distill.errors import UserError
+from mobile_bert_distill.text.corpus import read_corpus
+from mobile_bert_distill.text.rows import SPECIAL_TOKENS
+from mobile_bert_distill.text.segment import pretokenize, wordpiece_ids
+
+
+def validate_vocab(tokens, source="vocabulary"):
+    missing = [t for t in SPECIAL_TOKENS if t not in tokens]
+    if missing:
+        raise UserError(f"{source} lacks the special token(s) {' '.join(missing)}")
+    seen, dups = set(), []
+    for t in tokens:
+        if t in seen:
+            dups.append(t)
+        seen.add(t)
+    if dups:
+        shown = ", ".join(repr(d) for d in dups[:5])
+        raise UserError(f"{source} has {len(dups)} duplicate token(s): {shown}")
+    if any(t == "" for t in tokens):
+        raise UserError(f"{source} has an empty line (token ids would shift)")
+    return tokens
+
+
+def load_vocab(path):
+    """Read a WordPiece ``vocab.txt`` (one token per line) and validate it."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UserError(f"vocabulary file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            tokens = [line.rstrip("\r\n") for line in f]
+    except UnicodeDecodeError:
+        raise UserError(f"vocabulary file is not UTF-8: {path}") from None
+    while tokens and tokens[-1] == "":
+        tokens.pop()
+    return validate_vocab(tokens, source=path)
 
 
 def learn_vocab(lines, size=4928, words=None, min_frequency=2, limit_alphabet=1000):
     """Learn a WordPiece vocabulary of (at most) ``size`` tokens, specials first."""
     from tokenizers import BertWordPieceTokenizer
 
-    if size < len(text.SPECIAL_TOKENS) + 1:
-        raise UserError(f"the vocabulary size must be larger than {len(text.SPECIAL_TOKENS)} (its special tokens), "
+    if size < len(SPECIAL_TOKENS) + 1:
+        raise UserError(f"the vocabulary size must be larger than {len(SPECIAL_TOKENS)} (its special tokens), "
                         f"got {size}")
     if words is None:
-        words = text.pretokenize(lines)
+        words = pretokenize(lines)
     # The text is already case-folded, accent-stripped and split: make the
     # trainer split on the same boundaries and change nothing else.
     trainer_tok = BertWordPieceTokenizer(
@@ -41,7 +76,7 @@ def learn_vocab(lines, size=4928, words=None, min_frequency=2, limit_alphabet=10
         vocab_size=size,
         min_frequency=min_frequency,
         limit_alphabet=limit_alphabet,
-        special_tokens=list(text.SPECIAL_TOKENS),
+        special_tokens=list(SPECIAL_TOKENS),
         show_progress=False,
         wordpieces_prefix="##",
     )
@@ -50,16 +85,16 @@ def learn_vocab(lines, size=4928, words=None, min_frequency=2, limit_alphabet=10
     # The trainer numbers its alphabet in hash-set order, so the same corpus gave the same
     # pieces under different ids from run to run. Ids carry no meaning for WordPiece: sort
     # everything after the specials so a rerun of the same corpus gives the same vocab.txt.
-    n = len(text.SPECIAL_TOKENS)
-    if tuple(tokens[:n]) == text.SPECIAL_TOKENS:
+    n = len(SPECIAL_TOKENS)
+    if tuple(tokens[:n]) == SPECIAL_TOKENS:
         tokens = tokens[:n] + sorted(tokens[n:])
-    return text.validate_vocab(tokens, source="learned vocabulary")
+    return validate_vocab(tokens, source="learned vocabulary")
 
 
 def segmentation_stats(words, vocab):
     """[UNK] rate and pieces per word of ``vocab`` on pre-tokenized ``words``."""
     uniq, counts = np.unique(np.array([w for row in words for w in row], dtype=object), return_counts=True)
-    offsets, flat = text.wordpiece_ids(list(uniq), vocab)
+    offsets, flat = wordpiece_ids(list(uniq), vocab)
     lens = np.diff(offsets)
     unk = vocab.index("[UNK]")
     unk_per_word = np.add.reduceat((flat == unk).astype(np.int64), offsets[:-1]) if len(flat) else lens * 0
@@ -77,7 +112,7 @@ def segmentation_stats(words, vocab):
 def vocab_stats(student_vocab, teacher_vocab, words):
     """Overlap of the two vocabularies and how each segments the corpus."""
     teacher_set = set(teacher_vocab) if teacher_vocab is not None else set()
-    normal = [t for t in student_vocab if t not in text.SPECIAL_TOKENS]
+    normal = [t for t in student_vocab if t not in SPECIAL_TOKENS]
     stats = {"size": len(student_vocab)}
     if teacher_vocab is not None:
         shared = sum(1 for t in normal if t in teacher_set)
@@ -93,15 +128,15 @@ def vocab_stats(student_vocab, teacher_vocab, words):
 def build_vocab(corpus, out_dir, size=4928, teacher_vocab_path=None, skip_bad_lines=False,
                 overwrite=False, log=print):
     """Learn the vocabulary and write ``out_dir/vocab.txt`` and ``vocab_stats.json`` atomically."""
-    teacher_vocab = text.load_vocab(teacher_vocab_path) if teacher_vocab_path else None
+    teacher_vocab = load_vocab(teacher_vocab_path) if teacher_vocab_path else None
     with locked_output(out_dir, overwrite, "vocabulary folder"):
         return _locked_build_vocab(corpus, out_dir, size, teacher_vocab, skip_bad_lines, log)
 
 
 def _locked_build_vocab(corpus, out_dir, size, teacher_vocab, skip_bad_lines, log):
-    lines = text.read_corpus(corpus, skip_bad_lines=skip_bad_lines, warn=log)
+    lines = read_corpus(corpus, skip_bad_lines=skip_bad_lines, warn=log)
     log(f"read {len(lines):,} lines; pre-tokenizing")
-    words = text.pretokenize(lines, progress=True)
+    words = pretokenize(lines, progress=True)
     log(f"learning a {size}-piece WordPiece vocabulary")
     tokens = learn_vocab(lines, size=size, words=words)
     stats = vocab_stats(tokens, teacher_vocab, words)
