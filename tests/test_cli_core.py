@@ -309,6 +309,19 @@ def test_same_config_ignores_where_a_run_was_written(tmp_path, tiny_config):
     assert not config.same_config(str(tmp_path / "none.yaml"), cfg)
 
 
+def test_same_config_reads_a_setting_the_record_predates_as_its_default(tmp_path, tiny_config):
+    from mobile_bert_distill.distill import config
+
+    cfg = tiny_config("nokd")
+    older = json.loads(json.dumps(cfg))
+    del older["soft"], older["student"]["share_layers"]  # recorded before these settings existed
+    path = tmp_path / "config.yaml"
+    path.write_text(config.dump(older))
+    assert config.same_config(str(path), cfg)
+    assert not config.same_config(str(path), dict(cfg, student=dict(cfg["student"], share_layers=True)))
+    assert not config.same_config(str(path), dict(cfg, soft=dict(cfg["soft"], temperature=4.0)))
+
+
 def test_the_cli_names_the_flag_that_resolves_an_error_only_where_the_verb_has_it(tiny_data, tmp_path, capsys):
     path = _nokd_config_on(tiny_data, tmp_path, b"fine\nnot \xff utf-8\n")
     code, _, err = run_cli(["distill", "--config", str(path), "--out", str(tmp_path / "o")], capsys)

@@ -136,3 +136,27 @@ def test_finetune_learns_and_soft_target_kd_runs(tiny_student, tmp_path, capsys)
 
     clf = keras_hub.models.BertTextClassifier.from_preset(str(student))
     assert clf.predict(["the cat sat happily ."], verbose=0).shape == (1, 2)
+
+
+@pytest.mark.slow
+def test_an_albert_style_student_fine_tunes_with_its_wordpiece_tokenizer(tiny_data, tmp_path, capsys):
+    import keras_hub
+
+    from mobile_bert_distill.distill.student import build_student
+    from mobile_bert_distill.text import load_vocab
+
+    student = tmp_path / "albert"
+    build_student(load_vocab(tiny_data["student_vocab"]), hidden_dim=16, num_layers=2, num_heads=2, seq_len=32,
+                  embedding_dim=8, share_layers=True).save_to_preset(str(student))
+    train = _write_csv(tmp_path / "train.csv", _labelled(400, 0))
+    evalp = _write_csv(tmp_path / "eval.csv", _labelled(100, 1))
+    out = tmp_path / "clf"
+    code, _, err = _cli(["finetune", "--student", str(student), "--data", train, "--eval", evalp, "--out", str(out),
+                         "--epochs", "6", "--learning-rate", "5e-3", "--seq-len", "32"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "metrics.json").read_text())["accuracy"] > 0.7
+    clf = keras_hub.models.TextClassifier.from_preset(str(out))
+    assert type(clf).__name__ == "AlbertTextClassifier" and clf.backbone.embedding_dim == 8
+    tokenizer = clf.preprocessor.tokenizer
+    assert type(tokenizer).__name__ == "BertTokenizer"  # not ALBERT's SentencePiece
+    assert tokenizer.get_vocabulary() == load_vocab(tiny_data["student_vocab"])

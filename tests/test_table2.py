@@ -113,3 +113,24 @@ def test_tiny_grid_within_budget(tiny_setup, tmp_path, capsys):
     log = capsys.readouterr().out
     assert "probe" not in log and log.count("reused") == 5
     assert json.loads((out / "results.json").read_text())["plan"] == plan
+    # the methods table of the same grid: step costs relative to nokd, int8 sizes
+    methods = load_benchmark("methods")
+    assert methods.main(["--grid", str(out), "--steps", "2", "--repeats", "1"]) == 0
+    doc = json.loads((out / "methods.json").read_text())
+    rows = {(r["width"], r["mode"]): r for r in doc["rows"]}
+    assert set(rows) == {(16, "nokd"), (16, "dual+up"), (24, "nokd"), (24, "dual+up")}
+    for w in (16, 24):
+        nokd, kd = rows[(w, "nokd")], rows[(w, "dual+up")]
+        assert nokd["step_cost_vs_nokd"] == 1.0 and nokd["step_seconds"] > 0
+        assert kd["step_cost_vs_nokd"] == pytest.approx(kd["step_seconds"] / nokd["step_seconds"])
+        assert nokd["student"] == str(out / "runs" / f"{w}d_nokd_seed3")
+    # the same student architecture within a width, a wider one is bigger
+    assert abs(rows[(16, "nokd")]["int8_bytes"] - rows[(16, "dual+up")]["int8_bytes"]) < 0.01 * rows[(16, "nokd")]["int8_bytes"]
+    assert rows[(24, "nokd")]["int8_bytes"] > rows[(16, "nokd")]["int8_bytes"]
+    assert "| 24 | dual+up |" in (out / "methods.md").read_text()
+
+
+def test_methods_needs_a_grid(tmp_path, capsys):
+    assert load_benchmark("methods").main(["--grid", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "results.json not found" in err[0]

@@ -475,6 +475,18 @@ def test_bad_method_settings_are_one_line(tiny_data, tmp_path, capsys, override)
     assert not out.exists()
 
 
+def test_tinybert_refuses_a_cosine_weight(tiny_data, tmp_path, capsys):
+    from mobile_bert_distill.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config_dict(tiny_data, "tinybert")), encoding="utf-8")
+    code = main(["distill", "--config", str(path), "--override", "soft.cosine_weight=0.5", "--out",
+                 str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "soft.cosine_weight is 0.5, but mode tinybert" in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------ tinybert
 def test_tinybert_terms_equal_their_formulas(tiny_config):
     """L_emb, L_hidn, L_attn (teacher heads averaged onto the student's) recomputed in NumPy from the

@@ -7,7 +7,7 @@ def register(sub):
     p = sub.add_parser(
         "finetune", help="fine-tune a student/teacher preset as a text classifier (optional soft-target KD)",
         description="Fine-tune OUT/student (or a teacher checkpoint / HF folder) as a keras-hub "
-                    "BertTextClassifier on a labelled CSV; prints eval accuracy and macro-F1 and writes a "
+                    "BertTextClassifier (AlbertTextClassifier for an ALBERT-style student) on a labelled CSV; prints eval accuracy and macro-F1 and writes a "
                     "classifier preset with labels.json. With --teacher-classifier, the loss is "
                     "alpha*CE(hard) + (1-alpha)*T^2*KL(soft) against the teacher's outputs (--kd-loss mse: "
                     "MSE on logits). Teacher and student read the same raw text through their own tokenizers.")

@@ -67,14 +67,18 @@ def run(args):
                           "totals": counts, "table1": table1}, indent=2))
         return 0
     c = cfg
-    print(f"BERT layout: {c.num_layers} layers, hidden {c.hidden_dim}, {c.num_heads} heads, "
-          f"feed-forward {c.intermediate_dim}, vocabulary {c.vocab_size}, {c.max_positions} positions")
+    albert = "" if c.embedding_dim is None else (
+        f", {c.embedding_dim}-d factorised embedding, {c.stored_layers} distinct layer(s)")
+    print(f"{'ALBERT-style' if albert else 'BERT'} layout: {c.num_layers} layers, hidden {c.hidden_dim}, "
+          f"{c.num_heads} heads, feed-forward {c.intermediate_dim}, vocabulary {c.vocab_size}, "
+          f"{c.max_positions} positions{albert}")
     for name, n in rows:
         print(f"  {name:<56}{n:>14,}")
     print(f"  {'backbone + pooler':<56}{counts['backbone_with_pooler']:>14,}"
           f"   {P.size_mb(counts['backbone_with_pooler']):8.2f} MB float32"
           f"  {P.size_mb(counts['backbone_with_pooler'], 1):8.2f} MB int8")
-    print(f"  {'+ tied MLM head (keras-hub BertMaskedLM)':<56}{counts['masked_lm']:>14,}")
+    task = "BertMaskedLM" if c.embedding_dim is None else "AlbertMaskedLM"
+    print(f"  {f'+ tied MLM head (keras-hub {task})':<56}{counts['masked_lm']:>14,}")
     print(f"  {'+ NSP head (the paper counts it)':<56}{counts['paper_total']:>14,}")
     base = P.param_counts(P.BERT_BASE)["paper_total"]
     print(f"  BERT-base (paper: {P.PAPER_TABLE1['BERT-base']:,}) / this: {base / counts['paper_total']:.1f}x")

@@ -69,6 +69,12 @@ DEFAULTS = {
         "num_layers": None,  # null: the teacher's depth (the projections pair layers 1:1)
         "num_heads": 4,
         "intermediate_dim": None,  # null: 4 x hidden_dim
+        # ALBERT-style student (a keras-hub AlbertMaskedLM with the kit's WordPiece tokenizer):
+        # embedding_dim E factorises the embedding (vocabulary x E, then a learned E -> hidden_dim
+        # projection; null: BERT's embedding, as wide as hidden_dim); share_layers runs one transformer
+        # layer at every depth (ALBERT's cross-layer sharing)
+        "embedding_dim": None,
+        "share_layers": False,
         "dropout": 0.1,
         "max_sequence_length": 512,
     },
@@ -232,6 +238,9 @@ def validate(cfg):
     _check(soft["temperature"] > 0, f"soft.temperature must be > 0 (got {soft['temperature']!r})")
     for name in ("kd_weight", "cosine_weight"):
         _check(soft[name] >= 0, f"soft.{name} must be >= 0 (got {soft[name]!r})")
+    _check(cfg["mode"] != "tinybert" or soft["cosine_weight"] == 0,
+           f"soft.cosine_weight is {soft['cosine_weight']!r}, but mode tinybert matches hidden states by its "
+           "layer terms (tinybert.layer_weight), not by a cosine: set it to 0")
     w = cfg["tinybert"]["layer_weight"]
     _check(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0,
            f"tinybert.layer_weight must be a number >= 0 (got {w!r})")
@@ -239,6 +248,10 @@ def validate(cfg):
     _check(isinstance(s["hidden_dim"], int) and s["hidden_dim"] > 0, "student.hidden_dim must be a positive integer")
     _check(isinstance(s["num_heads"], int) and s["hidden_dim"] % s["num_heads"] == 0,
            "student.num_heads must divide student.hidden_dim")
+    e = s["embedding_dim"]
+    _check(e is None or (isinstance(e, int) and not isinstance(e, bool) and e > 0),
+           f"student.embedding_dim must be null or a positive integer (got {e!r})")
+    _check(isinstance(s["share_layers"], bool), f"student.share_layers must be true or false (got {s['share_layers']!r})")
     _check(s["max_sequence_length"] >= d["seq_len"], "student.max_sequence_length must be >= data.seq_len")
     t = cfg["teacher"]
     if cfg["mode"] != "nokd":
@@ -271,15 +284,30 @@ def same_config(path, cfg):
     """True when the run config at ``path`` (a run's ``config.yaml``) records ``cfg``.
 
     ``output_dir`` is left out of the comparison: it names where a run was written, not how
-    (a run records its final folder while it writes ``OUT.partial``).
+    (a run records its final folder while it writes ``OUT.partial``). A setting the record
+    lacks counts as its default: the record predates that setting, and a new setting's
+    default keeps the behaviour the kit had before it.
     """
     if not os.path.exists(path):
         return False
     with open(path, encoding="utf-8") as f:
         old = yaml.safe_load(f) or {}
+    if isinstance(old, dict):
+        old = _with_defaults(old, DEFAULTS)
     new = json.loads(json.dumps(cfg))
     return isinstance(old, dict) and {k: v for k, v in old.items() if k != "output_dir"} == \
         {k: v for k, v in new.items() if k != "output_dir"}
+
+
+def _with_defaults(recorded, defaults):
+    """``recorded`` with every key of ``defaults`` it lacks added (sections merged key by key)."""
+    merged = dict(recorded)
+    for key, default in defaults.items():
+        if key not in merged:
+            merged[key] = json.loads(json.dumps(default))
+        elif isinstance(default, dict) and isinstance(merged[key], dict):
+            merged[key] = _with_defaults(merged[key], default)
+    return merged
 
 
 def teacher_depth(teacher_cfg, base_dir=None, default=12):

@@ -60,10 +60,11 @@ def _masked_ce(logits, labels, weights):
 
 
 class Distiller(backends.training_steps(), keras.Model):
-    """Trains a keras-hub ``BertMaskedLM`` student with (optionally) a dual-vocabulary teacher.
+    """Trains a keras-hub masked-LM student with (optionally) a dual-vocabulary teacher.
 
     Args:
-        student: a ``keras_hub.models.BertMaskedLM`` (the student).
+        student: a ``keras_hub.models.BertMaskedLM`` or an ALBERT-style ``AlbertMaskedLM``
+            (:func:`~mobile_bert_distill.distill.student.build_student`).
         teacher: a :class:`~mobile_bert_distill.distill.teacher.DualVocabTeacher` whose
             student embedding is ``student.backbone.token_embedding``; ``None``
             for ``nokd``.
@@ -114,7 +115,7 @@ class Distiller(backends.training_steps(), keras.Model):
                 tinybert.check_heads(student.backbone.num_heads, teacher.backbone.num_heads)
             except ValueError as e:
                 raise UserError(str(e)) from None
-            mapping = resolve_layer_map(teacher.num_layers, len(student.backbone.transformer_layers), layer_map)
+            mapping = resolve_layer_map(teacher.num_layers, student.backbone.num_layers, layer_map)
             self.layer_pairs = sorted(mapping.items())
             d_s, d_t = student.backbone.hidden_dim, teacher.backbone.hidden_dim
             self.embedding_up = keras.layers.Dense(d_t, use_bias=False, name="tinybert_embedding_map")

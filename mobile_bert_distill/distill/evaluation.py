@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from mobile_bert_distill import text
+from mobile_bert_distill.architectures import MASKED_LM_CLASSES
 from mobile_bert_distill.errors import UserError
 
 EVAL_SEED = 12345
@@ -83,26 +84,42 @@ def _check_seq_len(seq_len, max_positions, model_dir):
                         f"the model in {model_dir} has")
 
 
-def evaluate_student(student_dir, corpus, seq_len=None, batch_size=32, max_batches=None, seed=EVAL_SEED,
-                     progress=True):
-    """Masked-token top-1 accuracy of a student preset over its vocabulary."""
-    _check_preset(student_dir, "student")
+def load_masked_lm(student_dir):
+    """A student preset as keras-hub loads it (``MaskedLM.from_preset``); a masked LM of a class the kit
+    does not train (not one of ``MASKED_LM_CLASSES``) is refused."""
     import keras_hub
 
-    from mobile_bert_distill.export import CLASSIFIER_CLASS, preset_task_class
+    try:
+        mlm = keras_hub.models.MaskedLM.from_preset(student_dir)
+    except Exception as e:  # keras-hub raises many kinds for a preset it cannot read
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load the student preset {student_dir} as a masked LM: {first[:300]}") from None
+    if type(mlm).__name__ not in MASKED_LM_CLASSES:
+        raise UserError(f"{student_dir} holds a {type(mlm).__name__}; a student is one of "
+                        f"{', '.join(MASKED_LM_CLASSES)}")
+    return mlm
+
+
+def evaluate_student(student_dir, corpus, seq_len=None, batch_size=32, max_batches=None, seed=EVAL_SEED,
+                     progress=True):
+    """Masked-token top-1 accuracy of a student preset (BERT or ALBERT-style) over its vocabulary."""
+    _check_preset(student_dir, "student")
+    from mobile_bert_distill.architectures import CLASSIFIER_CLASSES
+    from mobile_bert_distill.export import preset_task_class
     from mobile_bert_distill.distill.teacher import is_teacher_checkpoint
 
     if is_teacher_checkpoint(student_dir):
         raise UserError(f"{student_dir} is a teacher checkpoint, not a student preset: evaluate it as a teacher")
-    if preset_task_class(student_dir) == CLASSIFIER_CLASS:
-        raise UserError(f"{student_dir} is a fine-tuned classifier (BertTextClassifier), which has no masked-LM "
+    task_class = preset_task_class(student_dir)
+    if task_class in CLASSIFIER_CLASSES:
+        raise UserError(f"{student_dir} is a fine-tuned classifier ({task_class}), which has no masked-LM "
                         "head to score: evaluate the student preset it was fine-tuned from")
 
     from mobile_bert_distill.distill.data import PieceTable, TokenizedCorpus
     from mobile_bert_distill.distill.mixing import DualBatchMaker
 
     lines = text.read_corpus(corpus)
-    mlm = keras_hub.models.BertMaskedLM.from_preset(student_dir)
+    mlm = load_masked_lm(student_dir)
     vocab = list(mlm.preprocessor.tokenizer.get_vocabulary())
     seq_len = seq_len or mlm.preprocessor.sequence_length
     _check_seq_len(seq_len, mlm.backbone.max_sequence_length, student_dir)

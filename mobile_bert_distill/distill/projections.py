@@ -2,7 +2,8 @@
 
 For every weight of transformer layer ``i`` of the student and the weight of
 the same role in its paired teacher layer (layer ``i`` by default), seen as a
-matrix ``θ`` (``a × b``):
+matrix ``θ`` (``a × b``); a layer shared across depth (ALBERT-style) is layer
+``i`` at every depth ``i`` it runs:
 
 * **Down**: ``‖U θ_t V − θ_s‖²`` with ``U: a_s × a_t``, ``V: b_t × b_s``;
 * **Up**:   ``‖θ_t − V θ_s U‖²`` with ``V: a_t × a_s``, ``U: b_s × b_t``.
@@ -11,7 +12,8 @@ One ``(U, V)`` pair exists per distinct (teacher shape, student shape) and is
 shared by all layers. Kernels of the attention projections (``d × heads ×
 head_dim``) are seen as ``d × d`` matrices; vectors (biases, LayerNorm γ/β) as
 ``1 × n`` rows, so their ``U`` is ``1 × 1`` and ``V`` projects their one axis.
-Embedding tables are not paired (the two vocabularies differ).
+Embedding tables are not paired (the two vocabularies differ), nor is an ALBERT-style
+student's embedding projection (the teacher has none).
 
 **Normalisation.** Each pair contributes the *mean* squared error over the
 elements of its target (``θ_s`` for Down, ``θ_t`` for Up), and ``L_p`` is the
@@ -35,6 +37,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from mobile_bert_distill.architectures import encoder_layers
 from mobile_bert_distill.errors import UserError
 
 DIRECTIONS = ("down", "up")
@@ -96,9 +99,15 @@ def resolve_layer_map(num_teacher_layers, num_student_layers, layer_map=None):
 
 
 def transformer_weight_pairs(teacher_backbone, student_backbone, layer_map=None):
-    """``[(teacher_var, student_var, name)]`` for every paired transformer weight."""
-    t_layers = teacher_backbone.transformer_layers
-    s_layers = student_backbone.transformer_layers
+    """``[(teacher_var, student_var, name)]`` for every paired transformer weight.
+
+    Layers are paired depth by depth (:func:`~mobile_bert_distill.architectures.encoder_layers`):
+    a student layer shared across depth (ALBERT-style) is paired at every depth it runs, so its
+    weights are tied to each teacher layer they stand for, one pair per depth. A weight's role
+    is its path after the layer's name (``self_attention_layer/query/kernel``), the same in
+    BERT's and ALBERT's layers.
+    """
+    t_layers, s_layers = encoder_layers(teacher_backbone), encoder_layers(student_backbone)
     mapping = resolve_layer_map(len(t_layers), len(s_layers), layer_map)
     pairs = []
     for s_idx, t_idx in sorted(mapping.items()):

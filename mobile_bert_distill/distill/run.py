@@ -27,6 +27,7 @@ from mobile_bert_distill.distill import config as config_lib
 from mobile_bert_distill import text
 from mobile_bert_distill.distill.checkpoints import Checkpointer
 from mobile_bert_distill.distill.optimizer import make_optimizer
+from mobile_bert_distill.architectures import architecture_summary
 from mobile_bert_distill.atomic import atomic_write_json, atomic_write_text, locked_output, replace_dir
 from mobile_bert_distill.errors import UserError
 
@@ -98,13 +99,14 @@ class Run:
                     self.teacher_vocab = text.validate_vocab(list(ttok.get_vocabulary()), source=f"teacher {t['source']} vocabulary")
                 self.teacher_backbone, self.teacher_tokenizer = tb, ttok
                 if num_layers is None:
-                    num_layers = len(tb.transformer_layers)
+                    num_layers = tb.num_layers
             if num_layers is None:
                 num_layers = config_lib.teacher_depth(t)
                 self.log(f"student depth: {num_layers} layers (the teacher's)")
             self.student = build_student(
                 self.student_vocab, hidden_dim=s["hidden_dim"], num_layers=num_layers, num_heads=s["num_heads"],
-                intermediate_dim=s["intermediate_dim"], dropout=s["dropout"],
+                intermediate_dim=s["intermediate_dim"], embedding_dim=s["embedding_dim"],
+                share_layers=s["share_layers"], dropout=s["dropout"],
                 max_sequence_length=s["max_sequence_length"], seq_len=d["seq_len"], mask_rate=d["mask_rate"],
                 max_predictions=d["max_predictions"], dtype=dtype)
             if self.teacher_backbone is not None:
@@ -122,8 +124,9 @@ class Run:
                         fresh = teacher.load_heads(t["source"])
                         what = "teacher heads" if fresh else "teacher heads and up-projection"
                         self.log(f"{what} restored from {t['source']}" + (
-                            f" (its up-projection was learned for another student width: this {s['hidden_dim']}-d "
-                            "student starts a fresh one)" if fresh else ""))
+                            " (its up-projection was learned for another student embedding width: this "
+                            f"student's {self.student.backbone.token_embedding.output_dim}-d token embedding "
+                            "starts a fresh one)" if fresh else ""))
                 if fixed_target:
                     shared = {id(v) for v in self.student.weights}
                     for v in teacher.weights:
@@ -274,7 +277,7 @@ def _distill(run, cfg, staging, out_dir, strategy, precision, progress, log):
     run.build()
     maker = run.make_makers()
     log(f"student: {run.student.backbone.count_params():,} parameters "
-        f"({len(run.student.backbone.transformer_layers)} layers, {run.student.backbone.hidden_dim}-d, "
+        f"({architecture_summary(run.student.backbone)}, "
         f"vocab {len(run.student_vocab)}); mode {cfg['mode']}; backend {backends.current()}, "
         f"replicas {strategy.num_replicas_in_sync}")
     total = cfg["train"]["steps"]

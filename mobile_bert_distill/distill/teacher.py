@@ -3,7 +3,9 @@
 Teacher inputs mix the two vocabularies per word (see
 :mod:`mobile_bert_distill.distill.mixing`). Teacher-vocabulary pieces are embedded by
 the teacher's own table; student-vocabulary pieces by the **student's**
-embedding table followed by a learned up-projection ``d_s -> d_t``. Position
+token embedding table followed by a learned up-projection ``d_s -> d_t`` (``d_s``
+the width of that table: the student's hidden width for a BERT student, its
+factorised embedding width ``E`` for an ALBERT-style one). Position
 and segment embeddings, the embedding LayerNorm and all transformer layers are
 the teacher's. Each masked piece is scored by the head of the vocabulary that
 produced it: the teacher head is tied to the teacher embeddings, the student
@@ -89,7 +91,7 @@ class DualVocabTeacher(keras.layers.Layer):
     Args:
         backbone: the teacher ``keras_hub.models.BertBackbone``.
         student_embedding: the student's token embedding layer (shared, trained
-            by both losses).
+            by both losses; ``E`` wide for an ALBERT-style student).
     """
 
     def __init__(self, backbone, student_embedding, **kwargs):
@@ -122,7 +124,7 @@ class DualVocabTeacher(keras.layers.Layer):
 
     @property
     def num_layers(self):
-        return len(self.backbone.transformer_layers)
+        return self.backbone.num_layers
 
     def embed(self, token_ids, is_student, training=False):
         bb = self.backbone
@@ -180,15 +182,16 @@ class DualVocabTeacher(keras.layers.Layer):
         np.savez(os.path.join(path, HEADS_FILE), **arrays)
         with open(os.path.join(path, HEADS_CONFIG), "w", encoding="utf-8") as f:
             json.dump({"student_vocabulary_size": int(self.student_embedding.input_dim),
-                       "student_hidden_dim": int(self.student_embedding.output_dim)}, f, indent=2)
+                       "student_embedding_dim": int(self.student_embedding.output_dim)}, f, indent=2)
         with open(os.path.join(path, "student_vocab.txt"), "w", encoding="utf-8") as f:
             f.write("\n".join(student_vocab) + "\n")
 
     def load_heads(self, path, load_student_embedding=False):
         """Restore heads and up-projection saved by :meth:`save`; returns the names left fresh.
 
-        Shapes must match, with one exception: an up-projection saved for a student of
-        another width is left as initialised (returned as ``["up_projection"]``) unless
+        Shapes must match, with one exception: an up-projection saved for a student whose
+        token embedding has another width (the hidden width of a BERT student, ``E`` of an
+        ALBERT-style one) is left as initialised (returned as ``["up_projection"]``) unless
         ``load_student_embedding``. A distillation starts its student from fresh
         embeddings, so it re-learns the student-vocabulary path either way; the heads
         and the encoder are what a prepared teacher brings.
@@ -203,15 +206,24 @@ class DualVocabTeacher(keras.layers.Layer):
                     continue
                 if w is self.up_projection.kernel and not load_student_embedding and \
                         arrays[key].shape[1:] == tuple(w.shape)[1:] and arrays[key].shape != tuple(w.shape):
-                    fresh = ["up_projection"]  # a student of another width (the head shares the kernel)
+                    fresh = ["up_projection"]  # another student embedding width (the head shares the kernel)
                     continue
                 if tuple(arrays[key].shape) != tuple(w.shape):
                     raise UserError(f"teacher checkpoint {path}: {key} has shape {arrays[key].shape}, "
-                                    f"the model expects {tuple(w.shape)} (a different student size?)")
+                                    f"the model expects {tuple(w.shape)} (a different student size? this "
+                                    f"student's token embedding is {self._student_table()})")
                 w.assign(arrays[key])
         if load_student_embedding:
-            self.student_embedding.embeddings.assign(arrays["student_embedding"])
+            saved = arrays["student_embedding"]
+            if tuple(saved.shape) != tuple(self.student_embedding.embeddings.shape):
+                raise UserError(f"teacher checkpoint {path}: its student embedding is {saved.shape[0]} x "
+                                f"{saved.shape[1]}, this student's token embedding is {self._student_table()} "
+                                "(a different student size?)")
+            self.student_embedding.embeddings.assign(saved)
         return fresh
+
+    def _student_table(self):
+        return f"{self.student_embedding.input_dim} x {self.student_embedding.output_dim}"
 
 
 def is_teacher_checkpoint(path):

@@ -1,9 +1,11 @@
 """The layer-wise terms of the ``tinybert`` mode (Jiao et al. 2019), as sums over positions.
 
-Per paired layer (``projection.layer_map``, one to one at equal depth), with the teacher reading the
-student's own segmentation (student pieces through the student's embeddings and the up-projection):
+Per paired layer (``projection.layer_map``, one to one at equal depth; a layer shared across depth is
+paired at each depth it runs), with the teacher reading the student's own segmentation (student pieces
+through the student's embeddings and the up-projection):
 
-- ``L_emb  = Σ_valid ‖W_e·e_s − e_t‖² / (#valid · d_t)``: embedding outputs;
+- ``L_emb  = Σ_valid ‖W_e·e_s − e_t‖² / (#valid · d_t)``: embedding outputs (an ALBERT-style
+  student's after its projection to the hidden width);
 - ``L_hidn = mean over pairs of Σ_valid ‖W_h·h_s − h_t‖² / (#valid · d_t)``: layer outputs, ``W_h`` and
   ``W_e`` learned (student width -> teacher width, training only);
 - ``L_attn = mean over pairs of Σ (A_s − Ā_t)² / (#valid query-key pairs · heads_s)``: attention
@@ -22,6 +24,8 @@ Example:
 """
 
 from keras import ops
+
+from mobile_bert_distill.architectures import embedding_projection, encoder_layers
 
 
 def check_heads(student_heads, teacher_heads):
@@ -54,17 +58,23 @@ def attention_error_sum(student_scores, teacher_scores, mask):
 
 
 def bert_layer_outputs(backbone, embeddings, padding_mask, training=False):
-    """``[(hidden, attention probabilities)]`` of each transformer layer of a keras-hub BERT backbone."""
+    """``[(hidden, attention probabilities)]`` at each depth of a keras-hub BERT or ALBERT backbone.
+
+    One entry per depth, in call order: a layer shared across depth gives one entry per call.
+    """
     out, x = [], embeddings
-    for layer in backbone.transformer_layers:
+    for layer in encoder_layers(backbone):
         x, scores = layer(x, padding_mask=padding_mask, training=training, return_attention_scores=True)
         out.append((x, scores))
     return out
 
 
 def bert_embeddings(backbone, token_ids, training=False):
-    """The embedding output of a keras-hub BERT backbone (one segment), as its own graph computes it."""
+    """What a keras-hub BERT or ALBERT backbone feeds its first layer (one segment), as its own graph
+    computes it: ALBERT's is after its ``E → H`` projection, so it is ``hidden_dim`` wide either way."""
     tokens = backbone.token_embedding(token_ids)
     x = backbone.embeddings_add((tokens, backbone.position_embedding(tokens),
                                  backbone.segment_embedding(ops.zeros_like(token_ids))))
-    return backbone.embeddings_dropout(backbone.embeddings_layer_norm(x), training=training)
+    x = backbone.embeddings_dropout(backbone.embeddings_layer_norm(x), training=training)
+    projection = embedding_projection(backbone)
+    return x if projection is None else projection(x)

@@ -169,17 +169,47 @@ def _check_model_dir(path, what):
         raise UserError(f"{path} is not a keras-hub preset (no config.json)")
 
 
-def load_classifier(path):
-    """A fine-tuned classifier preset and its class names."""
+def _classifier_from_preset(path, **kwargs):
+    """``keras_hub.models.TextClassifier.from_preset``, refusing classes the kit cannot export."""
     import keras_hub
 
+    from mobile_bert_distill.architectures import CLASSIFIER_CLASSES
+
+    clf = keras_hub.models.TextClassifier.from_preset(path, **kwargs)
+    if type(clf).__name__ not in CLASSIFIER_CLASSES:
+        raise UserError(f"{path} makes a {type(clf).__name__}; the kit fine-tunes {' and '.join(CLASSIFIER_CLASSES)}")
+    return clf
+
+
+def classifier_preprocessor(model_dir, seq_len):
+    """A ``BertTextClassifierPreprocessor`` over the WordPiece tokenizer of ``model_dir``.
+
+    An ALBERT-style student keeps the kit's WordPiece tokenizer, which
+    keras-hub's class lookup (ALBERT -> SentencePiece) would not pick: its
+    saved ``tokenizer.json`` is read as it is.
+    """
+    import keras_hub
+
+    config_path = os.path.join(model_dir, "config.json")
+    with open(config_path, encoding="utf-8") as f:
+        backbone_class = json.load(f).get("class_name")
+    if backbone_class != "AlbertBackbone":
+        return keras_hub.models.BertTextClassifierPreprocessor.from_preset(model_dir, sequence_length=seq_len)
+    with open(os.path.join(model_dir, "tokenizer.json"), encoding="utf-8") as f:
+        tokenizer = keras.saving.deserialize_keras_object(json.load(f))
+    tokenizer.load_preset_assets(model_dir)
+    return keras_hub.models.BertTextClassifierPreprocessor(tokenizer=tokenizer, sequence_length=seq_len)
+
+
+def load_classifier(path):
+    """A fine-tuned classifier preset and its class names."""
     _check_model_dir(path, "classifier")
     labels_path = os.path.join(path, LABELS_FILE)
     if not os.path.exists(labels_path):
         raise UserError(f"{path} has no {LABELS_FILE}: not a classifier written by `mbd finetune`")
     with open(labels_path, encoding="utf-8") as f:
         classes = json.load(f)["classes"]
-    return keras_hub.models.BertTextClassifier.from_preset(path), classes
+    return _classifier_from_preset(path), classes
 
 
 def predict_logits(classifier, texts, batch_size=64):
@@ -208,7 +238,6 @@ def finetune(model_dir, train_csv, eval_csv, out_dir, *, text_column="text", lab
 def _locked_finetune(model_dir, train_csv, eval_csv, out_dir, *, text_column, label_column, epochs, batch_size,
                      learning_rate, seq_len, dropout, teacher_classifier, temperature, alpha, kd_loss, seed, log):
     import keras
-    import keras_hub
 
     from mobile_bert_distill.atomic import atomic_dir, atomic_write_json
     from mobile_bert_distill.distill.backends.tensorflow_backend import adamw_class
@@ -231,9 +260,8 @@ def _locked_finetune(model_dir, train_csv, eval_csv, out_dir, *, text_column, la
         teacher_logits = predict_logits(teacher, tr_texts)
         del teacher
 
-    preprocessor = keras_hub.models.BertTextClassifierPreprocessor.from_preset(model_dir, sequence_length=seq_len)
-    clf = keras_hub.models.BertTextClassifier.from_preset(model_dir, num_classes=K, preprocessor=preprocessor,
-                                                          dropout=dropout)
+    clf = _classifier_from_preset(model_dir, num_classes=K, preprocessor=classifier_preprocessor(model_dir, seq_len),
+                                  dropout=dropout)
     steps = epochs * -(-len(tr_texts) // batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(0.0, max(steps - steps // 10, 1), warmup_target=learning_rate,
                                                       warmup_steps=steps // 10)

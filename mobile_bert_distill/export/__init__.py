@@ -1,8 +1,9 @@
-"""Export a keras-hub BERT (the distilled student, or any BertMaskedLM/BertBackbone) to LiteRT.
+"""Export a keras-hub BERT or ALBERT-style model (the distilled student, or any masked LM,
+backbone or text classifier of :mod:`~mobile_bert_distill.architectures`) to LiteRT.
 
 Two entry points:
 
-* :func:`export_keras_model` takes an in-memory ``BertMaskedLM`` / ``BertBackbone``;
+* :func:`export_keras_model` takes an in-memory model (e.g. ``BertMaskedLM``, ``AlbertBackbone``);
 * :func:`export_student` takes the student preset directory that ``mbd distill``
   writes, calibrates/validates on text, and is what ``mbd export`` runs.
 
@@ -51,8 +52,7 @@ TensorFlow, Keras, keras-hub and LiteRT are imported inside functions only, so
 importing this package (as ``mbd --help`` does) stays light.
 """
 
-from mobile_bert_distill.export.classifier import (
-    CLASSIFIER_CLASS, LABELS_FILE, load_classifier_preset, read_classifier_labels)
+from mobile_bert_distill.export.classifier import LABELS_FILE, load_classifier_preset, read_classifier_labels
 from mobile_bert_distill.export.conversion import convert, export_keras_model, report_path
 from mobile_bert_distill.export.validation import (
     NEAR_TIE_GAP, agreement_of, classifier_probabilities, count_params, inspect_tflite, keras_outputs, parity)
@@ -77,7 +77,7 @@ __all__ = [
     # presets
     "check_student_dir", "find_preset_vocab", "load_student", "preset_task_class",
     # classifier
-    "CLASSIFIER_CLASS", "LABELS_FILE", "load_classifier_preset", "read_classifier_labels",
+    "LABELS_FILE", "load_classifier_preset", "read_classifier_labels",
     # student
     "export_student",
 ]

@@ -1,4 +1,7 @@
-"""Fine-tuned classifiers (the ``BertTextClassifier`` preset + ``labels.json`` that ``mbd finetune`` writes).
+"""Fine-tuned classifiers (the text-classifier preset + ``labels.json`` that ``mbd finetune`` writes).
+
+The classifier is a keras-hub ``BertTextClassifier``, or an ``AlbertTextClassifier``
+for an ALBERT-style student (:data:`~mobile_bert_distill.architectures.CLASSIFIER_CLASSES`).
 
 :func:`read_classifier_labels` / :func:`load_classifier_preset` read one,
 :func:`check_classifier_model` checks an in-memory one can be exported, and
@@ -12,14 +15,15 @@ import contextlib
 import json
 import os
 
+from mobile_bert_distill.architectures import CLASSIFIER_CLASSES
 from mobile_bert_distill.errors import UserError
 from mobile_bert_distill.export.conversion import export_keras_model
 from mobile_bert_distill.export.presets import check_student_dir, find_preset_vocab, load_preset, preset_task_class
 from mobile_bert_distill.export.sequences import read_calibration_text, text_sequences
 from mobile_bert_distill.text.corpus import split_corpus
 
-CLASSIFIER_CLASS = "BertTextClassifier"
 LABELS_FILE = "labels.json"  # the class names beside a classifier preset (`mbd finetune` writes it)
+_CLASSES = " or ".join(CLASSIFIER_CLASSES)
 
 
 def read_classifier_labels(preset_dir):
@@ -27,15 +31,14 @@ def read_classifier_labels(preset_dir):
     preset_dir = str(preset_dir)
     check_student_dir(preset_dir)
     task_class = preset_task_class(preset_dir)
-    if task_class not in (None, CLASSIFIER_CLASS):
-        raise UserError(f"{preset_dir} is a {task_class} preset, not a classifier: a classifier export needs "
-                        "the folder `mbd finetune` writes (a BertTextClassifier preset with labels.json)")
+    needs = f"a classifier export needs the folder `mbd finetune` writes (a {_CLASSES} preset with labels.json)"
+    if task_class not in (None, *CLASSIFIER_CLASSES):
+        raise UserError(f"{preset_dir} is a {task_class} preset, not a classifier: {needs}")
     path = os.path.join(preset_dir, LABELS_FILE)
     if not os.path.isfile(path):
-        raise UserError(f"{preset_dir} has no {LABELS_FILE}: a classifier export needs the folder "
-                        "`mbd finetune` writes (a BertTextClassifier preset with labels.json)")
+        raise UserError(f"{preset_dir} has no {LABELS_FILE}: {needs}")
     if task_class is None:
-        raise UserError(f"{preset_dir} has no task.json: not a BertTextClassifier preset")
+        raise UserError(f"{preset_dir} has no task.json: not a {_CLASSES} preset")
     try:
         with open(path, encoding="utf-8") as f:
             meta = json.load(f)
@@ -54,7 +57,7 @@ def load_classifier_preset(preset_dir):
     preset_dir = str(preset_dir)
     classes, meta = read_classifier_labels(preset_dir)
     vocab_path = find_preset_vocab(preset_dir)
-    model = load_preset("BertTextClassifier", preset_dir, "classifier")
+    model = load_preset("TextClassifier", preset_dir, "classifier", kind="classifier")
     if int(model.num_classes) != len(classes):
         raise UserError(f"{os.path.join(preset_dir, LABELS_FILE)} lists {len(classes)} classes but the "
                         f"classifier has {model.num_classes} outputs")
@@ -63,14 +66,12 @@ def load_classifier_preset(preset_dir):
 
 
 def check_classifier_model(model, *, share_embedding=None, float_logits=None):
-    """A :class:`UserError` unless ``model`` is an exportable keras-hub ``BertTextClassifier``
-    (and no MLM-only int8 pass is asked for)."""
-    import keras_hub
+    """A :class:`UserError` unless ``model`` is an exportable keras-hub text classifier
+    (:data:`~mobile_bert_distill.architectures.CLASSIFIER_CLASSES`) and no MLM-only int8 pass is asked for."""
+    from mobile_bert_distill.export.graph import classifier_activation, model_kind
 
-    from mobile_bert_distill.export.graph import classifier_activation
-
-    if not isinstance(model, keras_hub.models.BertTextClassifier):
-        raise UserError(f"task 'classifier' needs a keras-hub BertTextClassifier, not a {type(model).__name__}")
+    if model_kind(model) != "classifier":
+        raise UserError(f"task 'classifier' needs a keras-hub {_CLASSES}, not a {type(model).__name__}")
     try:
         classifier_activation(model)
     except ValueError as e:
@@ -87,7 +88,7 @@ def export_classifier(classifier_dir, out_path, *, quantization, seq_len, batch_
     """The classifier half of :func:`~mobile_bert_distill.export.student.export_student`: write the model
     (and assets); return the report.
 
-    Exports the classifier preset ``mbd finetune`` writes (``BertTextClassifier`` + ``labels.json``).
+    Exports the classifier preset ``mbd finetune`` writes (a text classifier + ``labels.json``).
 
     The model outputs ``probabilities`` ``[batch, num_classes]`` (float32,
     softmax), in the order of ``labels.json``'s ``classes``. ``seq_len``

@@ -1,4 +1,4 @@
-"""Conversion: a Keras BERT to TFLite flatbuffer bytes, and the checked, reported ``.tflite`` file.
+"""Conversion: a Keras BERT or ALBERT-style model to TFLite bytes, and the checked, reported ``.tflite`` file.
 
 :func:`convert` builds a SavedModel (the quantization-friendly graph of
 :mod:`~mobile_bert_distill.export.graph`, or the stock Keras graph) and runs
@@ -189,14 +189,15 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
                        xnnpack_fixups=None, share_embedding=None, float_logits=None, per_channel=True,
                        max_size_mb=None,
                        min_agreement=None, write_report=True, seed=0, extra_report=None):
-    """Export an in-memory keras-hub ``BertMaskedLM``/``BertBackbone`` to ``out_path``.
+    """Export an in-memory keras-hub BERT or ALBERT-style model to ``out_path``.
 
     Args:
-        model: ``BertMaskedLM`` (task ``mlm`` or ``encoder``) or ``BertBackbone``
-            (task ``encoder``).
+        model: a masked LM (task ``mlm`` or ``encoder``), backbone (task
+            ``encoder``) or text classifier of either family (the classes in
+            :mod:`~mobile_bert_distill.architectures`).
         task: ``"mlm"`` (output ``logits`` ``[B, S, V]``), ``"encoder"``
             (``sequence_output`` ``[B, S, H]``, ``pooled_output`` ``[B, H]``) or
-            ``"classifier"`` (a ``BertTextClassifier``: ``probabilities``
+            ``"classifier"`` (a text classifier: ``probabilities``
             ``[B, K]``, the softmax of its logits; ``parity_labels`` are then
             class indices ``[N]``).
         quantization: ``float32``, ``float16``, ``dynamic`` or ``int8``.
@@ -222,7 +223,7 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
         The report dict (also written as ``<out>.report.json`` unless
         ``write_report=False``).
     """
-    from mobile_bert_distill.export.graph import GraphOptions, split_masked_lm
+    from mobile_bert_distill.export.graph import MODEL_KINDS, GraphOptions, split_masked_lm
     from mobile_bert_distill.litert.tools import load_interpreter, run_batches
 
     if quantization not in QUANTIZATIONS:
@@ -250,7 +251,8 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
         check_classifier_model(model, share_embedding=share_embedding, float_logits=float_logits)
     backbone, head = split_masked_lm(model)
     if task == "mlm" and head is None:
-        raise UserError("task 'mlm' needs a BertMaskedLM; a BertBackbone can only export task 'encoder'")
+        raise UserError(f"task 'mlm' needs a {' or '.join(MODEL_KINDS['masked_lm'])}, not a "
+                        f"{type(model).__name__} (no MLM head)")
     if seq_len < 2 or seq_len > backbone.max_sequence_length:
         raise UserError(f"the sequence length must be in [2, {backbone.max_sequence_length}], got {seq_len}")
     if batch_size < 1:

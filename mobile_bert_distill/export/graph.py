@@ -1,10 +1,11 @@
-"""An export-friendly re-expression of a keras-hub BERT, with the same weights.
+"""An export-friendly re-expression of a keras-hub BERT or ALBERT-style encoder, with the same weights.
 
-keras-hub's ``BertBackbone`` converts to TFLite, but the graph it lowers to is
-hostile to integer quantization: ``LayerNormalization`` becomes a
-``MEAN``/``SQUARED_DIFFERENCE``/``RSQRT``/``NEG`` chain whose ``NEG`` stays
-float, the attention mask is a ``-1e9`` additive bias that wrecks the int8
-range of the attention scores, and the query scaling is a separate ``MUL``.
+keras-hub's ``BertBackbone`` (or ``AlbertBackbone``) converts to TFLite, but
+the graph it lowers to is hostile to integer quantization:
+``LayerNormalization`` becomes a ``MEAN``/``SQUARED_DIFFERENCE``/``RSQRT``/``NEG``
+chain whose ``NEG`` stays float, the attention mask is a ``-1e9`` additive
+bias that wrecks the int8 range of the attention scores, and the query
+scaling is a separate ``MUL``.
 
 :class:`ExportBert` rebuilds the same function from plain TensorFlow ops with
 the weights copied out of the Keras model:
@@ -17,7 +18,10 @@ the weights copied out of the Keras model:
   ``exp(-30) ~ 1e-13`` after the softmax, so float results match Keras),
   computed once and shared by every layer;
 * attention can be written per head (``attention="per_head"``) so that
-  every matmul is a rank-3 ``BATCH_MATMUL`` with no transposes.
+  every matmul is a rank-3 ``BATCH_MATMUL`` with no transposes;
+* an ALBERT-style model's ``E``-wide embeddings go through its ``E -> H``
+  projection, and a layer it shares across depths is stored once: every
+  depth reads the same variables (see :class:`ExportBert`).
 
 Float outputs match the Keras model to ~1e-5 (checked by the tests).
 
@@ -38,6 +42,9 @@ import dataclasses
 import math
 
 import numpy as np
+
+from mobile_bert_distill.architectures import (
+    BACKBONE_CLASSES, CLASSIFIER_CLASSES, MASKED_LM_CLASSES, embedding_projection, encoder_layers)
 
 TASKS = ("mlm", "encoder", "classifier")
 
@@ -146,24 +153,36 @@ def _np(variable):
     return np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable, dtype=np.float32)
 
 
-def split_masked_lm(model):
-    """Return ``(backbone, mlm_head_or_None)`` for a ``BertMaskedLM`` or ``BertBackbone``
-    (or a ``BertTextClassifier``, whose head is not an MLM head: ``None``)."""
+#: The kit's keras-hub model kinds and their classes (both families, see
+#: :mod:`~mobile_bert_distill.architectures`).
+MODEL_KINDS = {"masked_lm": MASKED_LM_CLASSES, "classifier": CLASSIFIER_CLASSES, "backbone": BACKBONE_CLASSES}
+
+
+def model_kind(model):
+    """``"masked_lm"``, ``"classifier"`` or ``"backbone"``: which of :data:`MODEL_KINDS`'
+    keras-hub classes ``model`` is an instance of; ``None`` for any other model."""
     import keras_hub
 
-    if isinstance(model, keras_hub.models.BertMaskedLM):
-        return model.backbone, model.masked_lm_head
-    if isinstance(model, keras_hub.models.BertTextClassifier):
-        return model.backbone, None
-    if isinstance(model, keras_hub.models.BertBackbone):
+    for kind, names in MODEL_KINDS.items():
+        if isinstance(model, tuple(getattr(keras_hub.models, n) for n in names)):
+            return kind
+    return None
+
+
+def split_masked_lm(model):
+    """Return ``(backbone, mlm_head_or_None)`` for a BERT or ALBERT-style masked LM or backbone
+    (or text classifier, whose head is not an MLM head: ``None``)."""
+    kind = model_kind(model)
+    if kind is None:
+        known = ", ".join(n for names in MODEL_KINDS.values() for n in names)
+        raise TypeError(f"expected a keras_hub {known}; got {type(model).__name__}")
+    if kind == "backbone":
         return model, None
-    raise TypeError(
-        f"expected a keras_hub BertMaskedLM or BertBackbone, got {type(model).__name__}"
-    )
+    return model.backbone, model.masked_lm_head if kind == "masked_lm" else None
 
 
 def classifier_activation(model):
-    """``"linear"`` or ``"softmax"``: the activation of a ``BertTextClassifier``'s output
+    """``"linear"`` or ``"softmax"``: the activation of a text classifier's output
     layer (both export as ``softmax(W pooled + b)``); anything else raises ``ValueError``."""
     name = getattr(model.output_dense.activation, "__name__", str(model.output_dense.activation))
     if name not in ("linear", "softmax"):
@@ -173,14 +192,20 @@ def classifier_activation(model):
 
 
 def extract_weights(model, task):
-    """Copy every weight the forward pass needs out of a keras-hub BERT as numpy arrays."""
+    """Copy every weight the forward pass needs out of a keras-hub BERT or ALBERT as numpy arrays.
+
+    ``weights["layers"]`` has one entry per depth (a shared layer once per depth it
+    runs at); ``config["layer_sources"]`` numbers the distinct layer each depth runs
+    and ``config["embedding_dim"]`` is the embedding width (an ALBERT-style model also
+    has ``weights["embedding_projection"]``, its ``E -> H`` kernel and bias).
+    """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, not {task!r}")
     backbone, head = split_masked_lm(model)
     if task == "mlm" and head is None:
-        raise ValueError("task 'mlm' needs a BertMaskedLM (a backbone has no MLM head)")
+        raise ValueError(f"task 'mlm' needs a {' or '.join(MASKED_LM_CLASSES)} (a backbone has no MLM head)")
     if task == "classifier" and not hasattr(model, "output_dense"):
-        raise ValueError("task 'classifier' needs a keras-hub BertTextClassifier")
+        raise ValueError(f"task 'classifier' needs a keras-hub {' or '.join(CLASSIFIER_CLASSES)}")
     w = {
         "token_embedding": _np(backbone.token_embedding.embeddings),
         "position_embedding": _np(backbone.position_embedding.position_embeddings),
@@ -189,7 +214,11 @@ def extract_weights(model, task):
         "pooled": (_np(backbone.pooled_dense.kernel), _np(backbone.pooled_dense.bias)),
         "layers": [],
     }
-    for layer in backbone.transformer_layers:
+    projection = embedding_projection(backbone)
+    if projection is not None:
+        w["embedding_projection"] = (_np(projection.kernel), _np(projection.bias))
+    layers = encoder_layers(backbone)
+    for layer in layers:
         att = layer._self_attention_layer
         w["layers"].append(
             {
@@ -223,14 +252,17 @@ def extract_weights(model, task):
             "ln": _ln(head._intermediate_layer_norm),
             "out": (out_kernel, _np(head._bias)),
         }
+    distinct = list({id(layer): None for layer in layers})
     cfg = {
         "vocabulary_size": int(backbone.vocabulary_size),
-        "num_layers": int(backbone.num_layers),
+        "num_layers": len(layers),  # the depth run
         "num_heads": int(backbone.num_heads),
         "hidden_dim": int(backbone.hidden_dim),
         "intermediate_dim": int(backbone.intermediate_dim),
         "max_sequence_length": int(backbone.max_sequence_length),
         "num_segments": int(backbone.num_segments),
+        "embedding_dim": int(w["token_embedding"].shape[1]),
+        "layer_sources": [distinct.index(id(layer)) for layer in layers],
     }
     return w, cfg
 
@@ -295,6 +327,17 @@ class ExportBert:
     """Builds a ``tf.Module`` whose ``serve`` signature is the export graph.
 
     Use :meth:`from_keras`; :attr:`module` is what gets saved and converted.
+
+    An ALBERT-style model (``weights["embedding_projection"]``) computes its
+    embeddings ``E`` wide and projects them, ``x P + b``, to the hidden width;
+    the projection's bias absorbs the embedding LayerNorm's beta (``b + beta P``),
+    so the stream entering layer 0 is exact. When ``config["layer_sources"]``
+    repeats a layer, the per-layer weights are keyed by content: depths that
+    run the same layer read the same variables, which the converter stores
+    once (layer 0's folded biases differ from the other depths' and stay apart;
+    LayerNorms apply gamma before the ``RSQRT``, see ``_layer_norm``).
+    ``smooth_alpha`` and ``gptq`` refuse an ALBERT-style model, ``balance_qk``
+    one with shared layers (``ValueError``).
     """
 
     def __init__(self, weights, config, *, task, seq_len, batch_size=1, options=None,
@@ -317,8 +360,20 @@ class ExportBert:
         hidden = config["hidden_dim"]
         self.head_dim = hidden // heads
         scale = 1.0 / math.sqrt(self.head_dim)
+        sources = list(config.get("layer_sources", range(len(weights["layers"]))))
+        shared = len(set(sources)) < len(sources)
+        if "embedding_projection" in weights:
+            # the studies' rescalings read layer 0's input as a LayerNorm output (here it is the projection's)
+            # and rescale each depth on its own (a shared layer would split into one copy per depth)
+            for name, on in (("smooth_alpha", self.options.smooth_alpha is not None), ("gptq", self.options.gptq),
+                             ("balance_qk", self.options.balance_qk and shared)):
+                if on:
+                    raise ValueError(f"{name} does not support an ALBERT-style model"
+                                     + (" with shared layers" if name == "balance_qk" else ""))
         self._taps = None
-        self._unfolded_ln = self.options.smooth_alpha is not None
+        # shared layers: a gamma folded into the next projections would give depth 0 (fed by the
+        # embedding projection) other query/key/value kernels than the depths the shared layer feeds
+        self._unfolded_ln = self.options.smooth_alpha is not None or shared
         if self.options.needs_calibration and stats is None:
             if calibration_feeds is None:
                 raise ValueError("smooth_alpha, balance_qk and gptq need calibration_feeds")
@@ -351,13 +406,21 @@ class ExportBert:
                                    for i, lw in enumerate(weights["layers"])])
 
         module = tf.Module()
-        const = {}
+        by_content = {}  # shared layers: one variable per distinct per-layer value
 
-        def var(name, value):
-            v = tf.Variable(np.asarray(value, dtype=np.float32), trainable=False, name=name)
+        def var(name, value, share=False):
+            value = np.asarray(value, dtype=np.float32)
+            key = (value.shape, value.tobytes())
+            v = by_content.get(key) if share and shared else None
+            if v is None:
+                v = tf.Variable(value, trainable=False, name=name)
+                if share and shared:
+                    by_content[key] = v
             setattr(module, name, v)
-            const[name] = v
             return v
+
+        def lvar(name, value):
+            return var(name, value, share=True)
 
         emb = weights["token_embedding"]
         self._inv_gamma = None
@@ -387,6 +450,12 @@ class ExportBert:
         self._emb_ln = self._ln_vars(var, "emb_ln", weights["emb_ln"])
         self._layers = []
         beta_in = weights["emb_ln"][1]
+        self._projection = None
+        if "embedding_projection" in weights:  # ALBERT-style: x P + b reads LN(x) - beta, so b' = b + beta P
+            p_k, p_b = weights["embedding_projection"]
+            p_b = p_b.astype(np.float64) + beta_in.astype(np.float64) @ p_k.astype(np.float64)
+            self._projection = (var("emb_proj_k", p_k), var("emb_proj_b", p_b.astype(np.float32)))
+            beta_in = np.zeros(hidden, np.float32)
         for i, lw in enumerate(weights["layers"]):
             lw, beta_in = _fold_attention_biases(lw, hidden, beta_in), lw["ff_ln"][1]
             qk, qb = lw["q"]
@@ -402,24 +471,24 @@ class ExportBert:
             if self.options.attention == "per_head":
                 for name, (k, b) in (("q", (qk, qb)), ("k", lw["k"]), ("v", lw["v"])):
                     layer[name] = [
-                        (var(f"l{i}_{name}{h}_k", k[:, h, :]),
-                         None if b is None else var(f"l{i}_{name}{h}_b", b[h]))
+                        (lvar(f"l{i}_{name}{h}_k", k[:, h, :]),
+                         None if b is None else lvar(f"l{i}_{name}{h}_b", b[h]))
                         for h in range(heads)
                     ]
             elif self.options.fuse_qkv:
                 kernel = np.concatenate([flat(qk), flat(lw["k"][0]), flat(lw["v"][0])], axis=1)
                 bias = np.concatenate([qb.reshape(-1), np.zeros(2 * hidden, np.float32)])
-                layer["qkv"] = (var(f"l{i}_qkv_k", kernel), var(f"l{i}_qkv_b", bias))
+                layer["qkv"] = (lvar(f"l{i}_qkv_k", kernel), lvar(f"l{i}_qkv_b", bias))
             else:
                 for name, (k, b) in (("q", (qk, qb)), ("k", lw["k"]), ("v", lw["v"])):
-                    layer[name] = (var(f"l{i}_{name}_k", flat(k)),
-                                   None if b is None else var(f"l{i}_{name}_b", b.reshape(-1)))
+                    layer[name] = (lvar(f"l{i}_{name}_k", flat(k)),
+                                   None if b is None else lvar(f"l{i}_{name}_b", b.reshape(-1)))
             ok, ob = lw["o"]
-            layer["o"] = (var(f"l{i}_o_k", ok.reshape(hidden, hidden)), var(f"l{i}_o_b", ob))
-            layer["att_ln"] = self._ln_vars(var, f"l{i}_att_ln", lw["att_ln"])
-            layer["ff1"] = (var(f"l{i}_ff1_k", lw["ff1"][0]), var(f"l{i}_ff1_b", lw["ff1"][1]))
-            layer["ff2"] = (var(f"l{i}_ff2_k", lw["ff2"][0]), var(f"l{i}_ff2_b", lw["ff2"][1]))
-            layer["ff_ln"] = self._ln_vars(var, f"l{i}_ff_ln", lw["ff_ln"])
+            layer["o"] = (lvar(f"l{i}_o_k", ok.reshape(hidden, hidden)), lvar(f"l{i}_o_b", ob))
+            layer["att_ln"] = self._ln_vars(lvar, f"l{i}_att_ln", lw["att_ln"])
+            layer["ff1"] = (lvar(f"l{i}_ff1_k", lw["ff1"][0]), lvar(f"l{i}_ff1_b", lw["ff1"][1]))
+            layer["ff2"] = (lvar(f"l{i}_ff2_k", lw["ff2"][0]), lvar(f"l{i}_ff2_b", lw["ff2"][1]))
+            layer["ff_ln"] = self._ln_vars(lvar, f"l{i}_ff_ln", lw["ff_ln"])
             self._layers.append(layer)
         if task in ("encoder", "classifier"):
             self._final_beta = var("final_ln_beta", beta_in)  # the stream omits it (see above)
@@ -512,7 +581,8 @@ class ExportBert:
         if split and self._unfolded_ln:
             # gamma before the rsqrt: the converter folds a constant MUL that feeds
             # FULLY_CONNECTEDs into their weights, which would undo smoothing (the
-            # projections would read the normalized x again) and GPTQ's grid
+            # projections would read the normalized x again) and GPTQ's grid, and
+            # give a shared layer's depths different kernels
             return (d * gamma) * tf.math.rsqrt(var)
         y = d * tf.math.rsqrt(var)
         if split:
@@ -590,6 +660,8 @@ class ExportBert:
         else:
             x = x + m.position_embedding + tf.gather(m.segment_embedding, segment_ids)
         x = self._layer_norm(x, self._emb_ln, split=True)  # every x below omits its LayerNorm's beta
+        if self._projection is not None:
+            x = self._dense(x, self._projection)  # ALBERT-style E -> H: exact (its bias took the beta)
         # the mask bias is built in its final shape from reshaped int32 ids (CAST, SUB, MUL
         # and the score ADD only): no float RESHAPE/STRIDED_SLICE that an int8 model would
         # quantize with a range calibrated on whatever padding the calibration had

@@ -26,21 +26,29 @@ def check_student_dir(student_dir):
 
 
 def load_student(student_dir):
-    """Load the ``BertMaskedLM`` preset ``mbd distill`` writes; return ``(model, vocab_path)``."""
+    """Load the masked-LM preset ``mbd distill`` writes (a BERT or ALBERT-style student);
+    return ``(model, vocab_path)``."""
     student_dir = str(student_dir)
     vocab_path = check_student_dir(student_dir)
-    return load_preset("BertMaskedLM", student_dir, "student"), vocab_path
+    return load_preset("MaskedLM", student_dir, "student", kind="masked_lm"), vocab_path
 
 
-def load_preset(class_name, preset_dir, what):
-    """``keras_hub.models.<class_name>.from_preset``; a broken preset is a ``UserError``."""
+def load_preset(class_name, preset_dir, what, *, kind):
+    """``keras_hub.models.<class_name>.from_preset``, refusing a model that is not of ``kind``
+    (see :data:`~mobile_bert_distill.export.graph.MODEL_KINDS`); a broken preset is a ``UserError``."""
     quiet_tf()
     import keras_hub
 
+    from mobile_bert_distill.export.graph import MODEL_KINDS, model_kind
+
     try:
-        return getattr(keras_hub.models, class_name).from_preset(preset_dir)
+        model = getattr(keras_hub.models, class_name).from_preset(preset_dir)
     except Exception as e:  # keras-hub raises many types for a broken preset
         raise UserError(f"cannot load the {what} preset {preset_dir}: {str(e).splitlines()[0]}") from e
+    if model_kind(model) != kind:
+        raise UserError(f"{preset_dir} is a {type(model).__name__} preset; the {what} must be a "
+                        f"{' or '.join(MODEL_KINDS[kind])}")
+    return model
 
 
 def find_preset_vocab(preset_dir):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 
+from mobile_bert_distill.architectures import CLASSIFIER_CLASSES
 from mobile_bert_distill.atomic import atomic_write_json, locked_output, staged_files
 from mobile_bert_distill.errors import UserError
-from mobile_bert_distill.export.classifier import CLASSIFIER_CLASS, export_classifier
+from mobile_bert_distill.export.classifier import export_classifier
 from mobile_bert_distill.export.conversion import export_keras_model, report_path
 from mobile_bert_distill.export.graph import TASKS
 from mobile_bert_distill.export.presets import check_student_dir, load_student, preset_task_class
@@ -70,11 +71,12 @@ def _export_student_model(student_dir, out_path, *, task, quantization, seq_len,
     check_student_dir(student_dir)
     from mobile_bert_distill.distill.teacher import is_teacher_checkpoint
 
-    if task == "mlm" and is_teacher_checkpoint(student_dir):  # its MLM heads are not a BertMaskedLM
+    if task == "mlm" and is_teacher_checkpoint(student_dir):  # its MLM heads are not a keras-hub masked LM
         raise UserError(f"{student_dir} is a teacher checkpoint (the teacher/ folder of a distillation), not a "
                         "student preset: export the student/ folder beside it")
-    if task == "mlm" and preset_task_class(student_dir) == CLASSIFIER_CLASS:
-        raise UserError(f"{student_dir} is a fine-tuned classifier (BertTextClassifier), which has no MLM head: "
+    task_class = preset_task_class(student_dir)
+    if task == "mlm" and task_class in CLASSIFIER_CLASSES:
+        raise UserError(f"{student_dir} is a fine-tuned classifier ({task_class}), which has no MLM head: "
                         "export it as a classifier (or as an encoder)")
     if quantization == "int8" and calibration_corpus is None:
         raise UserError("int8 needs a calibration corpus (a text file): it calibrates on real sentences")

@@ -64,7 +64,7 @@ def keras_outputs(model, task, feeds, *, batch=32):
 
 
 def classifier_probabilities(model, x):
-    """Float probabilities ``[N, K]`` of a keras-hub ``BertTextClassifier`` on preprocessed ``x``
+    """Float probabilities ``[N, K]`` of a keras-hub text classifier on preprocessed ``x``
     (``token_ids``/``segment_ids``/``padding_mask``): softmax of its logits (or its own softmax)."""
     from mobile_bert_distill.export.graph import classifier_activation
 
