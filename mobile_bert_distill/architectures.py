@@ -26,9 +26,43 @@ Example:
 (3, 1)
 """
 
+from mobile_bert_distill.errors import UserError
+
 MASKED_LM_CLASSES = ("BertMaskedLM", "AlbertMaskedLM")
 CLASSIFIER_CLASSES = ("BertTextClassifier", "AlbertTextClassifier")
 BACKBONE_CLASSES = ("BertBackbone", "AlbertBackbone")
+#: The kit's keras-hub model kinds and their classes.
+MODEL_KINDS = {"masked_lm": MASKED_LM_CLASSES, "classifier": CLASSIFIER_CLASSES, "backbone": BACKBONE_CLASSES}
+_BASE_CLASS = {"masked_lm": "MaskedLM", "classifier": "TextClassifier", "backbone": "Backbone"}
+
+
+def model_kind(model):
+    """``"masked_lm"``, ``"classifier"`` or ``"backbone"``: which of :data:`MODEL_KINDS`'
+    keras-hub classes ``model`` is an instance of; ``None`` for any other model."""
+    import keras_hub
+
+    for kind, names in MODEL_KINDS.items():
+        if isinstance(model, tuple(getattr(keras_hub.models, n) for n in names)):
+            return kind
+    return None
+
+
+def load_preset(preset_dir, kind, what, **kwargs):
+    """A keras-hub preset loaded as a model of ``kind`` (``keras_hub.models.MaskedLM``,
+    ``TextClassifier`` or ``Backbone.from_preset`` with ``kwargs``); a broken preset, or a
+    model of a class not in :data:`MODEL_KINDS` ``[kind]``, is a one-line :class:`UserError`
+    that calls the model ``what``."""
+    import keras_hub
+
+    try:
+        model = getattr(keras_hub.models, _BASE_CLASS[kind]).from_preset(preset_dir, **kwargs)
+    except Exception as e:  # keras-hub raises many types for a broken preset
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load the {what} preset {preset_dir}: {first}") from e
+    if model_kind(model) != kind:
+        raise UserError(f"{preset_dir} is a {type(model).__name__} preset; the {what} must be a "
+                        f"{' or '.join(MODEL_KINDS[kind])}")
+    return model
 
 
 def is_albert(backbone):

@@ -294,7 +294,7 @@ def test_bad_albert_settings_are_one_line(tiny_data, tmp_path, capsys, override)
 def test_eval_refuses_a_masked_lm_the_kit_does_not_train(tmp_path):
     import keras_hub
 
-    from mobile_bert_distill.distill.evaluation import load_masked_lm
+    from mobile_bert_distill.architectures import load_preset
     from mobile_bert_distill.errors import UserError
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]
@@ -303,5 +303,5 @@ def test_eval_refuses_a_masked_lm_the_kit_does_not_train(tmp_path):
     tokenizer = keras_hub.models.DistilBertTokenizer(vocabulary=vocab)
     preprocessor = keras_hub.models.DistilBertMaskedLMPreprocessor(tokenizer=tokenizer, sequence_length=8)
     keras_hub.models.DistilBertMaskedLM(backbone=backbone, preprocessor=preprocessor).save_to_preset(str(tmp_path / "p"))
-    with pytest.raises(UserError, match="holds a DistilBertMaskedLM; a student is one of BertMaskedLM, AlbertMaskedLM"):
-        load_masked_lm(str(tmp_path / "p"))
+    with pytest.raises(UserError, match="is a DistilBertMaskedLM preset; the student must be a BertMaskedLM or AlbertMaskedLM"):
+        load_preset(str(tmp_path / "p"), "masked_lm", "student")

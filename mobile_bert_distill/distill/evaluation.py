@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from mobile_bert_distill import text
-from mobile_bert_distill.architectures import MASKED_LM_CLASSES
+from mobile_bert_distill.architectures import load_preset
 from mobile_bert_distill.errors import UserError
 
 EVAL_SEED = 12345
@@ -84,22 +84,6 @@ def _check_seq_len(seq_len, max_positions, model_dir):
                         f"the model in {model_dir} has")
 
 
-def load_masked_lm(student_dir):
-    """A student preset as keras-hub loads it (``MaskedLM.from_preset``); a masked LM of a class the kit
-    does not train (not one of ``MASKED_LM_CLASSES``) is refused."""
-    import keras_hub
-
-    try:
-        mlm = keras_hub.models.MaskedLM.from_preset(student_dir)
-    except Exception as e:  # keras-hub raises many kinds for a preset it cannot read
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load the student preset {student_dir} as a masked LM: {first[:300]}") from None
-    if type(mlm).__name__ not in MASKED_LM_CLASSES:
-        raise UserError(f"{student_dir} holds a {type(mlm).__name__}; a student is one of "
-                        f"{', '.join(MASKED_LM_CLASSES)}")
-    return mlm
-
-
 def evaluate_student(student_dir, corpus, seq_len=None, batch_size=32, max_batches=None, seed=EVAL_SEED,
                      progress=True):
     """Masked-token top-1 accuracy of a student preset (BERT or ALBERT-style) over its vocabulary."""
@@ -119,7 +103,7 @@ def evaluate_student(student_dir, corpus, seq_len=None, batch_size=32, max_batch
     from mobile_bert_distill.distill.mixing import DualBatchMaker
 
     lines = text.read_corpus(corpus)
-    mlm = load_masked_lm(student_dir)
+    mlm = load_preset(student_dir, "masked_lm", "student")
     vocab = list(mlm.preprocessor.tokenizer.get_vocabulary())
     seq_len = seq_len or mlm.preprocessor.sequence_length
     _check_seq_len(seq_len, mlm.backbone.max_sequence_length, student_dir)

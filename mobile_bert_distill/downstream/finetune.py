@@ -25,6 +25,7 @@ import os
 
 import numpy as np
 
+from mobile_bert_distill.architectures import load_preset
 from mobile_bert_distill.errors import UserError
 from mobile_bert_distill.export import LABELS_FILE
 
@@ -169,18 +170,6 @@ def _check_model_dir(path, what):
         raise UserError(f"{path} is not a keras-hub preset (no config.json)")
 
 
-def _classifier_from_preset(path, **kwargs):
-    """``keras_hub.models.TextClassifier.from_preset``, refusing classes the kit cannot export."""
-    import keras_hub
-
-    from mobile_bert_distill.architectures import CLASSIFIER_CLASSES
-
-    clf = keras_hub.models.TextClassifier.from_preset(path, **kwargs)
-    if type(clf).__name__ not in CLASSIFIER_CLASSES:
-        raise UserError(f"{path} makes a {type(clf).__name__}; the kit fine-tunes {' and '.join(CLASSIFIER_CLASSES)}")
-    return clf
-
-
 def classifier_preprocessor(model_dir, seq_len):
     """A ``BertTextClassifierPreprocessor`` over the WordPiece tokenizer of ``model_dir``.
 
@@ -209,7 +198,7 @@ def load_classifier(path):
         raise UserError(f"{path} has no {LABELS_FILE}: not a classifier written by `mbd finetune`")
     with open(labels_path, encoding="utf-8") as f:
         classes = json.load(f)["classes"]
-    return _classifier_from_preset(path), classes
+    return load_preset(path, "classifier", "classifier"), classes
 
 
 def predict_logits(classifier, texts, batch_size=64):
@@ -260,8 +249,8 @@ def _locked_finetune(model_dir, train_csv, eval_csv, out_dir, *, text_column, la
         teacher_logits = predict_logits(teacher, tr_texts)
         del teacher
 
-    clf = _classifier_from_preset(model_dir, num_classes=K, preprocessor=classifier_preprocessor(model_dir, seq_len),
-                                  dropout=dropout)
+    clf = load_preset(model_dir, "classifier", "model", num_classes=K,
+                      preprocessor=classifier_preprocessor(model_dir, seq_len), dropout=dropout)
     steps = epochs * -(-len(tr_texts) // batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(0.0, max(steps - steps // 10, 1), warmup_target=learning_rate,
                                                       warmup_steps=steps // 10)

@@ -57,7 +57,7 @@ def load_classifier_preset(preset_dir):
     preset_dir = str(preset_dir)
     classes, meta = read_classifier_labels(preset_dir)
     vocab_path = find_preset_vocab(preset_dir)
-    model = load_preset("TextClassifier", preset_dir, "classifier", kind="classifier")
+    model = load_preset(preset_dir, "classifier", "classifier")
     if int(model.num_classes) != len(classes):
         raise UserError(f"{os.path.join(preset_dir, LABELS_FILE)} lists {len(classes)} classes but the "
                         f"classifier has {model.num_classes} outputs")
@@ -68,7 +68,8 @@ def load_classifier_preset(preset_dir):
 def check_classifier_model(model, *, share_embedding=None, float_logits=None):
     """A :class:`UserError` unless ``model`` is an exportable keras-hub text classifier
     (:data:`~mobile_bert_distill.architectures.CLASSIFIER_CLASSES`) and no MLM-only int8 pass is asked for."""
-    from mobile_bert_distill.export.graph import classifier_activation, model_kind
+    from mobile_bert_distill.architectures import model_kind
+    from mobile_bert_distill.export.graph import classifier_activation
 
     if model_kind(model) != "classifier":
         raise UserError(f"task 'classifier' needs a keras-hub {_CLASSES}, not a {type(model).__name__}")

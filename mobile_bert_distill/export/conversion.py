@@ -223,7 +223,8 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
         The report dict (also written as ``<out>.report.json`` unless
         ``write_report=False``).
     """
-    from mobile_bert_distill.export.graph import MODEL_KINDS, GraphOptions, split_masked_lm
+    from mobile_bert_distill.architectures import MODEL_KINDS
+    from mobile_bert_distill.export.graph import GraphOptions, split_masked_lm
     from mobile_bert_distill.litert.tools import load_interpreter, run_batches
 
     if quantization not in QUANTIZATIONS:

@@ -44,7 +44,7 @@ import math
 import numpy as np
 
 from mobile_bert_distill.architectures import (
-    BACKBONE_CLASSES, CLASSIFIER_CLASSES, MASKED_LM_CLASSES, embedding_projection, encoder_layers)
+    CLASSIFIER_CLASSES, MASKED_LM_CLASSES, MODEL_KINDS, embedding_projection, encoder_layers, model_kind)
 
 TASKS = ("mlm", "encoder", "classifier")
 
@@ -151,22 +151,6 @@ class GraphOptions:
 
 def _np(variable):
     return np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable, dtype=np.float32)
-
-
-#: The kit's keras-hub model kinds and their classes (both families, see
-#: :mod:`~mobile_bert_distill.architectures`).
-MODEL_KINDS = {"masked_lm": MASKED_LM_CLASSES, "classifier": CLASSIFIER_CLASSES, "backbone": BACKBONE_CLASSES}
-
-
-def model_kind(model):
-    """``"masked_lm"``, ``"classifier"`` or ``"backbone"``: which of :data:`MODEL_KINDS`'
-    keras-hub classes ``model`` is an instance of; ``None`` for any other model."""
-    import keras_hub
-
-    for kind, names in MODEL_KINDS.items():
-        if isinstance(model, tuple(getattr(keras_hub.models, n) for n in names)):
-            return kind
-    return None
 
 
 def split_masked_lm(model):
@@ -360,7 +344,7 @@ class ExportBert:
         hidden = config["hidden_dim"]
         self.head_dim = hidden // heads
         scale = 1.0 / math.sqrt(self.head_dim)
-        sources = list(config.get("layer_sources", range(len(weights["layers"]))))
+        sources = config["layer_sources"]
         shared = len(set(sources)) < len(sources)
         if "embedding_projection" in weights:
             # the studies' rescalings read layer 0's input as a LayerNorm output (here it is the projection's)

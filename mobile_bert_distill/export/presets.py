@@ -30,25 +30,15 @@ def load_student(student_dir):
     return ``(model, vocab_path)``."""
     student_dir = str(student_dir)
     vocab_path = check_student_dir(student_dir)
-    return load_preset("MaskedLM", student_dir, "student", kind="masked_lm"), vocab_path
+    return load_preset(student_dir, "masked_lm", "student"), vocab_path
 
 
-def load_preset(class_name, preset_dir, what, *, kind):
-    """``keras_hub.models.<class_name>.from_preset``, refusing a model that is not of ``kind``
-    (see :data:`~mobile_bert_distill.export.graph.MODEL_KINDS`); a broken preset is a ``UserError``."""
+def load_preset(preset_dir, kind, what):
+    """:func:`mobile_bert_distill.architectures.load_preset` with TensorFlow's start-up logs quieted."""
     quiet_tf()
-    import keras_hub
+    from mobile_bert_distill import architectures
 
-    from mobile_bert_distill.export.graph import MODEL_KINDS, model_kind
-
-    try:
-        model = getattr(keras_hub.models, class_name).from_preset(preset_dir)
-    except Exception as e:  # keras-hub raises many types for a broken preset
-        raise UserError(f"cannot load the {what} preset {preset_dir}: {str(e).splitlines()[0]}") from e
-    if model_kind(model) != kind:
-        raise UserError(f"{preset_dir} is a {type(model).__name__} preset; the {what} must be a "
-                        f"{' or '.join(MODEL_KINDS[kind])}")
-    return model
+    return architectures.load_preset(preset_dir, kind, what)
 
 
 def find_preset_vocab(preset_dir):
