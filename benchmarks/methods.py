@@ -15,10 +15,16 @@ every (width, mode) of the grid:
 
 Prints the table and writes ``OUT/methods.json`` and ``OUT/methods.md``.
 
+``--costs-from JSON`` rescores a grid some of whose runs were retrained with the same
+configurations: the step time and int8 size of every (width, mode) found in an earlier
+``methods.json`` are taken from it (the output names the file and which rows came from
+it); the rest are measured.
+
 Usage::
 
     python benchmarks/table2.py --modes nokd dual+up soft dual+up+soft tinybert --out OUT ...
     python benchmarks/methods.py --grid OUT
+    python benchmarks/methods.py --grid OUT --costs-from docs/results/methods.json
 """
 
 import argparse
@@ -74,6 +80,9 @@ def main(argv=None):
     p.add_argument("--grid", required=True, help="output folder of a benchmarks/table2.py run (its results.json)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per repeat (default: 10)")
     p.add_argument("--repeats", type=int, default=2, help="timed repeats; the best counts (default: 2)")
+    p.add_argument("--costs-from", metavar="JSON",
+                   help="an earlier methods.json: take the step time and int8 size of the (width, mode) rows "
+                        "it has instead of measuring them")
     args = p.parse_args(argv)
     path = os.path.join(args.grid, "results.json")
     if not os.path.isfile(path):
@@ -87,14 +96,27 @@ def main(argv=None):
         print(f"methods.py: error: the grid has no nokd run at width(s) {missing}: step costs are relative to it",
               file=sys.stderr)
         return 2
+    earlier = {}
+    if args.costs_from:
+        try:
+            with open(args.costs_from, encoding="utf-8") as f:
+                earlier = {(r["width"], r["mode"]): r for r in json.load(f)["rows"]}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"methods.py: error: {args.costs_from} is not a readable methods.json ({e})", file=sys.stderr)
+            return 2
     rows = []
     for r in res["table"]:
         directory = run_dir(args.grid, r, res["seeds"][0])
-        row = dict(r, step_seconds=step_seconds(directory, args.steps, args.repeats),
-                   int8_bytes=int8_bytes(directory, res["inputs"]["heldout"]), student=directory)
+        old = earlier.get((r["width"], r["mode"]))
+        if old is not None:
+            row = dict(r, step_seconds=old["step_seconds"], int8_bytes=old["int8_bytes"], student=directory,
+                       costs_from=args.costs_from)
+        else:
+            row = dict(r, step_seconds=step_seconds(directory, args.steps, args.repeats),
+                       int8_bytes=int8_bytes(directory, res["inputs"]["heldout"]), student=directory)
         rows.append(row)
         print(f"{r['width']}-d {r['mode']}: {1e3 * row['step_seconds']:.0f} ms/step, "
-              f"int8 {row['int8_bytes'] / 1e6:.3f} MB", flush=True)
+              f"int8 {row['int8_bytes'] / 1e6:.3f} MB" + (f" (from {args.costs_from})" if old else ""), flush=True)
     nokd = {r["width"]: r["step_seconds"] for r in rows if r["mode"] == "nokd"}
     for r in rows:
         r["step_cost_vs_nokd"] = r["step_seconds"] / nokd[r["width"]]

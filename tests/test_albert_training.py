@@ -24,7 +24,13 @@ ALBERT = {"embedding_dim": 8, "share_layers": True}
 ALBERT_OVERRIDES = [f"student.{k}={str(v).lower()}" for k, v in ALBERT.items()]
 ARCHITECTURE = "2 layers, 16-d, 8-d factorised embedding, 1 distinct layer shared across depth"
 
-# distill then eval, on JAX, with `import tensorflow` and `import tensorflow_text` raising ImportError
+# distill (then eval), on JAX, with `import tensorflow` and `import tensorflow_text` raising ImportError
+_JAX_DISTILL = BLOCK + r"""
+from mobile_bert_distill.cli import main
+config, out = sys.argv[1:3]
+assert main(["distill", "--config", config, "--out", out, "--no-progress", "--backend", "jax"]) == 0
+""" + NONE_IMPORTED
+
 _JAX_DISTILL_AND_EVAL = BLOCK + r"""
 from mobile_bert_distill.cli import main
 config, out, heldout = sys.argv[1:4]
@@ -182,6 +188,10 @@ def test_distill_and_eval_an_albert_student_on_tensorflow(tf_albert_run, tiny_da
 @pytest.mark.skipif(__import__("importlib").util.find_spec("jax") is None,
                     reason='JAX is not installed (pip install -e ".[jax]")')
 def test_distill_and_eval_an_albert_student_on_jax(tiny_data, tmp_path, capsys):
+    """Trained and scored on JAX without TensorFlow, killed after a checkpoint and resumed to the same
+    student, and scored the same on TensorFlow."""
+    from test_backends import h5_weights
+
     from mobile_bert_distill.cli import main
 
     cfg = _albert_config(tiny_data, "dual+up", steps=20, log_every=10, checkpoint_every=10, jit_compile="auto",
@@ -198,6 +208,20 @@ def test_distill_and_eval_an_albert_student_on_jax(tiny_data, tmp_path, capsys):
     on_jax = _json_of(r.stdout[r.stdout.index("wrote "):])
     assert on_jax["masked_tokens"] > 50
     _check_albert_student(out / "student")
+
+    # SIGKILL after the step-10 checkpoint, then the same command resumes to the same student
+    b = tmp_path / "b"
+    jax_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="jax")
+    distill = [sys.executable, "-c", _JAX_DISTILL, str(path), str(b)]
+    r = subprocess.run(distill, capture_output=True, text=True, timeout=600,
+                       env=dict(jax_env, MBD_TEST_KILL_AFTER_STEP="10"))
+    assert r.returncode == -9, (r.returncode, r.stderr[-2000:])
+    r = subprocess.run(distill, capture_output=True, text=True, timeout=600, env=jax_env)
+    assert r.returncode == 0 and "resuming from the checkpoint at step 10\n" in r.stdout, r.stderr[-3000:]
+    wa, wb = h5_weights(out / "student"), h5_weights(b / "student")
+    assert wa.keys() == wb.keys() and len(wa) > 10
+    for k in wa:
+        np.testing.assert_allclose(wb[k], wa[k], atol=1e-6, err_msg=k)
 
     # the JAX student scored here on TensorFlow: the same masked positions, the same answers
     assert main(["eval", "--student", str(out / "student"), "--corpus", tiny_data["heldout"], "--json"]) == 0
@@ -237,11 +261,9 @@ def test_one_step_of_each_mode_on_an_albert_student(tiny_config, mode):
 
 @pytest.mark.slow
 def test_a_prepared_teacher_hands_an_albert_student_its_embedding_width(tf_albert_run, tiny_config):
-    """A teacher checkpoint records the student's token embedding (E wide): a fixed-target mode starts
-    an ALBERT student of the same E from it; a student of another E is refused (soft) or starts a fresh
-    up-projection (dual), and both say so in terms of the embedding width."""
-    from mobile_bert_distill.errors import UserError
-
+    """A teacher checkpoint records the student's token embedding (E wide): a fixed-target mode keeps
+    it as the teacher's own student-vocabulary table, whatever E the new student has; a dual student
+    of another E starts a fresh up-projection and says so in terms of the embedding width."""
     assert tf_albert_run["code"] == 0
     ckpt = str(tf_albert_run["dir"] / "a" / "teacher")
     with np.load(os.path.join(ckpt, "dual_heads.npz")) as z:
@@ -253,10 +275,10 @@ def test_a_prepared_teacher_hands_an_albert_student_its_embedding_width(tf_alber
         c["teacher"] = dict(c["teacher"], random=None, source=ckpt)
         return c
 
-    run = build_run(cfg("soft"))
-    np.testing.assert_allclose(run.student.backbone.token_embedding.embeddings.numpy(), saved)
-    with pytest.raises(UserError, match=r"a different student size\? this student's token embedding is 100 x 12"):
-        build_run(cfg("soft", "student.embedding_dim=12"))
+    for e in (8, 12):
+        run = build_run(cfg("soft", f"student.embedding_dim={e}"))
+        np.testing.assert_allclose(run.teacher.student_embedding.embeddings.numpy(), saved)
+        assert run.student.backbone.token_embedding.embeddings.shape == (100, e)
 
     from mobile_bert_distill.distill.run import Run
 

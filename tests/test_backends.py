@@ -199,7 +199,7 @@ def test_sigkill_and_resume_on_jax_gives_the_same_student(jax_run, tmp_path):
     r = _mbd(args)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resuming from the checkpoint at step 10\n" in r.stdout
-    wa, wb = _h5_weights(jax_run["dir"] / "a" / "student"), _h5_weights(b / "student")
+    wa, wb = h5_weights(jax_run["dir"] / "a" / "student"), h5_weights(b / "student")
     assert wa.keys() == wb.keys() and len(wa) > 10
     for k in wa:
         np.testing.assert_allclose(wb[k], wa[k], atol=1e-6, err_msg=k)
@@ -220,7 +220,7 @@ def test_a_tensorflow_checkpoint_resumes_on_jax(jax_run, tmp_path):
     assert history[-1]["loss"] < history[0]["loss"]
 
 
-def _h5_weights(preset):
+def h5_weights(preset):
     import h5py
 
     out = {}
@@ -283,7 +283,7 @@ def test_soft_mode_on_jax_learns_resumes_and_exports_int8(tiny_data, tmp_path):
     assert r.returncode == -9, (r.returncode, r.stderr[-2000:])
     r = _mbd(args + ["--out", str(b)])
     assert r.returncode == 0 and "resuming from the checkpoint at step 10\n" in r.stdout, r.stderr[-2000:]
-    wa, wb = _h5_weights(a / "student"), _h5_weights(b / "student")
+    wa, wb = h5_weights(a / "student"), h5_weights(b / "student")
     assert wa.keys() == wb.keys() and len(wa) > 10
     for k in wa:
         np.testing.assert_allclose(wb[k], wa[k], atol=1e-6, err_msg=k)

@@ -128,6 +128,14 @@ def test_tiny_grid_within_budget(tiny_setup, tmp_path, capsys):
     assert abs(rows[(16, "nokd")]["int8_bytes"] - rows[(16, "dual+up")]["int8_bytes"]) < 0.01 * rows[(16, "nokd")]["int8_bytes"]
     assert rows[(24, "nokd")]["int8_bytes"] > rows[(16, "nokd")]["int8_bytes"]
     assert "| 24 | dual+up |" in (out / "methods.md").read_text()
+    # rescoring with the costs of an earlier table: its rows are taken, the others measured
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"rows": [dict(rows[(16, "dual+up")], step_seconds=9.0, int8_bytes=123)]}))
+    assert methods.main(["--grid", str(out), "--steps", "2", "--repeats", "1", "--costs-from", str(earlier)]) == 0
+    again = {(r["width"], r["mode"]): r for r in json.loads((out / "methods.json").read_text())["rows"]}
+    assert again[(16, "dual+up")]["step_seconds"] == 9.0 and again[(16, "dual+up")]["int8_bytes"] == 123
+    assert again[(16, "dual+up")]["costs_from"] == str(earlier) and "costs_from" not in again[(24, "dual+up")]
+    assert again[(16, "dual+up")]["step_cost_vs_nokd"] == pytest.approx(9.0 / again[(16, "nokd")]["step_seconds"])
 
 
 def test_methods_needs_a_grid(tmp_path, capsys):

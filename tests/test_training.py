@@ -282,21 +282,35 @@ def test_teacher_from_preset_dir_and_from_teacher_checkpoint(tiny_config, tiny_d
                 continue
             np.testing.assert_allclose(wa.numpy(), wb.numpy(), err_msg=wa.path)
 
-    # soft: the teacher is a fixed target whose student-vocabulary path reads the student's embeddings,
-    # so the student starts from the table the teacher was saved with (and its up-projection)
+    # soft: the teacher is a fixed target; its student-vocabulary path reads the table it was saved with,
+    # a frozen copy of its own, while the student starts from fresh embeddings
     cfg3 = tiny_config("soft")
     cfg3["teacher"] = dict(cfg3["teacher"], random=None, source=str(ckpt))
     run3 = build_run(cfg3)
-    np.testing.assert_allclose(run3.student.backbone.token_embedding.embeddings.numpy(),
-                               run.student.backbone.token_embedding.embeddings.numpy())
+    saved = run.student.backbone.token_embedding.embeddings.numpy()
+    np.testing.assert_allclose(run3.teacher.student_embedding.embeddings.numpy(), saved)
+    assert run3.teacher.student_embedding is not run3.student.backbone.token_embedding
+    assert not np.allclose(run3.student.backbone.token_embedding.embeddings.numpy(), saved)
     np.testing.assert_allclose(run3.teacher.up_projection.kernel.numpy(), run.teacher.up_projection.kernel.numpy())
     assert run2.teacher.up_projection.kernel.trainable and not run3.teacher.up_projection.kernel.trainable
     from mobile_bert_distill.errors import UserError
 
-    cfg4 = tiny_config("soft", overrides=["student.hidden_dim=32"])  # prepared for a 16-d student
+    # a student of another width distils from the same fixed teacher (its 16-d table stays 16-d) ...
+    cfg4 = tiny_config("soft", overrides=["student.hidden_dim=32"])
     cfg4["teacher"] = dict(cfg4["teacher"], random=None, source=str(ckpt))
-    with pytest.raises(UserError, match="a different student size"):
-        build_run(cfg4)
+    run4 = build_run(cfg4)
+    assert run4.teacher.student_embedding.output_dim == saved.shape[1] != 32
+    np.testing.assert_allclose(run4.teacher.up_projection.kernel.numpy(), run.teacher.up_projection.kernel.numpy())
+    # ... but not a student of another vocabulary: the soft targets are over the vocabulary it was prepared for
+    vocab = load_vocab(tiny_data["student_vocab"])
+    short = tmp_path / "short_vocab.txt"
+    short.write_text("\n".join(vocab[:-3]) + "\n", encoding="utf-8")
+    cfg5 = tiny_config("soft")
+    cfg5["teacher"] = dict(cfg5["teacher"], random=None, source=str(ckpt))
+    cfg5["data"] = dict(cfg5["data"], student_vocab=str(short))
+    with pytest.raises(UserError, match=f"prepared for a student vocabulary of {len(vocab)} pieces, "
+                                        f"this student's has {len(vocab) - 3}"):
+        build_run(cfg5)
 
 
 def test_teacher_saved_frozen_still_pairs_for_projections(tiny_config, tiny_data, tmp_path):
@@ -442,9 +456,20 @@ def test_soft_trains_the_student_and_the_map_and_leaves_the_teacher_fixed(tiny_c
     assert all(by_id[id(v)] is not None and np.any(np.asarray(by_id[id(v)])) for v in d.hidden_map.trainable_variables)
     emb = run.student.backbone.token_embedding.embeddings
     assert np.any(np.asarray(by_id[id(emb)]))
+    batch = run.maker(0)
+    ids, mask = batch["s_token_ids"], batch["s_padding_mask"]
+
+    def targets():
+        return np.asarray(run.teacher.heads(run.teacher.encode(ids, np.ones_like(ids), mask),
+                                            batch["s_mask_positions"])[1])
+
+    start = targets()
     for step in range(3):
         d.train_on_batch(run.maker(step))
     assert all(np.array_equal(b, np.array(v)) for b, v in zip(before, teacher_only))
+    # the soft targets stay where they were while the student's own embeddings move
+    assert not np.allclose(np.asarray(emb), np.asarray(run.teacher.student_embedding.embeddings))
+    np.testing.assert_array_equal(targets(), start)
 
 
 def test_dual_up_soft_still_trains_the_teacher(tiny_config):

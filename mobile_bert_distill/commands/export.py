@@ -55,6 +55,10 @@ def register(sub):
                         "(default: held-out corpus lines, agreement only)")
     p.add_argument("--text-column", help="--parity-csv text column (default: the one `mbd finetune` used)")
     p.add_argument("--label-column", help="--parity-csv label column (default: the one `mbd finetune` used)")
+    p.add_argument("--full-depth", action="store_true",
+                   help="classifier only: a folder `mbd finetune --early-exit` wrote exports as a staged model "
+                        "(a signature per layer, for `mbd predict --speed`); this exports the plain "
+                        "full-depth classifier instead")
     p.set_defaults(func=run)
 
 
@@ -80,7 +84,10 @@ def run(args):
         min_agreement = None
     kw = {"recipe": args.int8_recipe} if args.quantization == "int8" else {}
     if args.task == "classifier":
-        kw.update(parity_csv=args.parity_csv, text_column=args.text_column, label_column=args.label_column)
+        kw.update(parity_csv=args.parity_csv, text_column=args.text_column, label_column=args.label_column,
+                  early_exit=not args.full_depth)
+    elif args.full_depth:
+        raise UserError("--full-depth applies only to --task classifier")
     report = export_student(
         args.student, args.out, task=args.task, quantization=args.quantization, seq_len=args.seq_len,
         batch_size=args.batch_size, calibration_corpus=args.calibration_corpus,
@@ -100,6 +107,11 @@ def run(args):
         print(line)
         print(f"output: probabilities [{report['batch_size']}, {report['num_classes']}] over "
               f"{', '.join(report['labels'])}")
+        if report.get("early_exit"):
+            ee = report["early_exit"]
+            print(f"staged early exit: signatures {ee['signatures'][0]}, {ee['signatures'][1]} .. "
+                  f"{ee['signatures'][-1]}; exit label agreement with float per layer: "
+                  + " ".join(f"{a:.3f}" for a in par["exit_label_agreement"]))
     elif "top1_agreement" in par:
         line = (f"parity on {par['masked_tokens']} masked tokens ({par['source']}): top-1 agreement "
                 f"{par['top1_agreement']:.4f}, max |dlogit| {par['max_abs_logit_diff']:.4g}")

@@ -32,15 +32,83 @@ def register(sub):
                    help="soft-target loss: kl on tempered probabilities, or mse on logits (default: kl)")
     p.add_argument("--seed", type=T.seed, default=0, help="seed of the shuffling and the new layers (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    ee = p.add_argument_group("early exit (FastBERT self-distillation)")
+    ee.add_argument("--early-exit", action="store_true",
+                    help="after fine-tuning, freeze the model and train a classifier after every layer on the "
+                         "main classifier's outputs (KL), saved beside the preset; `mbd export` then writes a "
+                         "staged model that `mbd predict --speed` stops early")
+    ee.add_argument("--exit-corpus", metavar="TEXT",
+                    help="extra unlabelled text for the exits, one sentence per line (besides the training texts)")
+    ee.add_argument("--exit-epochs", type=T.positive_int, default=60,
+                    help="passes of the exits' self-distillation (default: 60)")
+    _register_bilstm(p)
     p.set_defaults(func=run)
 
 
 def run(args):
+    if args.arch == "bilstm" or any(getattr(args, n) is not None for n in _BILSTM_ONLY):
+        return _run_bilstm(args)
     from mobile_bert_distill.downstream.finetune import finetune
+    from mobile_bert_distill.errors import UserError
 
+    early_exit = None
+    if args.early_exit:
+        from mobile_bert_distill.downstream.early_exit import ExitTraining
+
+        early_exit = ExitTraining(args.exit_corpus, epochs=args.exit_epochs)
+    elif args.exit_corpus is not None:
+        raise UserError("--exit-corpus applies only with --early-exit")
     finetune(args.student or args.teacher, args.data, args.eval, args.out, text_column=args.text_column,
              label_column=args.label_column, epochs=args.epochs, batch_size=args.batch_size,
              learning_rate=args.learning_rate, seq_len=args.seq_len, teacher_classifier=args.teacher_classifier,
              temperature=args.temperature, alpha=args.alpha, kd_loss=args.kd_loss, seed=args.seed,
-             overwrite=args.overwrite)
+             overwrite=args.overwrite, early_exit=early_exit)
+    return 0
+
+
+def _register_bilstm(p):
+    """``--arch`` and the BiLSTM student's options (Tang et al. 2019); registered last, so that the
+    defaults of the BERT-only options (refused with ``--arch bilstm`` when changed) are known."""
+    from mobile_bert_distill.downstream.bilstm import DEFAULT_DENSE_UNITS, DEFAULT_LSTM_UNITS
+    from mobile_bert_distill.downstream.bilstm_augment import Augmentation
+
+    a = Augmentation()
+    p.add_argument("--arch", choices=("bert", "bilstm"), default="bert",
+                   help="bert: fine-tune the preset itself (default); bilstm: distil --teacher-classifier into a "
+                        "BiLSTM over the preset's vocabulary (Tang et al. 2019: MSE on the teacher's logits over "
+                        "the training texts and augmented copies; embedding initialised from the preset's)")
+    g = p.add_argument_group("BiLSTM student (--arch bilstm; --alpha, --temperature, --kd-loss do not apply)")
+    g.add_argument("--lstm-units", type=T.positive_int,
+                   help=f"LSTM units per direction (default: {DEFAULT_LSTM_UNITS})")
+    g.add_argument("--dense-units", type=T.positive_int, help=f"ReLU layer width (default: {DEFAULT_DENSE_UNITS})")
+    g.add_argument("--p-mask", type=T.unit_interval, help=f"augmentation: word masking rate (default: {a.p_mask})")
+    g.add_argument("--p-ng", type=T.unit_interval,
+                   help=f"augmentation: share of draws cut to an n-gram of 1-5 words (default: {a.p_ng})")
+    g.add_argument("--n-iter", type=T.nonnegative_int,
+                   help=f"augmentation: draws per training text, duplicates dropped (default: {a.n_iter})")
+    p.set_defaults(bert_kd_defaults={n: p.get_default(n) for n in _BERT_ONLY})
+
+
+_BILSTM_ONLY = ("lstm_units", "dense_units", "p_mask", "p_ng", "n_iter")
+_BERT_ONLY = ("alpha", "temperature", "kd_loss", "early_exit", "exit_corpus")
+
+
+def _run_bilstm(args):
+    from mobile_bert_distill.downstream.bilstm import distill_bilstm
+    from mobile_bert_distill.downstream.bilstm_augment import Augmentation
+    from mobile_bert_distill.errors import UserError
+
+    if args.arch != "bilstm":
+        given = [n for n in _BILSTM_ONLY if getattr(args, n) is not None]
+        raise UserError(f"{', '.join('--' + n.replace('_', '-') for n in given)} apply only to --arch bilstm")
+    bert_only = [n for n in _BERT_ONLY if getattr(args, n) != args.bert_kd_defaults[n]]
+    if bert_only:
+        raise UserError(f"{', '.join('--' + n.replace('_', '-') for n in bert_only)} apply only to --arch bert")
+    given = {n: getattr(args, n) for n in _BILSTM_ONLY if getattr(args, n) is not None}
+    augmentation = Augmentation(**{n: given.pop(n) for n in ("p_mask", "p_ng", "n_iter") if n in given})
+    distill_bilstm(args.student or args.teacher, args.data, args.eval, args.out,
+                   teacher_classifier=args.teacher_classifier, text_column=args.text_column,
+                   label_column=args.label_column, epochs=args.epochs, batch_size=args.batch_size,
+                   learning_rate=args.learning_rate, seq_len=args.seq_len, seed=args.seed, overwrite=args.overwrite,
+                   augmentation=augmentation, **given)
     return 0

@@ -27,6 +27,10 @@ def register(sub):
     p.add_argument("--labels", metavar="FILE",
                    help="classifier class names: labels.txt (one per line) or a JSON file with labels/classes")
     p.add_argument("--threads", type=T.positive_int, default=1, help="interpreter threads (default: 1)")
+    p.add_argument("--speed", type=T.unit_interval, default=None,
+                   help="staged early-exit classifier only: stop at the first layer whose exit's normalised "
+                        "entropy is below this (0: every layer, the full model; 1: the first layer); the "
+                        "layers used are printed")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     p.set_defaults(func=run)
 
@@ -51,6 +55,8 @@ def run(args):
     model = LiteRTModel(args.model, args.vocab, num_threads=args.threads, labels=args.labels)
     if model.task == "classifier":
         return _classify(args, model, texts)
+    if args.speed is not None:
+        raise UserError(f"{args.model} has no early-exit stages: --speed needs a staged classifier export")
     if model.task != "mlm":
         raise UserError(f"{args.model} is an {model.task!r} export; mbd predict needs --task mlm or classifier")
     if args.top_k is None:
@@ -79,7 +85,7 @@ def _classify(args, model, texts):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TruncationWarning)
-        results = model.classify(texts)
+        results = model.classify(texts, speed=args.speed)
     for w in caught:
         if issubclass(w.category, TruncationWarning):
             print(f"mbd: warning: {w.message}", file=sys.stderr)
@@ -87,7 +93,8 @@ def _classify(args, model, texts):
         doc = {"model": args.model, "runtime": model.runtime, "seq_len": model.seq_len, "task": "classifier",
                "labels": model.labels,
                "results": [{"text": t, "label": r["label"], "index": r["index"], "probability": r["probability"],
-                            "probabilities": r["probabilities"]} for t, r in zip(texts, results)]}
+                            "probabilities": r["probabilities"],
+                            **({"layers": r["layers"]} if "layers" in r else {})} for t, r in zip(texts, results)]}
         print(json.dumps(doc, indent=2, ensure_ascii=False))
         return 0
     names = model.labels or [str(i) for i in range(model.num_classes)]
@@ -96,6 +103,7 @@ def _classify(args, model, texts):
         order = (sorted(range(len(probs)), key=lambda j: -probs[j])[: args.top_k] if args.top_k
                  else range(len(probs)))
         print(text)
-        print(f"  label: {names[r['index']]} ({r['probability']:.3f})")
+        print(f"  label: {names[r['index']]} ({r['probability']:.3f})"
+              + (f"  [{r['layers']} of {model.stages.num_layers} layers]" if "layers" in r else ""))
         print("  probabilities: " + "  ".join(f"{names[j]} {probs[j]:.3f}" for j in order))
     return 0

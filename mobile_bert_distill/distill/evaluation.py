@@ -128,20 +128,15 @@ def evaluate_student(student_dir, corpus, seq_len=None, batch_size=32, max_batch
 def load_teacher_checkpoint(teacher_dir):
     """Rebuild the dual-vocabulary teacher saved by ``mbd distill`` (``OUT/teacher``)."""
     _check_preset(teacher_dir, "teacher")
-    import keras
-
-    from mobile_bert_distill.distill.teacher import DualVocabTeacher, is_teacher_checkpoint, load_teacher_backbone
+    from mobile_bert_distill.distill.teacher import (DualVocabTeacher, is_teacher_checkpoint, load_teacher_backbone,
+                                                     saved_student_table)
 
     if not is_teacher_checkpoint(teacher_dir):
         raise UserError(f"{teacher_dir} is not a teacher checkpoint written by `mbd distill` (no dual_heads.npz)")
     student_vocab = text.load_vocab(os.path.join(teacher_dir, "student_vocab.txt"))
     backbone, tokenizer = load_teacher_backbone(teacher_dir)
-    with np.load(os.path.join(teacher_dir, "dual_heads.npz")) as z:
-        emb = z["student_embedding"]
-    student_embedding = keras.layers.Embedding(emb.shape[0], emb.shape[1], name="student_token_embedding")
-    student_embedding.build((None, None))
-    teacher = DualVocabTeacher(backbone, student_embedding)
-    teacher.load_heads(teacher_dir, load_student_embedding=True)
+    teacher = DualVocabTeacher(backbone, saved_student_table(teacher_dir))
+    teacher.load_heads(teacher_dir)
     return teacher, list(tokenizer.get_vocabulary()), student_vocab
 
 

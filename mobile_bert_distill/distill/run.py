@@ -76,8 +76,8 @@ class Run:
 
         from mobile_bert_distill.distill.distiller import Distiller
         from mobile_bert_distill.distill.student import build_student
-        from mobile_bert_distill.distill.teacher import (DualVocabTeacher, is_teacher_checkpoint,
-                                                  load_teacher_backbone, random_teacher)
+        from mobile_bert_distill.distill.teacher import (DualVocabTeacher, frozen_table, is_teacher_checkpoint,
+                                                  load_teacher_backbone, random_teacher, saved_student_table)
 
         cfg, t, s, d = self.cfg, self.cfg["teacher"], self.cfg["student"], self.cfg["data"]
         precision = cfg["train"]["mixed_precision"]
@@ -110,28 +110,27 @@ class Run:
                 max_sequence_length=s["max_sequence_length"], seq_len=d["seq_len"], mask_rate=d["mask_rate"],
                 max_predictions=d["max_predictions"], dtype=dtype)
             if self.teacher_backbone is not None:
-                teacher = DualVocabTeacher(self.teacher_backbone, self.student.backbone.token_embedding,
-                                           name="dual_teacher")
-                fixed_target = not config_lib.mode_parts(cfg["mode"])["dual"]  # soft: nothing trains the teacher
-                if not t["random"] and is_teacher_checkpoint(t["source"]):
-                    if fixed_target:
-                        # its student-vocabulary path reads the student's embeddings: start the student
-                        # from the table the teacher was prepared with
-                        teacher.load_heads(t["source"], load_student_embedding=True)
-                        self.log(f"teacher heads, up-projection and the student's starting embeddings restored "
-                                 f"from {t['source']}")
-                    else:
-                        fresh = teacher.load_heads(t["source"])
-                        what = "teacher heads" if fresh else "teacher heads and up-projection"
-                        self.log(f"{what} restored from {t['source']}" + (
-                            " (its up-projection was learned for another student embedding width: this "
-                            f"student's {self.student.backbone.token_embedding.output_dim}-d token embedding "
-                            "starts a fresh one)" if fresh else ""))
+                # soft, tinybert: nothing trains the teacher, and its targets must not move with the student
+                fixed_target = not config_lib.mode_parts(cfg["mode"])["dual"]
+                prepared = not t["random"] and is_teacher_checkpoint(t["source"])
+                table = self.student.backbone.token_embedding
                 if fixed_target:
-                    shared = {id(v) for v in self.student.weights}
+                    table = saved_student_table(t["source"]) if prepared else frozen_table(table.embeddings)
+                    if table.input_dim != len(self.student_vocab):
+                        raise UserError(f"teacher checkpoint {t['source']} was prepared for a student vocabulary "
+                                        f"of {table.input_dim} pieces, this student's has {len(self.student_vocab)}")
+                teacher = DualVocabTeacher(self.teacher_backbone, table, name="dual_teacher")
+                if prepared:
+                    fresh = teacher.load_heads(t["source"])
+                    what = "teacher heads" if fresh else "teacher heads and up-projection"
+                    if fixed_target:
+                        what += " (with the student-vocabulary table they were prepared with, kept fixed)"
+                    self.log(f"{what} restored from {t['source']}" + (
+                        " (its up-projection was learned for another student embedding width: this "
+                        f"student's {table.output_dim}-d token embedding starts a fresh one)" if fresh else ""))
+                if fixed_target:
                     for v in teacher.weights:
-                        if id(v) not in shared:
-                            v.trainable = False
+                        v.trainable = False
                 self.teacher_backbone.pooled_dense.trainable = False
             self.student.backbone.pooled_dense.trainable = False
             self.teacher = teacher

@@ -90,8 +90,10 @@ class DualVocabTeacher(keras.layers.Layer):
 
     Args:
         backbone: the teacher ``keras_hub.models.BertBackbone``.
-        student_embedding: the student's token embedding layer (shared, trained
-            by both losses; ``E`` wide for an ALBERT-style student).
+        student_embedding: the student-vocabulary embedding layer: the student's own
+            token embedding in dual training (shared, trained by both losses; ``E`` wide for an
+            ALBERT-style student), a frozen copy (:func:`saved_student_table`) for a teacher
+            that is a fixed target.
     """
 
     def __init__(self, backbone, student_embedding, **kwargs):
@@ -186,15 +188,15 @@ class DualVocabTeacher(keras.layers.Layer):
         with open(os.path.join(path, "student_vocab.txt"), "w", encoding="utf-8") as f:
             f.write("\n".join(student_vocab) + "\n")
 
-    def load_heads(self, path, load_student_embedding=False):
+    def load_heads(self, path):
         """Restore heads and up-projection saved by :meth:`save`; returns the names left fresh.
 
-        Shapes must match, with one exception: an up-projection saved for a student whose
-        token embedding has another width (the hidden width of a BERT student, ``E`` of an
-        ALBERT-style one) is left as initialised (returned as ``["up_projection"]``) unless
-        ``load_student_embedding``. A distillation starts its student from fresh
-        embeddings, so it re-learns the student-vocabulary path either way; the heads
-        and the encoder are what a prepared teacher brings.
+        Shapes must match, with one exception: an up-projection saved for a student-vocabulary
+        table of another width (the hidden width of a BERT student, ``E`` of an ALBERT-style
+        one) is left as initialised (returned as ``["up_projection"]``). A dual distillation
+        starts its student from fresh embeddings, so it re-learns the student-vocabulary path
+        either way; the heads and the encoder are what a prepared teacher brings. The saved
+        student-vocabulary table itself is :func:`saved_student_table`.
         """
         with np.load(os.path.join(path, HEADS_FILE)) as z:
             arrays = dict(z)
@@ -204,7 +206,7 @@ class DualVocabTeacher(keras.layers.Layer):
                 key = next((k for k in arrays if k.startswith(f"{name}/{i}/")), None)
                 if key is None:
                     continue
-                if w is self.up_projection.kernel and not load_student_embedding and \
+                if w is self.up_projection.kernel and \
                         arrays[key].shape[1:] == tuple(w.shape)[1:] and arrays[key].shape != tuple(w.shape):
                     fresh = ["up_projection"]  # another student embedding width (the head shares the kernel)
                     continue
@@ -213,17 +215,36 @@ class DualVocabTeacher(keras.layers.Layer):
                                     f"the model expects {tuple(w.shape)} (a different student size? this "
                                     f"student's token embedding is {self._student_table()})")
                 w.assign(arrays[key])
-        if load_student_embedding:
-            saved = arrays["student_embedding"]
-            if tuple(saved.shape) != tuple(self.student_embedding.embeddings.shape):
-                raise UserError(f"teacher checkpoint {path}: its student embedding is {saved.shape[0]} x "
-                                f"{saved.shape[1]}, this student's token embedding is {self._student_table()} "
-                                "(a different student size?)")
-            self.student_embedding.embeddings.assign(saved)
         return fresh
 
     def _student_table(self):
         return f"{self.student_embedding.input_dim} x {self.student_embedding.output_dim}"
+
+
+def saved_student_table(path):
+    """The student-vocabulary table a teacher checkpoint was prepared with, as a frozen layer.
+
+    A teacher that nothing trains (the ``soft`` and ``tinybert`` modes, evaluation) reads its
+    student-vocabulary path through this copy of its own, never through the table a student is
+    training: targets computed through a table the student moves would move with it, and a
+    student can chase them away from the data.
+
+    Example (``path`` a teacher checkpoint written by ``mbd distill``):
+        table = saved_student_table(path)
+        teacher = DualVocabTeacher(backbone, table); teacher.load_heads(path)
+    """
+    with np.load(os.path.join(path, HEADS_FILE)) as z:
+        saved = z["student_embedding"]
+    return frozen_table(saved)
+
+
+def frozen_table(values, name="teacher_student_table"):
+    """A non-trainable ``keras.layers.Embedding`` holding ``values`` (``[vocabulary, width]``)."""
+    values = keras.ops.convert_to_numpy(values)
+    layer = keras.layers.Embedding(values.shape[0], values.shape[1], trainable=False, name=name)
+    layer.build((None, None))
+    layer.embeddings.assign(values)
+    return layer
 
 
 def is_teacher_checkpoint(path):

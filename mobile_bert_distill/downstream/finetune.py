@@ -170,6 +170,14 @@ def _check_model_dir(path, what):
         raise UserError(f"{path} is not a keras-hub preset (no config.json)")
 
 
+def preset_backbone_class(model_dir):
+    """The backbone class named in a keras-hub preset's ``config.json`` (``"BertBackbone"``,
+    ``"AlbertBackbone"``), read without loading the model."""
+    _check_model_dir(model_dir, "model")
+    with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+        return json.load(f).get("class_name")
+
+
 def classifier_preprocessor(model_dir, seq_len):
     """A ``BertTextClassifierPreprocessor`` over the WordPiece tokenizer of ``model_dir``.
 
@@ -179,10 +187,7 @@ def classifier_preprocessor(model_dir, seq_len):
     """
     import keras_hub
 
-    config_path = os.path.join(model_dir, "config.json")
-    with open(config_path, encoding="utf-8") as f:
-        backbone_class = json.load(f).get("class_name")
-    if backbone_class != "AlbertBackbone":
+    if preset_backbone_class(model_dir) != "AlbertBackbone":
         return keras_hub.models.BertTextClassifierPreprocessor.from_preset(model_dir, sequence_length=seq_len)
     with open(os.path.join(model_dir, "tokenizer.json"), encoding="utf-8") as f:
         tokenizer = keras.saving.deserialize_keras_object(json.load(f))
@@ -201,6 +206,15 @@ def load_classifier(path):
     return load_preset(path, "classifier", "classifier"), classes
 
 
+def warmup_cosine(learning_rate, steps):
+    """The fine-tuning learning rate over ``steps``: linear warm-up from 0 for the first tenth,
+    then cosine decay to 0 from the peak ``learning_rate``."""
+    import keras
+
+    return keras.optimizers.schedules.CosineDecay(0.0, max(steps - steps // 10, 1), warmup_target=learning_rate,
+                                                  warmup_steps=steps // 10)
+
+
 def predict_logits(classifier, texts, batch_size=64):
     return np.asarray(classifier.predict(list(texts), batch_size=batch_size, verbose=0), "float32")
 
@@ -208,11 +222,14 @@ def predict_logits(classifier, texts, batch_size=64):
 def finetune(model_dir, train_csv, eval_csv, out_dir, *, text_column="text", label_column="label",
              epochs=3, batch_size=32, learning_rate=5e-4, seq_len=64, dropout=0.1,
              teacher_classifier=None, temperature=2.0, alpha=0.5, kd_loss="kl", seed=0,
-             overwrite=False, log=print):
+             overwrite=False, log=print, early_exit=None):
     """Fine-tune ``model_dir`` (student preset, teacher checkpoint or HF folder) as a classifier.
 
     Returns the eval metrics; writes a keras-hub classifier preset plus
-    ``labels.json`` and ``metrics.json`` to ``out_dir`` (atomically).
+    ``labels.json`` and ``metrics.json`` to ``out_dir`` (atomically). With
+    ``early_exit`` (an :class:`~mobile_bert_distill.downstream.early_exit.ExitTraining`),
+    the fine-tuned model then gets self-distilled exits after every layer, saved
+    beside the preset (metrics gain ``early_exit``: each exit's eval accuracy).
     """
     from mobile_bert_distill.atomic import locked_output
 
@@ -221,11 +238,12 @@ def finetune(model_dir, train_csv, eval_csv, out_dir, *, text_column="text", lab
                                 label_column=label_column, epochs=epochs, batch_size=batch_size,
                                 learning_rate=learning_rate, seq_len=seq_len, dropout=dropout,
                                 teacher_classifier=teacher_classifier, temperature=temperature, alpha=alpha,
-                                kd_loss=kd_loss, seed=seed, log=log)
+                                kd_loss=kd_loss, seed=seed, log=log, early_exit=early_exit)
 
 
 def _locked_finetune(model_dir, train_csv, eval_csv, out_dir, *, text_column, label_column, epochs, batch_size,
-                     learning_rate, seq_len, dropout, teacher_classifier, temperature, alpha, kd_loss, seed, log):
+                     learning_rate, seq_len, dropout, teacher_classifier, temperature, alpha, kd_loss, seed, log,
+                     early_exit=None):
     import keras
 
     from mobile_bert_distill.atomic import atomic_dir, atomic_write_json
@@ -251,9 +269,7 @@ def _locked_finetune(model_dir, train_csv, eval_csv, out_dir, *, text_column, la
 
     clf = load_preset(model_dir, "classifier", "model", num_classes=K,
                       preprocessor=classifier_preprocessor(model_dir, seq_len), dropout=dropout)
-    steps = epochs * -(-len(tr_texts) // batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(0.0, max(steps - steps // 10, 1), warmup_target=learning_rate,
-                                                      warmup_steps=steps // 10)
+    schedule = warmup_cosine(learning_rate, epochs * -(-len(tr_texts) // batch_size))
     if teacher_logits is None:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         y_fit = y_train
@@ -274,6 +290,8 @@ def _locked_finetune(model_dir, train_csv, eval_csv, out_dir, *, text_column, la
     metrics = {"accuracy": acc, "macro_f1": f1, "eval_examples": len(ev_texts), "train_examples": len(tr_texts),
                "classes": classes, "kd": None if teacher_logits is None else
                {"teacher": teacher_classifier, "loss": kd_loss, "alpha": alpha, "temperature": temperature}}
+    if early_exit is not None:  # backbone and main head frozen: only the exits train
+        exits, metrics["early_exit"] = early_exit.fit(clf, tr_texts, ev_texts, y_eval, seed=seed, log=log)
     clf.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     with atomic_dir(out_dir, overwrite=True) as tmp:
         os.rmdir(tmp)
@@ -281,5 +299,7 @@ def _locked_finetune(model_dir, train_csv, eval_csv, out_dir, *, text_column, la
         atomic_write_json(os.path.join(tmp, LABELS_FILE), {"classes": classes, "text_column": text_column,
                                                            "label_column": label_column})
         atomic_write_json(os.path.join(tmp, "metrics.json"), metrics)
+        if early_exit is not None:
+            exits.save(tmp)
     log(f"eval accuracy {acc:.4f}, macro-F1 {f1:.4f} on {len(ev_texts)} examples; wrote {out_dir}")
     return metrics

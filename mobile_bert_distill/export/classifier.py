@@ -85,7 +85,7 @@ def check_classifier_model(model, *, share_embedding=None, float_logits=None):
 
 def export_classifier(classifier_dir, out_path, *, quantization, seq_len, batch_size, calibration_corpus,
                        num_calibration, num_parity, max_size_mb, min_agreement, android_assets, seed,
-                       parity_csv=None, text_column=None, label_column=None, **kw):
+                       parity_csv=None, text_column=None, label_column=None, early_exit=True, **kw):
     """The classifier half of :func:`~mobile_bert_distill.export.student.export_student`: write the model
     (and assets); return the report.
 
@@ -101,10 +101,32 @@ def export_classifier(classifier_dir, out_path, *, quantization, seq_len, batch_
     ``labels.json``), else the held-out corpus lines (every 10th, at most
     ``num_parity``), else ``num_parity`` random valid ids.
     ``android_assets`` also receives ``labels.txt``.
+
+    A folder with early exits (``mbd finetune --early-exit``) exports as the staged
+    model of :mod:`~mobile_bert_distill.export.staged` unless ``early_exit`` is false
+    (then the plain full-depth classifier).
     """
+    from mobile_bert_distill.downstream.bilstm import is_bilstm_folder
     from mobile_bert_distill.text.wordpiece import WordPiece
 
+    if is_bilstm_folder(classifier_dir):  # `mbd finetune --arch bilstm`: its own graph (builtin LSTM ops)
+        from mobile_bert_distill.export.bilstm import export_bilstm
+
+        return export_bilstm(classifier_dir, out_path, quantization=quantization, seq_len=seq_len,
+                             batch_size=batch_size, calibration_corpus=calibration_corpus,
+                             num_calibration=num_calibration, num_parity=num_parity, max_size_mb=max_size_mb,
+                             min_agreement=min_agreement, android_assets=android_assets, seed=seed,
+                             parity_csv=parity_csv, text_column=text_column, label_column=label_column, **kw)
     classes, meta = read_classifier_labels(classifier_dir)
+    heads = None
+    if early_exit:
+        from mobile_bert_distill.downstream.early_exit import ExitHeads, has_exits
+
+        heads = ExitHeads.load(str(classifier_dir)) if has_exits(str(classifier_dir)) else None
+    if heads is not None and android_assets is not None:
+        raise UserError("the Android asset writer handles single-signature models; the staged early-exit model "
+                        "has one signature per layer (export without early exit for the assets, or copy the "
+                        "model, vocabulary and labels by hand: see android_demo_assets/README.md)")
     if quantization == "int8" and calibration_corpus is None:
         raise UserError("int8 needs a calibration corpus (a text file): it calibrates on real sentences")
     lines = read_calibration_text(calibration_corpus) if calibration_corpus is not None else None
@@ -149,11 +171,19 @@ def export_classifier(classifier_dir, out_path, *, quantization, seq_len, batch_
         with contextlib.suppress(OSError, ValueError):
             with open(metrics_path, encoding="utf-8") as f:
                 finetune_metrics = json.load(f)
-    report = export_keras_model(
+    import functools
+
+    if heads is not None:  # a signature per layer, each with its exit
+        from mobile_bert_distill.export.staged import export_staged
+
+        export = functools.partial(export_staged, heads=heads)
+    else:
+        export = functools.partial(export_keras_model, write_report=False)
+    report = export(
         model, out_path, task="classifier", quantization=quantization, seq_len=seq_len,
         batch_size=batch_size, calibration_sequences=calib, parity_sequences=parity_feeds,
         parity_labels=parity_labels, num_calibration=num_calibration, num_parity=num_parity,
-        max_size_mb=max_size_mb, min_agreement=min_agreement, seed=seed, write_report=False,
+        max_size_mb=max_size_mb, min_agreement=min_agreement, seed=seed,
         extra_report={"student_dir": os.path.abspath(str(classifier_dir)),
                       "labels": classes, "lowercase": lowercase, "strip_accents": accents,
                       "calibration_corpus": os.path.abspath(calibration_corpus) if calibration_corpus else None,

@@ -433,6 +433,14 @@ class ExportBert:
             var("segment_embedding", weights["segment_embedding"])
         self._emb_ln = self._ln_vars(var, "emb_ln", weights["emb_ln"])
         self._layers = []
+        # the beta each layer's output stream omits (a staged export adds it back before an exit), and
+        # the LayerNorm gamma in the stream entering each layer, which the converter folds into the
+        # projections reading it (None where it cannot: unfolded LayerNorms, ALBERT's E -> H projection)
+        self.stream_betas = [np.asarray(lw["ff_ln"][1], np.float32) for lw in weights["layers"]]
+        self.stream_gammas = [None] * len(weights["layers"])
+        if not self._unfolded_ln:
+            first = None if "embedding_projection" in weights else weights["emb_ln"][0]
+            self.stream_gammas = [first] + [lw["ff_ln"][0] for lw in weights["layers"][:-1]]
         beta_in = weights["emb_ln"][1]
         self._projection = None
         if "embedding_projection" in weights:  # ALBERT-style: x P + b reads LN(x) - beta, so b' = b + beta P
@@ -620,7 +628,10 @@ class ExportBert:
             self._tap(f"{self._tap_layer}.c", c)
         return self._dense(c, layer["o"])
 
-    def _forward(self, input_ids, segment_ids, padding_mask):
+    # --- stages of the forward pass (a staged early-exit export calls them one by one) ---
+    def embed(self, input_ids, segment_ids):
+        """The embeddings stream ``[B, S, H]`` entering layer 0 (it omits its LayerNorm's beta,
+        like every stream between layers; see ``_fold_attention_biases``)."""
         import tensorflow as tf
 
         m = self.module
@@ -646,36 +657,66 @@ class ExportBert:
         x = self._layer_norm(x, self._emb_ln, split=True)  # every x below omits its LayerNorm's beta
         if self._projection is not None:
             x = self._dense(x, self._projection)  # ALBERT-style E -> H: exact (its bias took the beta)
+        return x
+
+    def mask_bias(self, padding_mask):
+        """The additive attention bias of the padded keys, shared by every layer."""
+        import tensorflow as tf
+
         # the mask bias is built in its final shape from reshaped int32 ids (CAST, SUB, MUL
         # and the score ADD only): no float RESHAPE/STRIDED_SLICE that an int8 model would
         # quantize with a range calibrated on whatever padding the calibration had
         shape = [self.batch_size, 1, self.seq_len] if self.options.attention == "per_head" \
             else [self.batch_size, 1, 1, self.seq_len]
         keep = tf.cast(tf.reshape(padding_mask, shape), tf.float32)
-        bias = (1.0 - keep) * self.options.mask_bias  # [B, 1, S] or [B, 1, 1, S]
-        for i, layer in enumerate(self._layers):
-            self._tap_layer = i
-            # with smoothing, x is the LayerNorm output divided by res_in: the residual multiplies it back
-            res = x * layer["res_in"] if "res_in" in layer else x
-            x = self._layer_norm(res + self._attention(x, layer, bias), layer["att_ln"], split=True)
-            self._tap(f"{i}.x2", x)
-            res = x * layer["res_mid"] if "res_mid" in layer else x
-            h = self._gelu(self._dense(x, layer["ff1"]))
-            self._tap(f"{i}.h", h)
-            x = self._layer_norm(res + self._dense(h, layer["ff2"]), layer["ff_ln"], split=True)
+        return (1.0 - keep) * self.options.mask_bias  # [B, 1, S] or [B, 1, 1, S]
+
+    def encoder_layer(self, i, x, bias):
+        """Layer ``i`` (from 0) on the stream ``x``; returns the next stream, which omits its
+        LayerNorm's beta (``stream_betas[i]``)."""
+        layer = self._layers[i]
+        self._tap_layer = i
+        # with smoothing, x is the LayerNorm output divided by res_in: the residual multiplies it back
+        res = x * layer["res_in"] if "res_in" in layer else x
+        x = self._layer_norm(res + self._attention(x, layer, bias), layer["att_ln"], split=True)
+        self._tap(f"{i}.x2", x)
+        res = x * layer["res_mid"] if "res_mid" in layer else x
+        h = self._gelu(self._dense(x, layer["ff1"]))
+        self._tap(f"{i}.h", h)
+        x = self._layer_norm(res + self._dense(h, layer["ff2"]), layer["ff_ln"], split=True)
+        return x
+
+    def first_token(self, x):
+        """The ``[CLS]`` vectors ``[B, H]`` of a stream ``[B, S, H]`` (SLICE + RESHAPE rather than
+        ``x[:, 0]``, a STRIDED_SLICE that XNNPACK leaves outside)."""
+        import tensorflow as tf
+
+        hidden = self.config["hidden_dim"]
+        return tf.reshape(tf.slice(x, [0, 0, 0], [self.batch_size, 1, hidden]), [self.batch_size, hidden])
+
+    def classifier_probabilities(self, x):
+        """The classifier head on the last stream ``x`` (beta added back): pooler (dense + tanh on
+        ``[CLS]``), dense to the classes, softmax."""
+        import tensorflow as tf
+
+        pooled = tf.math.tanh(self._dense(self.first_token(x), self._pooled))
+        return tf.nn.softmax(self._dense(pooled, self._cls_out), axis=-1)
+
+    def _forward(self, input_ids, segment_ids, padding_mask):
+        import tensorflow as tf
+
+        m = self.module
+        x = self.embed(input_ids, segment_ids)
+        bias = self.mask_bias(padding_mask)
+        for i in range(len(self._layers)):
+            x = self.encoder_layer(i, x, bias)
         if self.task != "mlm":
             x = x + m.final_ln_beta
         if self.task == "encoder":
             pooled = tf.math.tanh(self._dense(x[:, 0, :], self._pooled))
             return {"sequence_output": x, "pooled_output": pooled}
         if self.task == "classifier":
-            # the classifier head: pooler (dense + tanh on [CLS]), dense to the classes, softmax.
-            # SLICE + RESHAPE rather than x[:, 0] (a STRIDED_SLICE that XNNPACK leaves outside)
-            cls = tf.reshape(tf.slice(x, [0, 0, 0], [self.batch_size, 1, self.config["hidden_dim"]]),
-                             [self.batch_size, self.config["hidden_dim"]])
-            pooled = tf.math.tanh(self._dense(cls, self._pooled))
-            logits = self._dense(pooled, self._cls_out)
-            return {"probabilities": tf.nn.softmax(logits, axis=-1)}
+            return {"probabilities": self.classifier_probabilities(x)}
         self._tap("mlm.x", x)
         h = self._gelu(self._dense(x, self._mlm_dense), exact=self._mlm_exact_gelu)
         if self._inv_gamma is None:

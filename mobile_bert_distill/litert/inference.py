@@ -14,6 +14,8 @@ Example::
     vectors = model.embeddings(["a sentence", "another one"])   # encoder exports
     clf = LiteRTModel("clf.tflite", "vocab.txt")                  # classifier exports
     clf.classify("a gorgeous, witty film")[0]["label"]            # e.g. 'positive'
+    ee = LiteRTModel("clf_ee.tflite", "vocab.txt")                # a staged early-exit export
+    ee.classify("a gorgeous, witty film", speed=0.3)[0]["layers"] # e.g. 2 (of 6)
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 
 from mobile_bert_distill import text
 from mobile_bert_distill.errors import UserError
+from mobile_bert_distill.litert.early_exit import EMBED_SIGNATURE, StagedRunner, check_speed, is_staged
 from mobile_bert_distill.litert.tools import load_interpreter, run_batches, signature_runner
 from mobile_bert_distill.text.rows import SPECIAL_TOKENS
 from mobile_bert_distill.text.wordpiece import WordPiece
@@ -75,9 +78,15 @@ class LiteRTModel:
             self.tokenizer = WordPiece(vocab_path, lowercase=lowercase, strip_accents=True)
         except (ValueError, UnicodeDecodeError) as e:
             raise UserError(f"{vocab_path} is not a WordPiece vocabulary: {e}") from e
-        runner = signature_runner(self.interpreter)
+        # a staged early-exit classifier runs through its stage loop (litert/early_exit.py)
+        self.stages = StagedRunner(self.interpreter) if is_staged(self.interpreter) else None
+        runner = signature_runner(self.interpreter, EMBED_SIGNATURE if self.stages else "serving_default")
         inputs = runner.get_input_details()
         outputs = runner.get_output_details()
+        if self.stages is not None:  # token ids enter `embed`, the mask every stage; the last one classifies
+            last = self.stages.stages[-1]
+            inputs = dict(inputs, padding_mask=last.get_input_details()["padding_mask"])
+            outputs = last.get_output_details()
         missing = {"input_ids", "segment_ids", "padding_mask"} - set(inputs)
         if missing:
             raise UserError(f"{model_path} lacks the inputs {sorted(missing)}; export it with `mbd export`")
@@ -133,7 +142,7 @@ class LiteRTModel:
         """Rows of the token-embedding table (the GATHER fed by ``input_ids``)."""
         if self.task == "mlm":
             return int(signature_runner(self.interpreter).get_output_details()["logits"]["shape"][-1])
-        runner = signature_runner(self.interpreter)
+        runner = signature_runner(self.interpreter, EMBED_SIGNATURE if self.stages else "serving_default")
         ids_tensor = runner.get_input_details()["input_ids"]["index"]
         tensors = {t["index"]: t for t in self.interpreter.get_tensor_details()}
         for op in self.interpreter._get_ops_details():
@@ -174,7 +183,10 @@ class LiteRTModel:
         return feeds, [len(body) + 2 for body in bodies]
 
     def run(self, feeds):
-        """Run the model on ``[N, S]`` feeds (any N); returns float32 outputs by name."""
+        """Run the model on ``[N, S]`` feeds (any N); returns float32 outputs by name (a staged
+        early-exit model: its full-depth ``probabilities``)."""
+        if self.stages is not None:
+            return {"probabilities": self.stages.run(feeds, speed=0.0)[0]}
         return run_batches(self.interpreter, feeds)
 
     def logits(self, texts):
@@ -243,7 +255,7 @@ class LiteRTModel:
         feeds, _ = self.encode(texts)
         return self.run(feeds)["probabilities"]
 
-    def classify(self, texts, top_k=None):
+    def classify(self, texts, top_k=None, speed=None):
         """Label every text with a classifier export.
 
         Returns one dict per text: ``label`` (the class name, or its index
@@ -251,10 +263,26 @@ class LiteRTModel:
         class), ``probabilities`` (all ``K``, in output order) and ``top``
         (the ``top_k`` most probable classes as ``{"label", "index",
         "probability"}``, all of them when ``top_k`` is ``None``).
+
+        A staged early-exit export also gives ``layers`` (how many layers ran):
+        each text stops at the first exit whose normalised entropy is below
+        ``speed`` (0, the default: every layer, the full model's probabilities;
+        1: the first exit). ``speed`` needs a staged export.
         """
         if top_k is not None and top_k < 1:
             raise UserError("top_k must be >= 1")
-        probs = self.probabilities(texts)
+        if speed is not None:
+            speed = check_speed(speed)
+            if self.stages is None:
+                raise UserError(f"{self.model_path} has no early-exit stages: a speed needs the staged export "
+                                "of a classifier fine-tuned with early exits")
+        layers = None
+        if self.stages is not None:
+            self._need("classifier")
+            feeds, _ = self.encode(texts)
+            probs, layers = self.stages.run(feeds, speed=speed or 0.0)
+        else:
+            probs = self.probabilities(texts)
         names = self.labels or list(range(self.num_classes))
         results = []
         for row in probs:
@@ -265,6 +293,8 @@ class LiteRTModel:
                 "probabilities": [float(p) for p in row],
                 "top": [{"label": names[j], "index": int(j), "probability": float(row[j])} for j in order],
             })
+            if layers is not None:
+                results[-1]["layers"] = int(layers[len(results) - 1])
         return results
 
     def _need(self, task):

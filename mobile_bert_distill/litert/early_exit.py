@@ -1,0 +1,151 @@
+"""Early exit at run time: run a staged classifier export stage by stage and stop when an exit is sure.
+
+FastBERT (Liu et al. 2020) puts a classifier after every layer; a text stops
+at the first layer whose exit's *normalised entropy*
+
+``u(p) = H(p) / log K = −Σ_k p_k log p_k / log K``  (0: one-hot, 1: uniform)
+
+is below the *speed* ``s``: ``s = 0`` runs every layer (the full model), ``s = 1``
+stops at layer 1 unless its exit is exactly uniform. :func:`exits_now` is that
+rule, used both here and where the float branches are scored after training.
+
+A staged export (``mbd export --task classifier`` on a folder ``mbd finetune
+--early-exit`` wrote) is one ``.tflite`` with a signature per stage:
+``embed`` (``input_ids``, ``segment_ids`` → ``hidden``) and ``stage_1`` …
+``stage_L`` (``hidden``, ``padding_mask`` → ``hidden``, ``probabilities``; the last
+stage has no ``hidden`` output). ``hidden`` is the float stream between layers.
+
+Example::
+
+    from mobile_bert_distill.litert.tools import load_interpreter
+    interp, _ = load_interpreter("clf_ee.tflite")
+    runner = StagedRunner(interp)
+    probs, layers = runner.run(feeds, speed=0.3)     # feeds: int32 [N, S] inputs
+
+>>> import numpy as np
+>>> [round(float(u), 4) for u in normalized_entropy(np.array([[0.5, 0.5], [1.0, 0.0], [0.9, 0.1]]))]
+[1.0, 0.0, 0.469]
+>>> exits_now(np.array([[0.9, 0.1]]), 0.5).tolist()
+[True]
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mobile_bert_distill.errors import UserError
+
+#: The signature that turns token ids into the first hidden stream.
+EMBED_SIGNATURE = "embed"
+
+
+def stage_signature(layer):
+    """The signature name of the stage that runs layer ``layer`` (from 1) and its exit."""
+    return f"stage_{layer}"
+
+
+def normalized_entropy(probabilities):
+    """``H(p) / log K`` of each row of ``probabilities`` ``[..., K]`` (``0 · log 0 = 0``)."""
+    p = np.asarray(probabilities, np.float64)
+    logs = np.log(np.where(p > 0, p, 1.0))
+    return -(p * logs).sum(-1) / math.log(p.shape[-1])
+
+
+def exits_now(probabilities, speed):
+    """Whether each row stops here: its normalised entropy is below ``speed``."""
+    return normalized_entropy(probabilities) < speed
+
+
+def check_speed(speed):
+    """``speed`` as a float; a :class:`UserError` unless it lies in [0, 1]."""
+    try:
+        value = float(speed)
+    except (TypeError, ValueError):
+        raise UserError(f"the speed must be a number from 0 to 1, not {speed!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise UserError(f"the speed must be from 0 (every layer) to 1 (stop at the first exit), not {speed}")
+    return value
+
+
+def is_staged(interpreter):
+    """Whether the model has the stage signatures of an early-exit export."""
+    sigs = interpreter.get_signature_list()
+    return EMBED_SIGNATURE in sigs and stage_signature(1) in sigs
+
+
+class StagedRunner:
+    """The stage loop over an interpreter holding a staged early-exit export.
+
+    Args:
+        interpreter: a loaded LiteRT interpreter (:func:`~mobile_bert_distill.litert.tools.load_interpreter`).
+
+    Attributes: ``num_layers`` (stages), ``batch_size`` and ``seq_len`` (static
+    input shape), ``num_classes``.
+    """
+
+    def __init__(self, interpreter):
+        sigs = interpreter.get_signature_list()
+        if not is_staged(interpreter):
+            raise UserError("the model has no early-exit stages (signatures embed, stage_1, ...)")
+        self.num_layers = 0
+        while stage_signature(self.num_layers + 1) in sigs:
+            self.num_layers += 1
+        self.embed = interpreter.get_signature_runner(EMBED_SIGNATURE)
+        self.stages = [interpreter.get_signature_runner(stage_signature(k))
+                       for k in range(1, self.num_layers + 1)]
+        ids = self.embed.get_input_details()["input_ids"]
+        self.batch_size, self.seq_len = (int(s) for s in ids["shape"])
+        self.num_classes = int(self.stages[-1].get_output_details()["probabilities"]["shape"][-1])
+
+    def _batches(self, feeds):
+        """``(start, rows, chunk)`` over ``feeds`` in static batches (the last one padded with its last row)."""
+        n, B = len(feeds["input_ids"]), self.batch_size
+        for start in range(0, n, B):
+            chunk = {}
+            for name in ("input_ids", "segment_ids", "padding_mask"):
+                part = np.asarray(feeds[name][start : start + B], np.int32)
+                if len(part) < B:
+                    part = np.concatenate([part, np.repeat(part[-1:], B - len(part), axis=0)])
+                chunk[name] = part
+            yield start, min(B, n - start), chunk
+
+    def _stage_outputs(self, chunk):
+        """Run the stages on one batch, yielding ``(layer, probabilities)``; stop iterating to stop early."""
+        hidden = self.embed(input_ids=chunk["input_ids"], segment_ids=chunk["segment_ids"])["hidden"]
+        for k, stage in enumerate(self.stages, 1):
+            out = stage(hidden=hidden, padding_mask=chunk["padding_mask"])
+            yield k, out["probabilities"]
+            hidden = out.get("hidden")
+
+    def run(self, feeds, speed=0.0):
+        """Classify ``[N, S]`` int32 feeds (any ``N``); returns ``(probabilities [N, K], layers [N])``.
+
+        Every row stops at the first stage whose exit satisfies :func:`exits_now` (the last
+        stage's classifier is the model's own); a batch runs until all its rows stopped.
+        """
+        speed = check_speed(speed)
+        n = len(feeds["input_ids"])
+        probs = np.zeros((n, self.num_classes), np.float32)
+        layers = np.zeros(n, np.int32)
+        for start, rows, chunk in self._batches(feeds):
+            done = np.zeros(rows, bool)
+            for k, p in self._stage_outputs(chunk):
+                p = p[:rows]
+                stop = ~done & (exits_now(p, speed) | (k == self.num_layers))
+                probs[start : start + rows][stop] = p[stop]
+                layers[start : start + rows][stop] = k
+                done |= stop
+                if done.all():
+                    break
+        return probs, layers
+
+    def exit_probabilities(self, feeds):
+        """Every exit's probabilities ``[N, L, K]`` (all stages run; the last is the full model)."""
+        n = len(feeds["input_ids"])
+        out = np.zeros((n, self.num_layers, self.num_classes), np.float32)
+        for start, rows, chunk in self._batches(feeds):
+            for k, p in self._stage_outputs(chunk):
+                out[start : start + rows, k - 1] = p[:rows]
+        return out

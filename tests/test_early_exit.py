@@ -1,0 +1,203 @@
+"""FastBERT-style early exit: self-distilled exits (`mbd finetune --early-exit`), the staged export,
+`LiteRTModel.classify(speed=...)` and `mbd predict --speed`."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from _classifier_fixtures import SEQ_LEN, labelled_rows, write_csv
+from _export_fixtures import build_student, learn_vocab, make_sentences, save_student
+
+from mobile_bert_distill.cli import main
+from mobile_bert_distill.errors import UserError
+
+LAYERS = 3
+
+
+@pytest.fixture(scope="module")
+def ee(tmp_path_factory):
+    """A 3-layer tiny student fine-tuned with early exits through the CLI, its staged int8 export and
+    the plain (full-depth) int8 export of the same classifier."""
+    root = tmp_path_factory.mktemp("early_exit")
+    train_rows, eval_rows = labelled_rows(500, 10), labelled_rows(100, 11)
+    vocab = learn_vocab([t for t, _ in train_rows] + make_sentences(300, seed=3), 200)
+    student = save_student(build_student(vocab, num_layers=LAYERS, seq_len=SEQ_LEN), str(root / "student"))
+    train_csv, eval_csv = write_csv(root / "train.csv", train_rows), write_csv(root / "eval.csv", eval_rows)
+    corpus = root / "extra.txt"
+    corpus.write_text("\n".join(t for t, _ in labelled_rows(300, 12)) + "\n", encoding="utf-8")
+    clf = root / "clf"
+    assert main(["finetune", "--student", student, "--data", train_csv, "--eval", eval_csv, "--out", str(clf),
+                 "--epochs", "4", "--learning-rate", "1e-2", "--seq-len", str(SEQ_LEN), "--early-exit",
+                 "--exit-corpus", str(corpus), "--exit-epochs", "8"]) == 0
+    common = ["export", "--student", str(clf), "--task", "classifier", "--quantization", "int8",
+              "--calibration-corpus", str(corpus), "--num-calibration", "48", "--parity-csv", eval_csv,
+              "--min-agreement", "0.5"]
+    assert main(common + ["--out", str(root / "staged.tflite")]) == 0
+    assert main(common + ["--out", str(root / "plain.tflite"), "--full-depth"]) == 0
+    return {"root": root, "clf": str(clf), "corpus": str(corpus), "eval_rows": eval_rows, "student": student,
+            "train_csv": train_csv, "eval_csv": eval_csv, "staged": str(root / "staged.tflite"),
+            "plain": str(root / "plain.tflite"), "vocab": str(clf / "assets" / "tokenizer" / "vocabulary.txt")}
+
+
+def _texts(ee):
+    return [t for t, _ in ee["eval_rows"]]
+
+
+def _model(ee, which):
+    from mobile_bert_distill.litert.inference import LiteRTModel
+
+    return LiteRTModel(ee[which], ee["vocab"])
+
+
+# ------------------------------------------------------------------ the loss and the training
+def test_self_distillation_kl_equals_numpy():
+    from mobile_bert_distill.downstream.early_exit import SelfDistillKL
+
+    rng = np.random.default_rng(0)
+    main_logits, branch_logits = rng.normal(size=(5, 3)) * 2, rng.normal(size=(5, 4, 3)) * 2
+    p = np.exp(main_logits) / np.exp(main_logits).sum(-1, keepdims=True)
+    q = np.exp(branch_logits) / np.exp(branch_logits).sum(-1, keepdims=True)
+    want = (p[:, None] * (np.log(p[:, None]) - np.log(q))).sum(-1).sum(-1)  # sum over exits, per text
+    loss = SelfDistillKL(reduction=None)
+    got = np.asarray(loss(p.astype("float32"), branch_logits.astype("float32")))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(SelfDistillKL()(p.astype("float32"), branch_logits.astype("float32"))),
+                               want.mean(), rtol=1e-5)
+    same = np.log(p)[:, None].repeat(4, axis=1)  # branches that equal the main classifier: zero loss
+    assert float(SelfDistillKL()(p.astype("float32"), same.astype("float32"))) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_training_moves_only_the_branches(ee):
+    from mobile_bert_distill.downstream.early_exit import ExitHeads, ExitTraining
+    from mobile_bert_distill.downstream.finetune import load_classifier
+
+    clf, classes = load_classifier(ee["clf"])
+    before = [np.array(w) for w in clf.weights]
+    start = ExitHeads.from_classifier(clf)
+    texts = _texts(ee)
+    y = np.array([classes.index(lab) for _, lab in ee["eval_rows"]])
+    heads, metrics = ExitTraining(epochs=3).fit(clf, texts[:60], texts, y, log=None)
+    after = [np.array(w) for w in clf.weights]
+    assert len(before) == len(after) and all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert heads.num_exits == LAYERS - 1
+    assert all(not np.array_equal(getattr(heads, n), getattr(start, n)) for n in ("w1", "b1", "w2", "b2"))
+    # the branches started as the main head on each layer's [CLS] (their mean half at zero)
+    assert np.array_equal(start.w1[:, start.hidden_dim:], np.zeros_like(start.w1[:, start.hidden_dim:]))
+    assert len(metrics["exit_accuracy"]) == LAYERS
+
+
+# ------------------------------------------------------------------ mbd finetune --early-exit
+def test_finetune_writes_exits_beside_a_plain_preset_and_they_learn(ee):
+    from mobile_bert_distill.downstream.early_exit import ExitHeads
+    from mobile_bert_distill.export import load_classifier_preset
+
+    with open(os.path.join(ee["clf"], "metrics.json"), encoding="utf-8") as f:
+        metrics = json.load(f)
+    ex = metrics["early_exit"]
+    assert len(ex["exit_accuracy"]) == len(ex["exit_macro_f1"]) == LAYERS
+    assert ex["exit_accuracy"][-1] == pytest.approx(metrics["accuracy"], abs=0.02)  # the last exit is the model
+    assert ex["training"]["extra_texts"] == 300 and ex["training"]["texts"] == 500
+    losses = ex["training"]["loss_per_epoch"]
+    assert losses[-1] < losses[0]
+    for k in range(LAYERS - 1):  # each branch got closer to the main classifier and agrees above chance
+        assert ex["exit_kl"][k] < ex["initial_exit_kl"][k]
+        assert ex["exit_agreement_with_main"][k] > 0.75
+    layers = [row["mean_layers"] for row in ex["float_speeds"]]
+    assert layers[0] == LAYERS and layers[-1] == 1.0 and layers == sorted(layers, reverse=True)
+    heads = ExitHeads.load(ee["clf"])
+    model, _, classes, _ = load_classifier_preset(ee["clf"])  # still a plain keras-hub classifier preset
+    heads.check_matches(model, "test")
+    assert type(model).__name__ == "BertTextClassifier" and classes == ["negative", "positive"]
+
+
+def test_finetune_refuses_a_bad_exit_corpus_before_writing(ee, tmp_path, capsys):
+    out = tmp_path / "clf"
+    base = ["finetune", "--student", ee["student"], "--data", ee["train_csv"], "--eval", ee["eval_csv"],
+            "--out", str(out)]
+    for extra, words in ((["--early-exit", "--exit-corpus", str(tmp_path / "missing.txt")], "not found"),
+                         (["--exit-corpus", ee["corpus"]], "--early-exit")):
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------ the staged export and its runtime
+def test_staged_export_has_a_signature_per_stage(ee):
+    from mobile_bert_distill.litert.tools import load_interpreter
+
+    sigs = load_interpreter(ee["staged"])[0].get_signature_list()
+    assert sorted(sigs) == ["embed"] + [f"stage_{k}" for k in range(1, LAYERS + 1)]
+    assert sorted(sigs["embed"]["inputs"]) == ["input_ids", "segment_ids"] and sigs["embed"]["outputs"] == ["hidden"]
+    assert sorted(sigs["stage_1"]["outputs"]) == ["hidden", "probabilities"]
+    assert sigs[f"stage_{LAYERS}"]["outputs"] == ["probabilities"]
+    with open(os.path.splitext(ee["staged"])[0] + ".report.json", encoding="utf-8") as f:
+        report = json.load(f)
+    assert report["early_exit"]["num_layers"] == LAYERS and report["quantization"] == "int8"
+    assert len(report["parity"]["exit_label_agreement"]) == LAYERS
+    assert report["parity"]["label_agreement"] >= 0.95
+    assert min(report["parity"]["exit_label_agreement"]) >= 0.9
+
+
+def test_speed_zero_runs_every_layer_and_gives_the_full_model(ee):
+    texts = _texts(ee)
+    staged, plain = _model(ee, "staged"), _model(ee, "plain")
+    got, want = staged.classify(texts, speed=0.0), plain.classify(texts)
+    assert all(r["layers"] == LAYERS for r in got)
+    p_staged = np.array([r["probabilities"] for r in got])
+    p_plain = np.array([r["probabilities"] for r in want])
+    np.testing.assert_allclose(p_staged, p_plain, atol=1e-4)
+    assert [r["label"] for r in got] == [r["label"] for r in want]
+    assert "layers" not in want[0]  # the plain export's results are unchanged
+    np.testing.assert_allclose(staged.probabilities(texts), p_staged, atol=1e-7)  # no speed: full depth
+
+
+def test_speed_one_stops_at_layer_one_and_between_follows_the_rule(ee):
+    from mobile_bert_distill.litert.early_exit import normalized_entropy
+
+    texts = _texts(ee)
+    staged = _model(ee, "staged")
+    assert all(r["layers"] == 1 for r in staged.classify(texts, speed=1.0))
+    feeds, _ = staged.encode(texts)
+    exits = staged.stages.exit_probabilities(feeds)                  # [N, L, K]
+    u = normalized_entropy(exits)                                     # [N, L]
+    speed = float(np.median(u[:, 0])) + 1e-9                          # about half stop at layer 1
+    want = np.where((u[:, :-1] < speed).any(1), (u[:, :-1] < speed).argmax(1) + 1, LAYERS)
+    got = staged.classify(texts, speed=speed)
+    assert [r["layers"] for r in got] == want.tolist()
+    assert 1 < np.mean(want) < LAYERS
+    for r, k, p in zip(got, want, exits):
+        np.testing.assert_allclose(r["probabilities"], p[k - 1], atol=1e-7)
+    means = [np.mean([r["layers"] for r in staged.classify(texts, speed=s)]) for s in (0.0, speed, 1.0)]
+    assert means == sorted(means, reverse=True)
+
+
+def test_speed_out_of_range_or_without_stages_is_one_line(ee, capsys):
+    base = ["predict", "--model", ee["staged"], "--vocab", ee["vocab"], "a witty film"]
+    for bad in ("1.5", "-0.1"):  # refused while the command line is read
+        with pytest.raises(SystemExit) as e:
+            main(base + ["--speed", bad])
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--speed" in err[0], err
+    assert main(["predict", "--model", ee["plain"], "--vocab", ee["vocab"], "--speed", "0.5", "a witty film"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no early-exit stages" in err[0], err
+    with pytest.raises(UserError, match="no early-exit stages"):
+        _model(ee, "plain").classify(["a witty film"], speed=0.5)
+    with pytest.raises(UserError, match="speed"):
+        _model(ee, "staged").classify(["a witty film"], speed=2)
+    assert main(base + ["--speed", "1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["results"][0]["layers"] == 1
+
+
+def test_staged_export_refuses_android_assets(ee, tmp_path, capsys):
+    out = tmp_path / "m.tflite"
+    assert main(["export", "--student", ee["clf"], "--task", "classifier", "--quantization", "float32",
+                 "--out", str(out), "--android-assets", str(tmp_path / "assets")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "staged early-exit model" in err[0], err
+    assert not out.exists() and not (tmp_path / "assets").exists()
