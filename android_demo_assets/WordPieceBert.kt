@@ -52,11 +52,30 @@ class WordPieceTokenizer(private val vocab: List<String>) {
         }
     }
 
-    /** NFKC case folding (ICU4J's Normalizer2.getNFKCCasefoldInstance() is exact). */
+    // Default_Ignorable_Code_Point, which NFKC_Casefold deletes.
+    private fun isIgnorable(cp: Int) = cp == 0xAD || cp == 0x34F || cp == 0x61C || cp in 0x115F..0x1160 ||
+        cp in 0x17B4..0x17B5 || cp in 0x180B..0x180F || cp in 0x200B..0x200F || cp in 0x202A..0x202E ||
+        cp in 0x2060..0x206F || cp == 0x3164 || cp in 0xFE00..0xFE0F || cp == 0xFEFF || cp == 0xFFA0 ||
+        cp in 0xFFF0..0xFFF8 || cp in 0x1BCA0..0x1BCA3 || cp in 0x1D173..0x1D17A || cp in 0xE0000..0xE0FFF
+
+    // Where case folding differs from lowercase() (after NFKC): Cherokee folds to the capitals,
+    // the Cyrillic letter variants to their plain letters, the iota subscript to iota.
+    private val cyrillicVariants = intArrayOf(0x432, 0x434, 0x43E, 0x441, 0x442, 0x442, 0x44A, 0x463, 0xA64B)
+    private fun foldLowercase(cp: Int) = when (cp) {
+        in 0xAB70..0xABBF -> cp - 0xAB70 + 0x13A0
+        in 0x13F8..0x13FD -> cp - 8
+        in 0x1C80..0x1C88 -> cyrillicVariants[cp - 0x1C80]
+        0x345 -> 0x3B9
+        else -> cp
+    }
+
+    /** NFKC_Casefold (ICU4J's Normalizer2.getNFKCCasefoldInstance() is exact; this needs no ICU4J). */
     private fun caseFold(word: String): String {
-        val once = Normalizer.normalize(word, Normalizer.Form.NFKC).lowercase()
+        val lower = Normalizer.normalize(word, Normalizer.Form.NFKC).lowercase()
             .replace("ß", "ss").replace("ς", "σ")
-        return Normalizer.normalize(once, Normalizer.Form.NFKC)
+        val folded = StringBuilder()
+        lower.codePoints().forEach { cp -> if (!isIgnorable(cp)) folded.appendCodePoint(foldLowercase(cp)) }
+        return Normalizer.normalize(folded, Normalizer.Form.NFKC)
     }
 
     fun pretokenize(text: String): List<String> {
@@ -133,12 +152,11 @@ class WordPieceBert(model: MappedByteBuffer, private val vocab: List<String>, va
     fun fillMask(text: String, topK: Int = 5): Map<Int, List<Fill>> {
         val ids = inputIds(text)
         val mask = IntArray(seqLen) { if (it == 0 || ids[it] != 0) 1 else 0 }
-        val runner = interpreter.getSignatureRunner("serving_default")
         val logits = Array(1) { Array(seqLen) { FloatArray(vocab.size) } }
-        runner.run(
+        interpreter.runSignature(
             mapOf("input_ids" to arrayOf(ids), "segment_ids" to arrayOf(IntArray(seqLen)),
                   "padding_mask" to arrayOf(mask)),
-            mapOf("logits" to logits))
+            mapOf("logits" to logits), "serving_default")
         val result = LinkedHashMap<Int, List<Fill>>()
         ids.forEachIndexed { pos, id ->
             if (id != tokenizer.maskId) return@forEachIndexed
@@ -204,10 +222,10 @@ class BertClassifier(model: MappedByteBuffer, vocab: List<String>, val labels: L
         val (ids, length) = inputIds(text)
         val mask = IntArray(seqLen) { if (it < length) 1 else 0 }
         val out = Array(1) { FloatArray(labels.size) }
-        interpreter.getSignatureRunner("serving_default").run(
+        interpreter.runSignature(
             mapOf("input_ids" to arrayOf(ids), "segment_ids" to arrayOf(IntArray(seqLen)),
                   "padding_mask" to arrayOf(mask)),
-            mapOf("probabilities" to out))
+            mapOf("probabilities" to out), "serving_default")
         return out[0]
     }
 

@@ -325,6 +325,30 @@ def test_int8_requires_a_corpus_and_rejects_bad_options(art, tmp_path):
 
 
 @pytest.mark.slow
+def test_parity_scores_the_models_own_mask_id(tmp_path):
+    """A vocabulary whose special tokens are not first (bert-base-uncased has [MASK] = 103):
+    parity scores exactly the [MASK] positions, with the model's id, and random parity
+    sequences use the model's [CLS]/[SEP]/[MASK]."""
+    from _export_fixtures import build_student, learn_vocab, make_sentences
+
+    from mobile_bert_distill.export import corpus_sequences, export_keras_model
+    from mobile_bert_distill.text.wordpiece import WordPiece
+
+    sentences = make_sentences(120, seed=4)
+    learned = learn_vocab(sentences, size=150)
+    vocab = ["[PAD]", *learned[5:40], "[UNK]", "[CLS]", "[SEP]", "[MASK]", *learned[40:]]
+    mask_id = vocab.index("[MASK]")
+    model = build_student(vocab, num_layers=1, hidden=16, heads=2, intermediate=32, seq_len=16)
+    feeds, labels = corpus_sequences(sentences, WordPiece(vocab), 16, 12, seed=1)
+    rep = export_keras_model(model, str(tmp_path / "m.tflite"), task="mlm", quantization="float32", seq_len=16,
+                             parity_sequences=feeds, parity_labels=labels, write_report=False)
+    assert mask_id == 39 and rep["parity"]["masked_tokens"] == int((feeds["input_ids"] == mask_id).sum())
+    assert rep["parity"]["masked_tokens"] < int(feeds["padding_mask"].sum()) / 3
+    rep = export_keras_model(model, str(tmp_path / "r.tflite"), task="mlm", quantization="float32", seq_len=16,
+                             num_parity=8, write_report=False)
+    assert 0 < rep["parity"]["masked_tokens"] < 8 * 14 / 3  # the random rows' masks, not every position
+
+
 def test_layer_sensitivity_ranks_quantized_ops(art):
     from mobile_bert_distill.export import corpus_sequences, read_calibration_text
     from mobile_bert_distill.export.experimental import layer_sensitivity

@@ -21,7 +21,7 @@ from mobile_bert_distill.errors import UserError
 from mobile_bert_distill.export.graph import TASKS
 from mobile_bert_distill.export.validation import agreement_of, count_params, inspect_tflite, keras_outputs, parity
 from mobile_bert_distill.export.recipes import INPUT_NAMES, INT8_RECIPES, QUANTIZATIONS, recipe_table
-from mobile_bert_distill.export.sequences import as_feeds, check_feeds, random_sequences
+from mobile_bert_distill.export.sequences import as_feeds, check_feeds, model_special_ids, random_sequences
 
 
 def quiet_tf():
@@ -259,7 +259,10 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
     if batch_size < 1:
         raise UserError(f"the batch size must be >= 1, got {batch_size}")
     vocab_size = int(backbone.vocabulary_size)
-    random_kw = {"mask_rate": 0.0} if task == "classifier" else {}  # a classifier never sees [MASK]
+    special = model_special_ids(model)
+    random_kw = {"special_ids": special}
+    if task == "classifier":
+        random_kw["mask_rate"] = 0.0  # a classifier never sees [MASK]
     if calibration_sequences is None:
         calib = random_sequences(num_calibration, seq_len, vocab_size, seed=seed, **random_kw)
         calib_source = "random_ids"
@@ -296,7 +299,7 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
     interp, runtime = load_interpreter(model_content=flat, num_threads=1)
     candidate = run_batches(interp, checks)
     reference = keras_outputs(model, task, checks)
-    par = parity(task, reference, candidate, checks, parity_labels)
+    par = parity(task, reference, candidate, checks, parity_labels, mask_id=special["[MASK]"])
     par["source"] = parity_source
     if min_agreement is not None and agreement_of(par) < min_agreement:
         raise UserError(

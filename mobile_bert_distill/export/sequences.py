@@ -1,6 +1,7 @@
 """Input sequences for calibration and parity: random valid ids, or text tokenized like training.
 
-:func:`random_sequences` draws valid random ids; :func:`read_calibration_text`,
+:func:`random_sequences` draws valid random ids (special ids: :func:`model_special_ids`);
+:func:`read_calibration_text`,
 :func:`~mobile_bert_distill.text.corpus.split_corpus` and :func:`corpus_sequences` turn a text file into masked
 MLM sequences (calibration lines and held-out parity lines);
 :func:`text_sequences` packs one text per sequence, as a classifier sees it.
@@ -19,15 +20,28 @@ from mobile_bert_distill.export.recipes import INPUT_NAMES
 from mobile_bert_distill.text import KIT_SPECIAL_IDS, pack_rows
 
 
-def random_sequences(n, seq_len, vocab_size, *, batch=None, seed=0, num_special=5, mask_rate=0.15):
+def model_special_ids(model):
+    """``{token: id}`` of the special tokens in ``model``'s own vocabulary: its keras-hub
+    tokenizer's, or the kit vocabularies' (``text.KIT_SPECIAL_IDS``) for a model without one
+    (a bare backbone). A teacher's vocabulary (bert-base-uncased: ``[MASK]`` is 103) differs."""
+    import keras_hub
+
+    if not isinstance(model, keras_hub.models.Task) or model.preprocessor is None:
+        return dict(KIT_SPECIAL_IDS)
+    tokenizer = model.preprocessor.tokenizer
+    return {token: int(tokenizer.token_to_id(token)) for token in text.SPECIAL_TOKENS}
+
+
+def random_sequences(n, seq_len, vocab_size, *, batch=None, seed=0, num_special=5, mask_rate=0.15,
+                     special_ids=None):
     """``n`` valid random sequences: ``[CLS] ids.. [SEP] [PAD]..`` with varied lengths.
 
     Token ids are drawn from ``[num_special, vocab_size)`` (never out of range),
-    and a ``mask_rate`` share of them is replaced by ``[MASK]``; special ids are the kit
-    vocabularies' (``text.KIT_SPECIAL_IDS``).
+    and a ``mask_rate`` share of them is replaced by ``[MASK]``; special ids are
+    ``special_ids`` (default: the kit vocabularies', ``text.KIT_SPECIAL_IDS``).
     Returns a dict of int32 arrays ``[n, seq_len]``.
     """
-    ids = KIT_SPECIAL_IDS
+    ids = special_ids or KIT_SPECIAL_IDS
     rng = np.random.default_rng(seed)
     bodies = []
     for _ in range(n):

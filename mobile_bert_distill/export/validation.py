@@ -90,10 +90,10 @@ def cosine(a, b):
 NEAR_TIE_GAP = 0.5
 
 
-def parity(task, reference, candidate, feeds, labels=None):
+def parity(task, reference, candidate, feeds, labels=None, mask_id=KIT_SPECIAL_IDS["[MASK]"]):
     """Compare TFLite outputs with the float reference.
 
-    For ``mlm``: positions where ``input_ids == [MASK]`` (id 4) are scored:
+    For ``mlm``: positions where ``input_ids == mask_id`` (the model's ``[MASK]``) are scored:
     top-1 agreement, each model's accuracy against ``labels`` (the original
     ids; ``None`` leaves accuracy out), max/mean |Δlogit| and logit cosine;
     agreement is also split into tokens whose float top-2 logit gap is at
@@ -124,7 +124,7 @@ def parity(task, reference, candidate, feeds, labels=None):
             res["accuracy_drop_points"] = 100.0 * (res["float_accuracy"] - res["tflite_accuracy"])
         return res
     if task == "mlm":
-        where = feeds["input_ids"] == KIT_SPECIAL_IDS["[MASK]"]  # the masks of random_sequences
+        where = feeds["input_ids"] == mask_id
         if not where.any():
             where = feeds["padding_mask"].astype(bool)
         ref = reference["logits"][where]
