@@ -46,6 +46,10 @@ Modules (one thing each):
 :mod:`~mobile_bert_distill.export.flatbuffer`   passes over the converted flatbuffer
 :mod:`~mobile_bert_distill.export.metadata`     TFLite metadata for classifiers
 :mod:`~mobile_bert_distill.export.android`      the Android demo's asset files
+:mod:`~mobile_bert_distill.export.staged`       the early-exit classifier: a signature per layer
+:mod:`~mobile_bert_distill.export.bilstm`       the BiLSTM classifier with builtin LSTM ops
+:mod:`~mobile_bert_distill.export.sensitivity`  Hessian sensitivity of each weight matrix (Q-BERT)
+:mod:`~mobile_bert_distill.export.mixed`        float16/int8/int4 per matrix under a size budget (Q-BERT)
 :mod:`~mobile_bert_distill.export.experimental` for the studies in ``research/``; not public API
 
 TensorFlow, Keras, keras-hub and LiteRT are imported inside functions only, so
