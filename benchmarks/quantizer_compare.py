@@ -21,11 +21,14 @@ differently on CPUs with VNNI or Arm dot-product instructions.
 
 ai-edge-quantizer is imported only here (``pip install ai-edge-quantizer==0.10.0``).
 
-Run (about 5 minutes on 2 cores for the 6 x 48 student)::
+``--mixed-mb`` adds the kit's own ``mixed`` mode (``mbd export --quantization mixed``:
+float16/int8/int4 per weight matrix by Hessian sensitivity, through AEQ) at the given sizes.
+
+Run (about 4 minutes on 2 cores for the 6 x 48 student, most of it the kit's exports)::
 
     .venv/bin/python benchmarks/quantizer_compare.py \\
         --student benchmarks/results/table2_cpu/runs/48d_tinybert_seed0/student \\
-        --corpus demo_out/data/heldout.txt --work bench/quantizer_compare \\
+        --corpus demo_out/data/heldout.txt --work bench/quantizer_compare --mixed-mb 0.768,0.8 \\
         --json docs/results/quantizer_compare.json
 """
 
@@ -205,7 +208,7 @@ def measure(files, parity_feeds, labels, mask_id, *, rounds, per_round):
     from mobile_bert_distill.export import inspect_tflite, parity
 
     where = parity_feeds["input_ids"] == mask_id
-    m = int(where.sum())
+    m = int(where.sum())  # parity() scores the masked positions; only those are kept, as one row
     packed = {"input_ids": np.full((1, m), mask_id, np.int32), "padding_mask": np.ones((1, m), np.int32)}
     truth = labels[where][None]
     timing = time_files(list(files.values()), {k: v[:1] for k, v in parity_feeds.items()},
@@ -229,17 +232,13 @@ def measure(files, parity_feeds, labels, mask_id, *, rounds, per_round):
             "p50_ms": round(timing[path][0], 3), "p90_ms": round(timing[path][1], 3),
             "masked_tokens": par["masked_tokens"],
             "top1_agreement": round(par["top1_agreement"], 4),
-            "top1_agreement_clear": _round(par["top1_agreement_clear"], 4),
+            "top1_agreement_clear": par["top1_agreement_clear"] and round(par["top1_agreement_clear"], 4),
             "near_tie_fraction": round(par["near_tie_fraction"], 4),
             "max_abs_logit_diff": round(par["max_abs_logit_diff"], 4),
             "mean_abs_logit_diff": round(par["mean_abs_logit_diff"], 5),
             "masked_accuracy": round(par["tflite_accuracy"], 4),
         })
     return rows
-
-
-def _round(x, digits):
-    return None if x is None else round(x, digits)
 
 
 def _fmt(x):
@@ -274,6 +273,8 @@ def main(argv=None):
                                                                "the reference and AEQ's input)")
     ap.add_argument("--recipes", default=",".join(AEQ_RECIPES), help="comma-separated subset of "
                                                                       + ",".join(AEQ_RECIPES))
+    ap.add_argument("--mixed-mb", default="", help="comma-separated target sizes (MB) of the kit's `mixed` "
+                                                   "mode (Hessian-guided float16/int8/int4), e.g. 0.768,0.8")
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--calibration", type=int, default=200, help="calibration sequences (kit int8 and AEQ)")
     ap.add_argument("--parity", type=int, default=200, help="held-out sequences for agreement and accuracy")
@@ -308,6 +309,15 @@ def main(argv=None):
         seconds[f"kit_{mode}"] = round(time.time() - t, 1)
         files[f"kit {mode}"] = out
         print(f"kit {mode}: exported in {seconds[f'kit_{mode}']:.0f}s", flush=True)
+    for target in [float(x) for x in args.mixed_mb.split(",") if x]:
+        out = os.path.join(args.work, f"kit_mixed_{target:g}.tflite")
+        t = time.time()
+        export_student(args.student, out, task="mlm", quantization="mixed", target_size_mb=target,
+                       seq_len=args.seq_len, calibration_corpus=args.corpus, num_calibration=args.calibration,
+                       num_parity=args.parity, overwrite=True)
+        seconds[f"kit_mixed_{target:g}"] = round(time.time() - t, 1)
+        files[f"kit mixed {target:g} MB"] = out
+        print(f"kit mixed {target:g} MB: exported in {seconds[f'kit_mixed_{target:g}']:.0f}s", flush=True)
     float_path = files["kit float32"]
     ffn_regex, n_ffn = ffn_scope_regex(float_path, args.student)
     for name in recipes:

@@ -221,3 +221,14 @@ def test_predict_runs_the_bilstm_export(trained, capsys):
                  "a gorgeous , witty film", "dull , tedious and clumsy"])
     doc = json.loads(capsys.readouterr().out)
     assert code == 0 and [r["label"] for r in doc["results"]] == ["positive", "negative"]
+
+
+@pytest.mark.parametrize("task", ["mlm", "encoder"])
+def test_export_as_mlm_or_encoder_names_the_bilstm(trained, tmp_path, capsys, task):
+    out = tmp_path / "x.tflite"
+    code = main(["export", "--student", str(trained["out"]), "--task", task, "--out", str(out),
+                 "--quantization", "float32"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.endswith(f"is a BiLSTM classifier, which has no {task} output: export it as a classifier")
+    assert len(err.splitlines()) == 1 and not out.exists() and os.listdir(tmp_path) == []
+

@@ -78,6 +78,12 @@ def test_csv_reader_handles_bom_quotes_blank_lines_and_empty_text(tmp_path):
     assert list(encode_labels(labels, classes, "x")) == [1, 0]
 
 
+def test_default_learning_rate_by_width():
+    from mobile_bert_distill.downstream.finetune import default_learning_rate
+
+    assert [default_learning_rate(h) for h in (48, 192, 383, 384, 768)] == [5e-4, 5e-4, 5e-4, 5e-5, 5e-5]
+
+
 def test_metrics():
     acc, f1 = accuracy_and_macro_f1([0, 0, 1, 1], [0, 1, 1, 1], 2)
     assert acc == 0.75 and f1 == pytest.approx((2 / 3 + 0.8) / 2)
@@ -123,7 +129,7 @@ def test_finetune_learns_and_soft_target_kd_runs(tiny_student, tmp_path, capsys)
                        str(teacher), "--epochs", "6", "--learning-rate", "5e-3", "--seq-len", "32"], capsys)
     assert code == 0
     m = json.loads((teacher / "metrics.json").read_text())
-    assert m["accuracy"] > 0.8 and m["classes"] == ["-1", "1"]
+    assert m["accuracy"] > 0.8 and m["classes"] == ["-1", "1"] and m["learning_rate"] == 5e-3
     assert json.loads((teacher / "labels.json").read_text())["classes"] == ["-1", "1"]
     student = tmp_path / "student_clf"
     code, _, _ = _cli(["finetune", "--student", tiny_student, "--data", train, "--eval", evalp, "--out",

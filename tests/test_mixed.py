@@ -84,3 +84,94 @@ def test_bad_budgets():
         with pytest.raises(UserError, match="the size budget must be positive"):
             plan_precisions(weights, sensitivity, bad)
     assert {r["precision"] for r in plan_precisions(weights, sensitivity, floor).values()} == {"int4"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny trained-a-little student preset and calibration text."""
+    from _export_fixtures import build_student, learn_vocab, make_sentences, save_student, train_briefly
+
+    root = tmp_path_factory.mktemp("mixed")
+    sentences = make_sentences(600, seed=8)
+    vocab = learn_vocab(sentences, size=300)
+    model = train_briefly(build_student(vocab, hidden=32, heads=2, intermediate=64, seq_len=32), sentences, steps=30)
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    return {"student": save_student(model, str(root / "student")), "corpus": str(corpus)}
+
+
+def _export(tiny, out, *extra):
+    from mobile_bert_distill.cli import main
+
+    return main(["export", "--student", tiny["student"], "--out", str(out), "--quantization", "mixed",
+                 "--calibration-corpus", tiny["corpus"], "--seq-len", "32", "--num-calibration", "32",
+                 "--num-parity", "32", "--min-agreement", "0", *extra])
+
+
+def _fc_weight_types(path):
+    from mobile_bert_distill.litert.on_device_bench import Graph
+
+    g = Graph.from_file(str(path))
+    producer = {t: i for i, op in enumerate(g.ops) for t in op["outputs"]}
+    counts = {}
+    for op in g.ops:
+        if op["type"] == "FULLY_CONNECTED":
+            w = op["inputs"][1]
+            if w in producer and g.ops[producer[w]]["type"] == "DEQUANTIZE":
+                w = g.ops[producer[w]]["inputs"][0]
+            counts[g.tensors[w]["dtype"]] = counts.get(g.tensors[w]["dtype"], 0) + 1
+    return counts
+
+
+def test_mixed_export_fits_the_target_and_stores_the_plan(tiny, tmp_path, capsys):
+    import json
+    import os
+
+    pytest.importorskip("ai_edge_quantizer")
+    roomy = tmp_path / "roomy.tflite"
+    assert _export(tiny, roomy, "--target-size-mb", "10") == 0
+    report = json.loads((tmp_path / "roomy.report.json").read_text())
+    rows = report["mixed_precision"]["matrices"]
+    assert {r["precision"] for r in rows} == {"float16"} and _fc_weight_types(roomy) == {"float16": len(rows)}
+    names = [r["name"] for r in rows]
+    assert names[:6] == [f"layer_0.{k}" for k in ("q", "k", "v", "o", "ff1", "ff2")]
+    assert names[-2:] == ["mlm.dense", "token_embedding"]  # the logits share the token table
+    target = (os.path.getsize(roomy) - 0.45 * sum(r["bytes"] for r in rows)) / 1e6
+    tight = tmp_path / "tight.tflite"
+    assert _export(tiny, tight, "--target-size-mb", f"{target:.6f}") == 0
+    out = capsys.readouterr().out
+    assert "mixed precision for" in out and "embedding tables int8" in out
+    report = json.loads((tmp_path / "tight.report.json").read_text())
+    mixed = report["mixed_precision"]
+    assert os.path.getsize(tight) == report["size_bytes"] <= target * 1e6
+    kinds = {}
+    for r in mixed["matrices"]:
+        kinds[r["precision"]] = kinds.get(r["precision"], 0) + r["ops"]
+        assert r["bytes"] == weight_bytes(r["params"], r["precision"])
+        assert r["trace_stderr"] >= 0 and r["sensitivity"] >= 0
+    assert len(kinds) >= 2 and "int4" in kinds
+    assert _fc_weight_types(tight) == kinds
+    assert report["parity"]["masked_tokens"] > 0 and 0 <= report["parity"]["top1_agreement"] <= 1
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--target-size-mb", "0.001"], "is below the smallest mixed-precision file of this model, about"),
+    ([], "mixed precision needs a target size in MB"),
+    (["--target-size-mb", "1", "--task", "encoder"], "mixed precision is for masked LMs (task mlm)"),
+])
+def test_bad_mixed_requests_one_line_exit_2_nothing_written(tiny, tmp_path, capsys, extra, fragment):
+    out = tmp_path / "m.tflite"
+    assert _export(tiny, out, *extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and len(err.splitlines()) == 1 and not any(tmp_path.iterdir())
+
+
+def test_mixed_needs_calibration_text_and_a_target_only_for_mixed(tiny, tmp_path, capsys):
+    from mobile_bert_distill.cli import main
+
+    base = ["export", "--student", tiny["student"], "--out", str(tmp_path / "m.tflite"), "--seq-len", "32"]
+    assert main([*base, "--quantization", "mixed", "--target-size-mb", "1"]) == 2
+    assert "mixed precision needs calibration text" in capsys.readouterr().err
+    assert main([*base, "--quantization", "float32", "--target-size-mb", "1"]) == 2
+    assert "a target size applies to mixed precision only, not to float32" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -4,7 +4,7 @@ from mobile_bert_distill.commands import _types as T
 
 
 def register(sub):
-    from mobile_bert_distill.export import DEFAULT_QUANTIZATION, INT8_RECIPES, QUANTIZATIONS
+    from mobile_bert_distill.export import DEFAULT_QUANTIZATION, INT8_RECIPES, MLM_QUANTIZATIONS
 
     p = sub.add_parser(
         "export", help="export the student to LiteRT (.tflite) with float/int8 quantization",
@@ -22,9 +22,13 @@ def register(sub):
     p.add_argument("--task", choices=("mlm", "encoder", "classifier"), default="mlm",
                    help="mlm: fill-mask logits; encoder: sequence and pooled outputs; classifier: class "
                         "probabilities [batch, num_classes] (default: mlm)")
-    p.add_argument("--quantization", choices=QUANTIZATIONS, default=DEFAULT_QUANTIZATION,
-                   help="float32, float16, dynamic (int8 weights, float activations) or int8 "
-                        "(full integer, calibrated on --calibration-corpus) (default: int8)")
+    p.add_argument("--quantization", choices=MLM_QUANTIZATIONS, default=DEFAULT_QUANTIZATION,
+                   help="float32, float16, dynamic (int8 weights, float activations), int8 "
+                        "(full integer, calibrated on --calibration-corpus) or mixed (--task mlm: float16, "
+                        "int8 or int4 per weight matrix by Hessian sensitivity until the file fits "
+                        "--target-size-mb; needs ai-edge-quantizer) (default: int8)")
+    p.add_argument("--target-size-mb", type=T.positive_float,
+                   help="mixed only: the size the file must fit, in MB (10^6 bytes)")
     p.add_argument("--int8-recipe", choices=INT8_RECIPES, default="matmul",
                    help="matmul: every FULLY_CONNECTED/BATCH_MATMUL int8, elementwise ops float (default); "
                         "xnnpack: also the elementwise ops int8 except SOFTMAX/RSQRT; strict: every op "
@@ -43,7 +47,7 @@ def register(sub):
                    help="fail (nothing written) when masked-token top-1 agreement with the float model "
                         "(encoder: mean cosine; classifier: label agreement) is lower "
                         "(default: 0.99 for int8, 0.999 float32, "
-                        "0.99 float16, 0.95 dynamic; 0 disables)")
+                        "0.99 float16, 0.95 dynamic, 0.9 mixed; 0 disables)")
     p.add_argument("--android-assets", metavar="DIR",
                    help="also write DIR/model.tflite, DIR/vocab.txt and DIR/model_info.json (golden vectors); "
                         "a classifier also gets DIR/labels.txt")
@@ -83,6 +87,8 @@ def run(args):
     elif min_agreement <= 0:
         min_agreement = None
     kw = {"recipe": args.int8_recipe} if args.quantization == "int8" else {}
+    if args.target_size_mb is not None:
+        kw["target_size_mb"] = args.target_size_mb
     if args.task == "classifier":
         kw.update(parity_csv=args.parity_csv, text_column=args.text_column, label_column=args.label_column,
                   early_exit=not args.full_depth)
@@ -124,6 +130,12 @@ def run(args):
     else:
         print(f"parity on {par['tokens']} tokens ({par['source']}): sequence-output cosine "
               f"{par['sequence_output_cosine_mean']:.5f} (min {par['sequence_output_cosine_min']:.5f})")
+    if "mixed_precision" in report:
+        counts = {}
+        for m in report["mixed_precision"]["matrices"]:
+            counts[m["precision"]] = counts.get(m["precision"], 0) + 1
+        print(f"mixed precision for {report['mixed_precision']['target_size_mb']:g} MB: "
+              + ", ".join(f"{n} matrices {p}" for p, n in counts.items()) + "; embedding tables int8")
     print(f"report: {report_path(args.out)}")
     if args.android_assets:
         files = ", ".join(report.get("android_assets", {}).get("files", []))

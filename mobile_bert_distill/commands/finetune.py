@@ -23,7 +23,8 @@ def register(sub):
     p.add_argument("--out", required=True, metavar="DIR", help="output classifier folder")
     p.add_argument("--epochs", type=T.positive_int, default=3, help="passes over the training CSV (default: 3)")
     p.add_argument("--batch-size", type=T.positive_int, default=32, help="texts per step (default: 32)")
-    p.add_argument("--learning-rate", type=T.positive_float, default=5e-4, help="peak learning rate (default: 5e-4)")
+    p.add_argument("--learning-rate", type=T.positive_float,
+                   help="peak learning rate (default: 5e-4; 5e-5 for models 384-d and wider, which diverge at 5e-4)")
     p.add_argument("--seq-len", type=T.positive_int, default=64, help="tokens per text (default: 64)")
     p.add_argument("--teacher-classifier", metavar="DIR", help="fine-tuned teacher classifier for soft targets")
     p.add_argument("--temperature", type=T.positive_float, default=2.0, help="soft-target temperature (default: 2.0)")

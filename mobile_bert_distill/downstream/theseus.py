@@ -31,15 +31,13 @@ Example (``teacher_clf/`` from ``mbd finetune``, a 6-layer teacher):
 {'accuracy': ..., 'macro_f1': ..., ...}
 """
 
-import os
-
 import numpy as np
 
 from mobile_bert_distill.downstream.finetune import (accuracy_and_macro_f1, classifier_preprocessor, encode_labels,
                                                      label_mapping, load_classifier, predict_logits,
-                                                     preset_backbone_class, read_labelled_csv, warmup_cosine)
+                                                     preset_backbone_class, read_labelled_csv, save_classifier,
+                                                     warmup_cosine)
 from mobile_bert_distill.errors import UserError
-from mobile_bert_distill.export import LABELS_FILE
 
 SUCCESSOR_INIT = "predecessor layers 0..K-1 (successor i copies layer i)"
 
@@ -240,18 +238,3 @@ def finetune_successor(successor, x, y, *, epochs, batch_size, learning_rate, se
     finally:
         successor.preprocessor = preprocessor
 
-
-def save_classifier(classifier, out_dir, classes, metrics, *, text_column, label_column):
-    """Write ``classifier`` as ``mbd finetune`` does: a keras-hub preset with ``labels.json`` and ``metrics.json``."""
-    import keras
-
-    from mobile_bert_distill.atomic import atomic_dir, atomic_write_json
-
-    classifier.trainable = True  # the preset must not carry this run's frozen layers
-    classifier.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    with atomic_dir(out_dir, overwrite=True) as tmp:
-        os.rmdir(tmp)
-        classifier.save_to_preset(tmp)
-        atomic_write_json(os.path.join(tmp, LABELS_FILE), {"classes": list(classes), "text_column": text_column,
-                                                           "label_column": label_column})
-        atomic_write_json(os.path.join(tmp, "metrics.json"), metrics)

@@ -45,7 +45,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import tempfile
@@ -266,10 +265,10 @@ def export_bilstm(folder, out_path, *, quantization="int8", seq_len=None, batch_
     """
     from mobile_bert_distill.atomic import atomic_file
     from mobile_bert_distill.downstream.bilstm import load_bilstm_classifier
-    from mobile_bert_distill.export.sequences import random_sequences, read_calibration_text, text_sequences
+    from mobile_bert_distill.export.classifier import classifier_sequences, read_finetune_metrics
+    from mobile_bert_distill.export.sequences import random_sequences
     from mobile_bert_distill.export.validation import agreement_of, count_params, inspect_tflite, parity
     from mobile_bert_distill.litert.tools import load_interpreter, run_batches
-    from mobile_bert_distill.text.corpus import split_corpus
     from mobile_bert_distill.text.wordpiece import WordPiece
 
     if recipe not in (None, "matmul"):
@@ -278,38 +277,15 @@ def export_bilstm(folder, out_path, *, quantization="int8", seq_len=None, batch_
     if quantization == "int8" and calibration_corpus is None:
         raise UserError("int8 needs a calibration corpus (a text file): it calibrates on real sentences")
     model, info, classes, meta, vocab_path = load_bilstm_classifier(folder)
-    lines = read_calibration_text(calibration_corpus) if calibration_corpus is not None else None
-    csv_rows = None
-    if parity_csv is not None:
-        from mobile_bert_distill.downstream.finetune import encode_labels, read_labelled_csv
-
-        text_column = text_column or meta.get("text_column") or "text"
-        label_column = label_column or meta.get("label_column") or "label"
-        texts, raw_labels = read_labelled_csv(parity_csv, text_column, label_column, log=None)
-        csv_rows = (texts, encode_labels(raw_labels, classes, parity_csv))
-    elif text_column is not None or label_column is not None:
-        raise UserError("text and label columns need a parity CSV")
     seq_len = int(seq_len or info["sequence_length"])
     if seq_len < 3 or batch_size < 1:
         raise UserError(f"need a sequence length >= 3 and a batch size >= 1, got {seq_len} and {batch_size}")
     lowercase, accents = bool(info["lowercase"]), bool(info["strip_accents"])
     tokenizer = WordPiece(vocab_path, lowercase=lowercase, strip_accents=accents)
-
-    calib = checks = labels = None
-    parity_data = {"source": "random_ids"}
-    if lines is not None:
-        calib_lines, heldout = split_corpus(lines)
-        calib, _, _ = text_sequences(calib_lines, tokenizer, seq_len, num_calibration, seed=seed)
-        if csv_rows is None:
-            checks, _, cut = text_sequences(heldout[:num_parity], tokenizer, seq_len)
-            parity_data = {"source": "held-out corpus lines", "path": os.path.abspath(calibration_corpus),
-                           "truncated": cut}
-    if csv_rows is not None:
-        texts, y = csv_rows
-        checks, kept, cut = text_sequences(texts, tokenizer, seq_len)
-        labels = y[kept]
-        parity_data = {"source": "labelled csv", "path": os.path.abspath(parity_csv),
-                       "text_column": text_column, "label_column": label_column, "truncated": cut}
+    calib, checks, labels, parity_data = classifier_sequences(
+        tokenizer, seq_len, classes, meta, calibration_corpus=calibration_corpus, parity_csv=parity_csv,
+        text_column=text_column, label_column=label_column, num_calibration=num_calibration,
+        num_parity=num_parity, seed=seed)
     if checks is None:
         checks = random_sequences(num_parity, seq_len, len(tokenizer), seed=seed + 1, mask_rate=0.0)
 
@@ -332,10 +308,6 @@ def export_bilstm(folder, out_path, *, quantization="int8", seq_len=None, batch_
         raise UserError(f"parity {agreement_of(par):.4f} below the minimum agreement {min_agreement} "
                         f"({quantization}, {par['sequences']} sequences); nothing written", option="min_agreement",
                         purpose="with a lower value to accept it")
-    finetune_metrics = None
-    with contextlib.suppress(OSError, ValueError):
-        with open(os.path.join(str(folder), "metrics.json"), encoding="utf-8") as f:
-            finetune_metrics = json.load(f)
     report = {
         "model_file": os.path.basename(str(out_path)), "task": "classifier", "architecture": "bilstm",
         "quantization": quantization, "recipe": None, "graph": "bilstm",
@@ -350,7 +322,7 @@ def export_bilstm(folder, out_path, *, quantization="int8", seq_len=None, batch_
         "student_dir": os.path.abspath(str(folder)), "labels": classes, "lowercase": lowercase,
         "strip_accents": accents,
         "calibration_corpus": os.path.abspath(calibration_corpus) if calibration_corpus else None,
-        "parity_data": parity_data, "finetune_metrics": finetune_metrics,
+        "parity_data": parity_data, "finetune_metrics": read_finetune_metrics(folder),
     }
     with atomic_file(str(out_path)) as tmp:
         with open(tmp, "wb") as f:

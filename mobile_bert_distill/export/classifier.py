@@ -83,6 +83,56 @@ def check_classifier_model(model, *, share_embedding=None, float_logits=None):
                             "it does not apply to task 'classifier'")
 
 
+def classifier_sequences(tokenizer, seq_len, classes, meta, *, calibration_corpus, parity_csv, text_column,
+                         label_column, num_calibration, num_parity, seed):
+    """The calibration and parity inputs of a classifier export, from its files.
+
+    Calibration: ``num_calibration`` texts of the corpus's calibration lines (9 in 10,
+    :func:`~mobile_bert_distill.text.corpus.split_corpus`); parity: the rows of ``parity_csv``
+    with their labels (columns default to those ``mbd finetune`` recorded in ``meta``), else the
+    first ``num_parity`` held-out lines, else none (the caller draws random ids).
+
+    Returns:
+        ``(calibration, parity_feeds, parity_labels, parity_data)``: feeds dicts or ``None``,
+        class indices or ``None``, and what the report records about the parity source.
+    """
+    lines = read_calibration_text(calibration_corpus) if calibration_corpus is not None else None
+    csv_rows = None
+    if parity_csv is not None:
+        from mobile_bert_distill.downstream.finetune import encode_labels, read_labelled_csv
+
+        text_column = text_column or meta.get("text_column") or "text"
+        label_column = label_column or meta.get("label_column") or "label"
+        texts, raw_labels = read_labelled_csv(parity_csv, text_column, label_column, log=None)
+        csv_rows = (texts, encode_labels(raw_labels, classes, parity_csv))
+    elif text_column is not None or label_column is not None:
+        raise UserError("text and label columns need a parity CSV")
+    calib = parity_feeds = parity_labels = None
+    parity_data = {"source": "random_ids"}
+    if lines is not None:
+        calib_lines, heldout = split_corpus(lines)
+        calib, _, _ = text_sequences(calib_lines, tokenizer, seq_len, num_calibration, seed=seed)
+        if csv_rows is None:
+            parity_feeds, _, cut = text_sequences(heldout[:num_parity], tokenizer, seq_len)
+            parity_data = {"source": "held-out corpus lines", "path": os.path.abspath(calibration_corpus),
+                           "truncated": cut}
+    if csv_rows is not None:
+        texts, y = csv_rows
+        parity_feeds, kept, cut = text_sequences(texts, tokenizer, seq_len)
+        parity_labels = y[kept]
+        parity_data = {"source": "labelled csv", "path": os.path.abspath(parity_csv),
+                       "text_column": text_column, "label_column": label_column, "truncated": cut}
+    return calib, parity_feeds, parity_labels, parity_data
+
+
+def read_finetune_metrics(folder):
+    """The ``metrics.json`` ``mbd finetune`` wrote in ``folder``, or ``None`` (absent or unreadable)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open(os.path.join(str(folder), "metrics.json"), encoding="utf-8") as f:
+            return json.load(f)
+    return None
+
+
 def export_classifier(classifier_dir, out_path, *, quantization, seq_len, batch_size, calibration_corpus,
                        num_calibration, num_parity, max_size_mb, min_agreement, android_assets, seed,
                        parity_csv=None, text_column=None, label_column=None, early_exit=True, **kw):
@@ -129,17 +179,6 @@ def export_classifier(classifier_dir, out_path, *, quantization, seq_len, batch_
                         "model, vocabulary and labels by hand: see android_demo_assets/README.md)")
     if quantization == "int8" and calibration_corpus is None:
         raise UserError("int8 needs a calibration corpus (a text file): it calibrates on real sentences")
-    lines = read_calibration_text(calibration_corpus) if calibration_corpus is not None else None
-    csv_rows = None
-    if parity_csv is not None:
-        from mobile_bert_distill.downstream.finetune import encode_labels, read_labelled_csv
-
-        text_column = text_column or meta.get("text_column") or "text"
-        label_column = label_column or meta.get("label_column") or "label"
-        texts, raw_labels = read_labelled_csv(parity_csv, text_column, label_column, log=None)
-        csv_rows = (texts, encode_labels(raw_labels, classes, parity_csv))
-    elif text_column is not None or label_column is not None:
-        raise UserError("text and label columns need a parity CSV")
     model, vocab_path, classes, meta = load_classifier_preset(classifier_dir)
     tok_cfg = getattr(getattr(model, "preprocessor", None), "tokenizer", None)
     lowercase = bool(getattr(tok_cfg, "lowercase", True))
@@ -150,27 +189,10 @@ def export_classifier(classifier_dir, out_path, *, quantization, seq_len, batch_
     vocab_size = int(model.backbone.vocabulary_size)
     if len(tokenizer) != vocab_size:
         raise UserError(f"vocabulary has {len(tokenizer)} tokens but the model has {vocab_size} embedding rows")
-    calib = parity_feeds = parity_labels = None
-    parity_data = {"source": "random_ids"}
-    if lines is not None:
-        calib_lines, heldout = split_corpus(lines)
-        calib, _, _ = text_sequences(calib_lines, tokenizer, seq_len, num_calibration, seed=seed)
-        if csv_rows is None:
-            parity_feeds, _, cut = text_sequences(heldout[:num_parity], tokenizer, seq_len)
-            parity_data = {"source": "held-out corpus lines", "path": os.path.abspath(calibration_corpus),
-                           "truncated": cut}
-    if csv_rows is not None:
-        texts, y = csv_rows
-        parity_feeds, kept, cut = text_sequences(texts, tokenizer, seq_len)
-        parity_labels = y[kept]
-        parity_data = {"source": "labelled csv", "path": os.path.abspath(parity_csv),
-                       "text_column": text_column, "label_column": label_column, "truncated": cut}
-    metrics_path = os.path.join(str(classifier_dir), "metrics.json")
-    finetune_metrics = None
-    if os.path.isfile(metrics_path):
-        with contextlib.suppress(OSError, ValueError):
-            with open(metrics_path, encoding="utf-8") as f:
-                finetune_metrics = json.load(f)
+    calib, parity_feeds, parity_labels, parity_data = classifier_sequences(
+        tokenizer, seq_len, classes, meta, calibration_corpus=calibration_corpus, parity_csv=parity_csv,
+        text_column=text_column, label_column=label_column, num_calibration=num_calibration,
+        num_parity=num_parity, seed=seed)
     import functools
 
     if heads is not None:  # a signature per layer, each with its exit
@@ -187,7 +209,8 @@ def export_classifier(classifier_dir, out_path, *, quantization, seq_len, batch_
         extra_report={"student_dir": os.path.abspath(str(classifier_dir)),
                       "labels": classes, "lowercase": lowercase, "strip_accents": accents,
                       "calibration_corpus": os.path.abspath(calibration_corpus) if calibration_corpus else None,
-                      "parity_data": parity_data, "finetune_metrics": finetune_metrics},
+                      "parity_data": parity_data,
+                      "finetune_metrics": read_finetune_metrics(classifier_dir)},
         **kw,
     )
     if android_assets is not None:

@@ -20,7 +20,7 @@ from mobile_bert_distill.atomic import atomic_file, atomic_write_json
 from mobile_bert_distill.errors import UserError
 from mobile_bert_distill.export.graph import TASKS
 from mobile_bert_distill.export.validation import agreement_of, count_params, inspect_tflite, keras_outputs, parity
-from mobile_bert_distill.export.recipes import INPUT_NAMES, INT8_RECIPES, QUANTIZATIONS, recipe_table
+from mobile_bert_distill.export.recipes import INPUT_NAMES, INT8_RECIPES, MIXED, MLM_QUANTIZATIONS, QUANTIZATIONS, recipe_table
 from mobile_bert_distill.export.sequences import as_feeds, check_feeds, model_special_ids, random_sequences
 
 
@@ -182,12 +182,32 @@ def convert(model, *, task="mlm", quantization="float32", seq_len=128, batch_siz
         return flat
 
 
+def check_mixed(quantization, task, target_size_mb, calibration):
+    """The rules of mixed precision, in one place: masked LMs only (its sensitivity is the
+    masked-LM loss's), a positive target size (which no other mode takes) and calibration text."""
+    if quantization != MIXED:
+        if target_size_mb is not None:
+            raise UserError(f"a target size applies to mixed precision only, not to {quantization}")
+        return
+    if task != "mlm":
+        raise UserError(f"mixed precision is for masked LMs (task mlm), not task {task}: it ranks the weight "
+                        "matrices by the Hessian of the masked-LM loss")
+    if target_size_mb is None:
+        raise UserError("mixed precision needs a target size in MB", option="target_size_mb",
+                        purpose="with the size the file must fit")
+    if not target_size_mb > 0:
+        raise UserError(f"the target size must be positive, got {target_size_mb:g} MB")
+    if calibration is None:
+        raise UserError("mixed precision needs calibration text (a text file): its sensitivities and int8 "
+                        "tables come from real sentences")
+
+
 def export_keras_model(model, out_path, *, task="mlm", quantization="float32", seq_len=128,
                        batch_size=1, calibration_sequences=None, parity_sequences=None,
                        parity_labels=None, num_calibration=128, num_parity=64, recipe=None,
                        graph=None, graph_options=None, float_ops=None, float_nodes=(),
                        xnnpack_fixups=None, share_embedding=None, float_logits=None, per_channel=True,
-                       max_size_mb=None,
+                       max_size_mb=None, target_size_mb=None, calibration_labels=None,
                        min_agreement=None, write_report=True, seed=0, extra_report=None):
     """Export an in-memory keras-hub BERT or ALBERT-style model to ``out_path``.
 
@@ -200,7 +220,10 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
             ``"classifier"`` (a text classifier: ``probabilities``
             ``[B, K]``, the softmax of its logits; ``parity_labels`` are then
             class indices ``[N]``).
-        quantization: ``float32``, ``float16``, ``dynamic`` or ``int8``.
+        quantization: ``float32``, ``float16``, ``dynamic``, ``int8`` or (task ``mlm``) ``mixed``:
+            float16/int8/int4 per weight matrix so that the file fits ``target_size_mb``, chosen by
+            the Hessian sensitivity of the masked-LM loss on ``calibration_sequences`` and
+            ``calibration_labels`` (:mod:`~mobile_bert_distill.export.mixed`).
         seq_len, batch_size: the static input shape ``[batch_size, seq_len]``.
         calibration_sequences: list of dicts (or one dict of ``[N, S]``
             arrays) of int32 ``input_ids``/``segment_ids``/``padding_mask``
@@ -227,10 +250,13 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
     from mobile_bert_distill.export.graph import GraphOptions, split_masked_lm
     from mobile_bert_distill.litert.tools import load_interpreter, run_batches
 
-    if quantization not in QUANTIZATIONS:
-        raise UserError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, not {quantization!r}")
+    if quantization not in MLM_QUANTIZATIONS:
+        raise UserError(f"quantization must be one of {', '.join(MLM_QUANTIZATIONS)}, not {quantization!r}")
     if task not in TASKS:
         raise UserError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+    check_mixed(quantization, task, target_size_mb, calibration_sequences)
+    if quantization == MIXED and calibration_labels is None:
+        raise ValueError("mixed precision needs the calibration sequences' labels (their original ids)")
     if quantization == "int8":
         recipe = recipe or "matmul"
         if recipe not in INT8_RECIPES:
@@ -280,14 +306,24 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
     check_feeds(checks, seq_len, vocab_size)
 
     t0 = time.perf_counter()
-    flat = convert(model, task=task, quantization=quantization, seq_len=seq_len,
-                   batch_size=batch_size,
-                   calibration_feeds=calib if quantization == "int8" or (
-                       graph_options is not None and graph_options.needs_calibration) else None,
-                   graph=graph, graph_options=graph_options, float_ops=float_ops,
-                   float_nodes=float_nodes, xnnpack_fixups=chosen["xnnpack_fixups"],
-                   share_embedding=chosen["share_embedding"], float_logits=chosen["float_logits"],
-                   per_channel=per_channel)
+    mixed_report = None
+    if quantization == MIXED:
+        from mobile_bert_distill.export.mixed import convert_mixed
+
+        float_flat = convert(model, task=task, quantization="float32", seq_len=seq_len, batch_size=batch_size,
+                             graph=graph, graph_options=graph_options)
+        flat, mixed_report = convert_mixed(model, float_flat, calibration_feeds=calib,
+                                           calibration_labels=calibration_labels,
+                                           target_bytes=target_size_mb * 1e6, seed=seed)
+    else:
+        flat = convert(model, task=task, quantization=quantization, seq_len=seq_len,
+                       batch_size=batch_size,
+                       calibration_feeds=calib if quantization == "int8" or (
+                           graph_options is not None and graph_options.needs_calibration) else None,
+                       graph=graph, graph_options=graph_options, float_ops=float_ops,
+                       float_nodes=float_nodes, xnnpack_fixups=chosen["xnnpack_fixups"],
+                       share_embedding=chosen["share_embedding"], float_logits=chosen["float_logits"],
+                       per_channel=per_channel)
     convert_s = time.perf_counter() - t0
     size = len(flat)
     if max_size_mb is not None and size > max_size_mb * 1e6:
@@ -327,7 +363,8 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
         "params": count_params(model),
         "vocabulary_size": vocab_size,
         "calibration": {"source": calib_source, "sequences": int(len(calib["input_ids"]))}
-        if quantization == "int8" else None,
+        if quantization in ("int8", MIXED) else None,
+        **({"mixed_precision": mixed_report} if mixed_report is not None else {}),
         **({"num_classes": int(model.num_classes)} if task == "classifier" else {}),
         "convert_seconds": round(convert_s, 2),
         **info,

@@ -7,6 +7,11 @@ budget, takes the one step (float16 → int8 or int8 → int4 of one matrix) tha
 per byte saved. Rounding is symmetric and per output channel, as LiteRT stores int8 and int4
 weights; matrices are given in LiteRT's ``[out, in]`` layout (:func:`as_out_in`).
 
+:func:`convert_mixed` applies a plan to the kit's float32 export with ai-edge-quantizer (the one
+route to int4 weights: TF 2.21's converter writes none): dynamic-range int8 or int4 per channel,
+or float16, per FULLY_CONNECTED weight, and int8 embedding tables; what ``mbd export
+--quantization mixed --target-size-mb X`` runs.
+
 Example:
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -19,6 +24,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from mobile_bert_distill.errors import UserError
@@ -28,27 +35,33 @@ BITS = {"float16": 16, "int8": 8, "int4": 4}
 PRECISIONS = tuple(BITS)
 
 
-def as_out_in(kernel):
-    """A Keras kernel ``[in, ...out]`` (Dense ``[in, out]``, EinsumDense ``[in, heads, head_dim]``)
+def as_out_in(kernel, input_axes=1):
+    """A Keras kernel whose first ``input_axes`` axes are inputs (Dense ``[in, out]`` and the
+    attention's ``[in, heads, head_dim]``: 1; its output projection ``[heads, head_dim, out]``: 2)
     as LiteRT's fully-connected weight ``[out, in]``. Embedding tables ``[rows, width]`` are
     already rows by output channel."""
     kernel = np.asarray(kernel)
-    return kernel.reshape(kernel.shape[0], -1).T
+    return kernel.reshape(int(np.prod(kernel.shape[:input_axes])), -1).T
 
 
-def rounding_error(matrix, precision):
-    """``‖Q(w) − w‖²`` of ``matrix`` (``[out, in]``) stored in ``precision``: float16, or
-    symmetric integers with one scale per output row (``max|row| / (2^(b-1) − 1)``)."""
+def rounding_error(matrix, precision, column_scale=None):
+    """``‖(Q(w) − w)·diag(column_scale)‖²`` of ``matrix`` (``[out, in]``) stored in ``precision``:
+    float16, or symmetric integers with one scale per output row (``max|row| / (2^(b-1) − 1)``).
+    ``column_scale`` maps an error of the stored weight back to the model's own (the export
+    folds a LayerNorm's gamma into the input columns of the next projection)."""
     w = np.asarray(matrix, np.float64)
     if precision == "float16":
-        return float(np.sum((w.astype(np.float16).astype(np.float64) - w) ** 2))
-    if precision not in BITS:
+        err = w.astype(np.float16).astype(np.float64) - w
+    elif precision in BITS:
+        levels = 2 ** (BITS[precision] - 1) - 1
+        scale = np.abs(w).max(axis=1, keepdims=True) / levels
+        scale[scale == 0] = 1.0
+        err = np.clip(np.round(w / scale), -levels, levels) * scale - w
+    else:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
-    levels = 2 ** (BITS[precision] - 1) - 1
-    scale = np.abs(w).max(axis=1, keepdims=True) / levels
-    scale[scale == 0] = 1.0
-    q = np.clip(np.round(w / scale), -levels, levels) * scale
-    return float(np.sum((q - w) ** 2))
+    if column_scale is not None:
+        err = err * np.asarray(column_scale, np.float64)[None, :]
+    return float(np.sum(err ** 2))
 
 
 def weight_bytes(params, precision):
@@ -56,13 +69,14 @@ def weight_bytes(params, precision):
     return params * BITS[precision] / 8
 
 
-def plan_precisions(weights, sensitivity, budget_bytes):
+def plan_precisions(weights, sensitivity, budget_bytes, column_scales=None):
     """Assign float16, int8 or int4 to each matrix so that their weights fit ``budget_bytes``.
 
     Args:
         weights: ``{name: [out, in] array}``.
         sensitivity: ``{name: Tr(H_m) / n_m}``, the mean Hessian eigenvalue of each matrix.
         budget_bytes: what the matrices' weights may take in all.
+        column_scales: ``{name: [in] array}`` for :func:`rounding_error` (default: none).
 
     Returns:
         ``{name: {"precision", "params", "bytes", "sensitivity", "loss_increase"}}`` in the order of
@@ -78,7 +92,9 @@ def plan_precisions(weights, sensitivity, budget_bytes):
     if budget_bytes < floor:
         raise UserError(f"{budget_bytes / 1e6:.3f} MB cannot hold these weights: all in int4 they take "
                         f"{floor / 1e6:.3f} MB")
-    loss = {name: {p: 0.5 * float(sensitivity[name]) * rounding_error(w, p) for p in PRECISIONS}
+    column_scales = column_scales or {}
+    loss = {name: {p: 0.5 * float(sensitivity[name]) * rounding_error(w, p, column_scales.get(name))
+                   for p in PRECISIONS}
             for name, w in weights.items()}
     chosen = dict.fromkeys(weights, 0)  # index into PRECISIONS
     total = sum(weight_bytes(n, PRECISIONS[0]) for n in params.values())
@@ -102,3 +118,173 @@ def plan_precisions(weights, sensitivity, budget_bytes):
                      "bytes": weight_bytes(params[name], precision),
                      "sensitivity": float(sensitivity[name]), "loss_increase": loss[name][precision]}
     return out
+
+
+def fully_connected_weights(flat):
+    """``[(scope, weight)]`` of the FULLY_CONNECTED ops of a float32 LiteRT file, in graph order:
+    the op's scope as ai-edge-quantizer matches it (its output tensor names, each followed by
+    ``;``) and its constant ``[out, in]`` float32 weight."""
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    model = fu.read_model_from_bytearray(bytearray(flat))
+    names = [fu.opcode_to_name(model, i) for i in range(len(model.operatorCodes))]
+    graph = model.subgraphs[0]
+    out = []
+    for op in graph.operators:
+        if names[op.opcodeIndex] != "FULLY_CONNECTED":
+            continue
+        tensor = graph.tensors[op.inputs[1]]
+        weight = np.frombuffer(bytes(model.buffers[tensor.buffer].data), np.float32).reshape(tensor.shape)
+        scope = "".join(graph.tensors[o].name.decode() + ";" for o in op.outputs)
+        out.append((scope, weight))
+    return out
+
+
+def match_matrices(fully_connected, matrices):
+    """Which matrix of ``matrices`` (``{name: [out, in] array}``) each FULLY_CONNECTED weight stores,
+    and how: the export scales input columns (a LayerNorm's gamma folded in, the attention scale
+    in the query), so a weight matches the same-shaped matrix whose columns it equals up to one
+    factor each. Returns ``[(name, column_scale)]``: ``column_scale[j]`` turns column ``j`` of the
+    stored weight back into the matrix's (:func:`rounding_error`)."""
+    out = []
+    for scope, weight in fully_connected:
+        w_norms = np.linalg.norm(weight, axis=0)
+        found = None
+        for name, m in matrices.items():
+            if m.shape != weight.shape:
+                continue
+            m_norms = np.linalg.norm(m, axis=0)
+            cos = np.abs(np.sum(weight * m, axis=0)) / np.maximum(w_norms * m_norms, 1e-30)
+            if np.all(cos > 0.9999):
+                found = (name, m_norms / np.maximum(w_norms, 1e-30))
+                break
+        if found is None:
+            raise ValueError(f"the FULLY_CONNECTED weight {list(weight.shape)} of {scope} is no weight matrix of "
+                             "the model")
+        out.append(found)
+    return out
+
+
+def _import_quantizer():
+    try:
+        import ai_edge_quantizer
+    except ImportError:
+        raise UserError("mixed precision writes int4 weights with ai-edge-quantizer, which is not installed: "
+                        "pip install ai-edge-quantizer==0.10.0") from None
+    return ai_edge_quantizer
+
+
+def quantize_with_plan(float_flat, scopes, precisions, calibration_feeds):
+    """The file ai-edge-quantizer writes from ``float_flat``: FULLY_CONNECTED ``scopes[i]`` stores
+    its weight in ``precisions[i]`` (float16; int8 or int4 per channel, dynamic-range), the GATHER
+    embedding tables in int8 (static, calibrated on ``calibration_feeds``)."""
+    import contextlib
+    import io
+    import re
+    import tempfile
+    import warnings
+
+    aeq = _import_quantizer()
+    G, OP = aeq.qtyping.QuantGranularity, aeq.qtyping.TFLOperationName
+    with tempfile.TemporaryDirectory(prefix="mbd-mixed-") as tmp, warnings.catch_warnings(), \
+            contextlib.redirect_stderr(io.StringIO()):  # its progress bars and debugging warnings
+        warnings.simplefilter("ignore")
+        src = os.path.join(tmp, "float32.tflite")
+        with open(src, "wb") as f:
+            f.write(float_flat)
+        q = aeq.quantizer.Quantizer(src)
+        for precision in PRECISIONS:
+            chosen = [s for s, p in zip(scopes, precisions) if p == precision]
+            if not chosen:
+                continue
+            regex = "^(" + "|".join(re.escape(s) for s in chosen) + ")$"
+            if precision == "float16":
+                q.add_weight_only_config(regex=regex, operation_name=OP.FULLY_CONNECTED, num_bits=16,
+                                         algorithm_key="float_casting")
+            else:
+                q.add_dynamic_config(regex=regex, operation_name=OP.FULLY_CONNECTED, num_bits=BITS[precision],
+                                     granularity=G.CHANNELWISE)
+        q.add_static_config(regex=".*", operation_name=OP.GATHER, activation_num_bits=8, weight_num_bits=8)
+        samples = [{k: v[i : i + 1] for k, v in calibration_feeds.items()}
+                   for i in range(len(calibration_feeds["input_ids"]))]
+        calibrated = q.calibrate({"serving_default": samples}, num_threads=1)
+        out = os.path.join(tmp, "mixed.tflite")
+        q.quantize(calibrated, enable_progress_report=False).export_model(out, overwrite=True)
+        with open(out, "rb") as f:
+            return f.read()
+
+
+def convert_mixed(model, float_flat, *, calibration_feeds, calibration_labels, target_bytes, samples=16,
+                  sensitivity_sequences=32, calibration_sequences=32, seed=0):
+    """Mixed-precision bytes of the masked LM ``model`` that fit ``target_bytes``, and their report.
+
+    ``float_flat`` is the model's float32 export (the kit's graph). Each weight matrix's
+    Hutchinson trace (``samples`` draws, on the first ``sensitivity_sequences`` calibration
+    sequences) ranks it; :func:`plan_precisions` assigns float16/int8/int4 to the
+    FULLY_CONNECTED weights; the embedding tables are int8. The first plan's budget is
+    ``target_bytes`` less an estimate of everything else in the file (tables, biases, scales,
+    the graph); while the written file is over ``target_bytes``, the plan is made again with the
+    rest as measured in that file (four tries).
+
+    Raises:
+        UserError: ``target_bytes`` is not positive, is below the file with every weight matrix in
+            int4, or no plan fits in four tries.
+    """
+    from mobile_bert_distill.export.sensitivity import hessian_sensitivity, weight_matrices
+
+    if not target_bytes > 0:
+        raise UserError(f"the target size must be positive, got {target_bytes / 1e6:g} MB")
+    variables = weight_matrices(model)
+    tables = ("token_embedding", "position_embedding", "segment_embedding")
+    matrices = {name: (np.asarray(v.numpy()) if name in tables else
+                       as_out_in(v.numpy(), input_axes=2 if name.endswith(".o") else 1))
+                for name, v in variables.items()}
+    fully_connected = fully_connected_weights(float_flat)
+    matched = match_matrices(fully_connected, matrices)
+    names = [name for name, _ in matched]
+    stored = {}  # the stored weight of each matrix (the first op's, when ops share one) and its column scale
+    for (_, weight), (name, column_scale) in zip(fully_connected, matched):
+        stored.setdefault(name, (weight, column_scale))
+    planned = {name: w for name, (w, _) in stored.items()}
+    column_scales = {name: c for name, (_, c) in stored.items()}
+    # the float file stores each matrix once (a tied table serves GATHER and the logits); the
+    # quantizer writes the tables in int8 and the planned weights apart from them
+    stored_params = sum(matrices[n].size for n in dict.fromkeys([*planned, *tables]))
+    overhead = len(float_flat) - 4 * stored_params + sum(matrices[t].size for t in tables)
+    int4 = sum(weight_bytes(m.size, "int4") for m in planned.values())
+
+    def check_floor():
+        if target_bytes - overhead < int4:
+            raise UserError(f"{target_bytes / 1e6:.3f} MB is below the smallest mixed-precision file of this "
+                            f"model, about {(overhead + int4) / 1e6:.3f} MB (every weight matrix in int4)")
+
+    check_floor()
+    head = {k: v[:sensitivity_sequences] for k, v in calibration_feeds.items()}
+    sens = hessian_sensitivity(model, head, np.asarray(calibration_labels)[:sensitivity_sequences],
+                               samples=samples, seed=seed)
+    trace = {name: max(sens[name]["trace_per_param"], 0.0) for name in planned}
+    calib = {k: v[:calibration_sequences] for k, v in calibration_feeds.items()}
+    tries = []
+    for _ in range(4):
+        check_floor()
+        plan = plan_precisions(planned, trace, target_bytes - overhead, column_scales)
+        flat = quantize_with_plan(float_flat, [s for s, _ in fully_connected], [plan[n]["precision"] for n in names],
+                                  calib)
+        tries.append(len(flat))
+        if len(flat) <= target_bytes:
+            break
+        overhead = len(flat) - sum(row["bytes"] for row in plan.values())  # measured: scales, graph, tables
+    else:
+        raise UserError(f"no mixed-precision plan fits {target_bytes / 1e6:.3f} MB: the last try wrote "
+                        f"{tries[-1] / 1e6:.3f} MB")
+    report = {
+        "target_size_mb": target_bytes / 1e6, "tries_mb": [round(t / 1e6, 4) for t in tries],
+        "quantizer": "ai-edge-quantizer (dynamic-range int8/int4 per channel, float16 casting)",
+        "embedding_tables": "int8 (static, per tensor)",
+        "sensitivity": {"estimate": "Hutchinson trace of the masked-LM loss's Hessian, per matrix", "samples": samples,
+                        "sequences": int(len(head["input_ids"]))},
+        "matrices": [{"name": name, "ops": names.count(name), **plan[name],
+                      "trace": sens[name]["trace"], "trace_stderr": sens[name]["trace_stderr"]}
+                     for name in planned],
+    }
+    return flat, report

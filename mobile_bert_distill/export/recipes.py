@@ -11,12 +11,15 @@ from __future__ import annotations
 import dataclasses
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+#: float16/int8/int4 per weight matrix under a size budget (masked LMs; :mod:`~mobile_bert_distill.export.mixed`)
+MIXED = "mixed"
+MLM_QUANTIZATIONS = QUANTIZATIONS + (MIXED,)
 DEFAULT_QUANTIZATION = "int8"  # what `mbd export` writes unless told otherwise
 INPUT_NAMES = ("input_ids", "segment_ids", "padding_mask")
 OUTPUT_NAMES = {"mlm": ("logits",), "encoder": ("pooled_output", "sequence_output"),
                 "classifier": ("probabilities",)}
 #: Minimum masked-token top-1 agreement with the float model, per mode (CLI default).
-DEFAULT_MIN_AGREEMENT = {"float32": 0.999, "float16": 0.99, "dynamic": 0.95, "int8": 0.99}
+DEFAULT_MIN_AGREEMENT = {"float32": 0.999, "float16": 0.99, "dynamic": 0.95, "int8": 0.99, MIXED: 0.9}
 
 
 def recipe_table():

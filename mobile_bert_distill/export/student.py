@@ -8,10 +8,10 @@ from mobile_bert_distill.architectures import CLASSIFIER_CLASSES
 from mobile_bert_distill.atomic import atomic_write_json, locked_output, staged_files
 from mobile_bert_distill.errors import UserError
 from mobile_bert_distill.export.classifier import export_classifier
-from mobile_bert_distill.export.conversion import export_keras_model, report_path
+from mobile_bert_distill.export.conversion import check_mixed, export_keras_model, report_path
 from mobile_bert_distill.export.graph import TASKS
 from mobile_bert_distill.export.presets import check_student_dir, load_student, preset_task_class
-from mobile_bert_distill.export.recipes import QUANTIZATIONS
+from mobile_bert_distill.export.recipes import MIXED, MLM_QUANTIZATIONS
 from mobile_bert_distill.export.sequences import corpus_sequences, read_calibration_text
 from mobile_bert_distill.text.corpus import split_corpus
 
@@ -37,10 +37,11 @@ def export_student(student_dir, out_path, *, task="mlm", quantization="int8", se
     """
     from mobile_bert_distill.export.android import ASSET_FILES, CLASSIFIER_ASSET_FILES
 
-    if quantization not in QUANTIZATIONS:
-        raise UserError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, not {quantization!r}")
+    if quantization not in MLM_QUANTIZATIONS:
+        raise UserError(f"quantization must be one of {', '.join(MLM_QUANTIZATIONS)}, not {quantization!r}")
     if task not in TASKS:
         raise UserError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+    check_mixed(quantization, task, kw.get("target_size_mb"), calibration_corpus)
     write_report = kw.pop("write_report", True)
     out_path = str(out_path)
     outputs = [out_path] + ([report_path(out_path)] if write_report else [])
@@ -68,6 +69,11 @@ def export_student(student_dir, out_path, *, task="mlm", quantization="int8", se
 def _export_student_model(student_dir, out_path, *, task, quantization, seq_len, batch_size, calibration_corpus,
                           num_calibration, num_parity, max_size_mb, min_agreement, android_assets, seed, **kw):
     """The mlm/encoder half of :func:`export_student`: write the model (and assets); return the report."""
+    from mobile_bert_distill.downstream.bilstm import is_bilstm_folder
+
+    if is_bilstm_folder(student_dir):
+        raise UserError(f"{student_dir} is a BiLSTM classifier, which has no {task} output: export it as a "
+                        "classifier")
     check_student_dir(student_dir)
     from mobile_bert_distill.distill.teacher import is_teacher_checkpoint
 
@@ -88,11 +94,13 @@ def _export_student_model(student_dir, out_path, *, task, quantization, seq_len,
     vocab_size = int(model.backbone.vocabulary_size)
     if len(tokenizer) != vocab_size:
         raise UserError(f"vocabulary has {len(tokenizer)} tokens but the model has {vocab_size} embedding rows")
-    calib = parity_feeds = labels = None
+    calib = calib_labels = parity_feeds = labels = None
     if lines is not None:
         calib_lines, heldout = split_corpus(lines)
-        calib, _ = corpus_sequences(calib_lines, tokenizer, seq_len, num_calibration, seed=seed)
+        calib, calib_labels = corpus_sequences(calib_lines, tokenizer, seq_len, num_calibration, seed=seed)
         parity_feeds, labels = corpus_sequences(heldout, tokenizer, seq_len, num_parity, seed=seed + 1)
+    if quantization == MIXED:
+        kw["calibration_labels"] = calib_labels
     report = export_keras_model(
         model, out_path, task=task, quantization=quantization, seq_len=seq_len,
         batch_size=batch_size, calibration_sequences=calib, parity_sequences=parity_feeds,
