@@ -47,9 +47,11 @@ ANDROID_JSON_JAR ?= /usr/share/java/com.android.json.jar
 SUDO             := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 test-android: $(STAMP)
-	@if ! command -v javac >/dev/null || ! command -v npm >/dev/null || [ ! -f $(ANDROID_JSON_JAR) ]; then \
-	  echo "[android] apt-get install default-jdk-headless libandroid-json-java npm ..."; \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq default-jdk-headless libandroid-json-java npm >/dev/null; fi
+	@missing=""; command -v javac >/dev/null || missing="$$missing default-jdk-headless"; \
+	  [ -f $(ANDROID_JSON_JAR) ] || missing="$$missing libandroid-json-java"; \
+	  command -v npm >/dev/null || missing="$$missing npm"; \
+	  if [ -n "$$missing" ]; then echo "[android] apt-get install$$missing ..."; \
+	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 	@if [ ! -x $(KOTLIN_HOME)/bin/kotlinc ]; then \
 	  echo "[android] Kotlin compiler $(KOTLIN_VERSION) (npm package kotlin-compiler) into $(KOTLIN_HOME) ..."; \
 	  t=$$(mktemp -d) && (cd $$t && npm pack -q kotlin-compiler@$(KOTLIN_VERSION) >/dev/null && \
