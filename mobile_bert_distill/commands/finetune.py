@@ -3,6 +3,18 @@
 from mobile_bert_distill.commands import _types as T
 
 
+def add_labelled_data(p, classes):
+    """The options of a verb that trains a classifier on labelled CSVs and writes a classifier
+    folder: ``--data``, ``--eval``, ``--text-column``, ``--label-column`` (``classes`` says where
+    its classes come from) and ``--out``."""
+    p.add_argument("--data", required=True, metavar="train.csv", help="labelled training CSV (header row)")
+    p.add_argument("--eval", required=True, metavar="eval.csv",
+                   help="labelled evaluation CSV: accuracy and macro-F1 are measured on it")
+    p.add_argument("--text-column", default="text", help="CSV column with the text (default: text)")
+    p.add_argument("--label-column", default="label", help=f"CSV column with the label (default: label); {classes}")
+    p.add_argument("--out", required=True, metavar="DIR", help="output classifier folder")
+
+
 def register(sub):
     p = sub.add_parser(
         "finetune", help="fine-tune a student/teacher preset as a text classifier (optional soft-target KD)",
@@ -14,13 +26,7 @@ def register(sub):
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--student", metavar="DIR", help="student preset (OUT/student)")
     who.add_argument("--teacher", metavar="DIR", help="teacher checkpoint (OUT/teacher) or HF/keras-hub folder")
-    p.add_argument("--data", required=True, metavar="train.csv", help="labelled training CSV (header row)")
-    p.add_argument("--eval", required=True, metavar="eval.csv",
-                   help="labelled evaluation CSV: accuracy and macro-F1 are measured on it")
-    p.add_argument("--text-column", default="text", help="CSV column with the text (default: text)")
-    p.add_argument("--label-column", default="label",
-                   help="CSV column with the label (default: label); classes are its distinct values")
-    p.add_argument("--out", required=True, metavar="DIR", help="output classifier folder")
+    add_labelled_data(p, "classes are its distinct values")
     p.add_argument("--epochs", type=T.positive_int, default=3, help="passes over the training CSV (default: 3)")
     p.add_argument("--batch-size", type=T.positive_int, default=32, help="texts per step (default: 32)")
     p.add_argument("--learning-rate", type=T.positive_float,

@@ -1,6 +1,7 @@
 """`mbd theseus`: compress a fine-tuned BERT classifier to K layers by progressive module replacing."""
 
 from mobile_bert_distill.commands import _types as T
+from mobile_bert_distill.commands.finetune import add_labelled_data
 
 
 def register(sub):
@@ -17,13 +18,7 @@ def register(sub):
                    help="fine-tuned BERT classifier folder (`mbd finetune` output): the predecessor")
     p.add_argument("--layers", required=True, type=T.positive_int, metavar="K",
                    help="successor depth K: divides the teacher's depth and is smaller")
-    p.add_argument("--data", required=True, metavar="train.csv", help="labelled training CSV (header row)")
-    p.add_argument("--eval", required=True, metavar="eval.csv",
-                   help="labelled evaluation CSV: accuracy and macro-F1 are measured on it")
-    p.add_argument("--text-column", default="text", help="CSV column with the text (default: text)")
-    p.add_argument("--label-column", default="label",
-                   help="CSV column with the label (default: label); its classes must be the teacher's")
-    p.add_argument("--out", required=True, metavar="DIR", help="output classifier folder")
+    add_labelled_data(p, "its classes must be the teacher's")
     p.add_argument("--compress-epochs", type=T.positive_int, default=3,
                    help="epochs of module replacing (default: 3)")
     p.add_argument("--finetune-epochs", type=T.nonnegative_int, default=2,
