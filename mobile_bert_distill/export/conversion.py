@@ -93,6 +93,34 @@ def friendly_saved_model(model, task, seq_len, batch_size, directory, options, c
     return built
 
 
+def run_converter(converter, quantization, representative=None, *, float_ops=(), float_nodes=(),
+                  per_channel=True):
+    """Set a ``TFLiteConverter`` up for ``quantization`` and convert; the settings of each mode in
+    one place. ``int8`` calibrates on ``representative`` (a generator function of input dicts);
+    ``float_ops`` (op type names) and ``float_nodes`` (tensor names) stay float in it (selective
+    quantization through TFLite's quantization debugger), otherwise every op is int8 where TFLite
+    has an int8 kernel. Returns the flatbuffer bytes, before the kit's passes."""
+    import tensorflow as tf
+
+    if quantization in ("float16", "dynamic", "int8"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantization != "int8":
+        return bytes(converter.convert())
+    converter.representative_dataset = representative
+    if not per_channel:
+        converter._experimental_disable_per_channel = True
+    if float_ops or float_nodes:
+        debug_options = tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_ops=list(float_ops) or None, denylisted_nodes=list(float_nodes) or None)
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=representative, debug_options=debug_options)
+        return bytes(debugger.get_nondebug_quantized_model())
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    return bytes(converter.convert())
+
+
 def convert(model, *, task="mlm", quantization="float32", seq_len=128, batch_size=1,
             calibration_feeds=None, graph="friendly", graph_options=None, float_ops=(),
             float_nodes=(), xnnpack_fixups=True, share_embedding=True, float_logits=False,
@@ -126,12 +154,8 @@ def convert(model, *, task="mlm", quantization="float32", seq_len=128, batch_siz
             built = friendly_saved_model(model, task, seq_len, batch_size, saved, graph_options,
                                           calibration_feeds)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
-        if quantization == "float16":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.target_spec.supported_types = [tf.float16]
-        elif quantization == "dynamic":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        elif quantization == "int8":
+        representative = None
+        if quantization == "int8":
             if calibration_feeds is None:
                 raise ValueError("int8 needs calibration_feeds")
             feeds = calibration_feeds
@@ -141,24 +165,9 @@ def convert(model, *, task="mlm", quantization="float32", seq_len=128, batch_siz
                 for start in range(0, n - batch_size + 1, batch_size):
                     yield {k: feeds[k][start : start + batch_size] for k in INPUT_NAMES}
 
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = representative
-            if not per_channel:
-                converter._experimental_disable_per_channel = True
-            if not float_ops and not float_nodes:
-                converter.target_spec.supported_ops = [
-                    tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-            if float_ops or float_nodes:
-                debug_options = tf.lite.experimental.QuantizationDebugOptions(
-                    denylisted_ops=list(float_ops) or None,
-                    denylisted_nodes=list(float_nodes) or None,
-                )
-                debugger = tf.lite.experimental.QuantizationDebugger(
-                    converter=converter, debug_dataset=representative, debug_options=debug_options
-                )
-                flat = bytes(debugger.get_nondebug_quantized_model())
-            else:
-                flat = bytes(converter.convert())
+        flat = run_converter(converter, quantization, representative, float_ops=float_ops,
+                             float_nodes=float_nodes, per_channel=per_channel)
+        if quantization == "int8":
             from mobile_bert_distill.export import flatbuffer as q
 
             if xnnpack_fixups:
@@ -171,8 +180,6 @@ def convert(model, *, task="mlm", quantization="float32", seq_len=128, batch_siz
                 flat, _ = q.float_output_projection(flat)
             if xnnpack_fixups:
                 flat, _ = q.strip_tensor_names(flat)
-        if quantization != "int8":
-            flat = bytes(converter.convert())
         if graph == "friendly":  # the stock-graph baseline stays as the converter wrote it
             from mobile_bert_distill.export import flatbuffer as q
 

@@ -131,33 +131,19 @@ def convert_signature(saved_dir, key, *, quantization, calibration, chosen, scor
     import tensorflow as tf
 
     from mobile_bert_distill.export import flatbuffer as q
+    from mobile_bert_distill.export.conversion import run_converter
 
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_dir, signature_keys=[key])
-    if quantization in ("float16", "dynamic", "int8"):
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantization == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if quantization != "int8":
-        flat = bytes(converter.convert())
-        if quantization == "float16":
-            flat, _ = q.split_float16_dequantize(flat)
-        return q.compact(flat)[0]
 
     def representative():
         yield from calibration
 
-    converter.representative_dataset = representative
-    if not per_channel:
-        converter._experimental_disable_per_channel = True
-    float_ops = tuple(chosen["float_ops"])
-    if float_ops:
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=representative,
-            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops)))
-        flat = bytes(debugger.get_nondebug_quantized_model())
-    else:
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-        flat = bytes(converter.convert())
+    flat = run_converter(converter, quantization, representative, float_ops=tuple(chosen["float_ops"]),
+                         per_channel=per_channel)
+    if quantization != "int8":
+        if quantization == "float16":
+            flat, _ = q.split_float16_dequantize(flat)
+        return q.compact(flat)[0]
     if chosen["xnnpack_fixups"]:
         flat, _ = q.fix_int8_for_xnnpack(flat)
     if score_range is not None:
