@@ -20,6 +20,7 @@ from mobile_bert_distill.atomic import atomic_file, atomic_write_json
 from mobile_bert_distill.errors import UserError
 from mobile_bert_distill.export.graph import TASKS
 from mobile_bert_distill.export.validation import agreement_of, count_params, inspect_tflite, keras_outputs, parity
+from mobile_bert_distill.export.mixed import check_mixed
 from mobile_bert_distill.export.recipes import INPUT_NAMES, INT8_RECIPES, MIXED, MLM_QUANTIZATIONS, QUANTIZATIONS, recipe_table
 from mobile_bert_distill.export.sequences import as_feeds, check_feeds, model_special_ids, random_sequences
 
@@ -187,26 +188,6 @@ def convert(model, *, task="mlm", quantization="float32", seq_len=128, batch_siz
                 flat, _ = q.split_float16_dequantize(flat)
             flat, _ = q.compact(flat)
         return flat
-
-
-def check_mixed(quantization, task, target_size_mb, calibration):
-    """The rules of mixed precision, in one place: masked LMs only (its sensitivity is the
-    masked-LM loss's), a positive target size (which no other mode takes) and calibration text."""
-    if quantization != MIXED:
-        if target_size_mb is not None:
-            raise UserError(f"a target size applies to mixed precision only, not to {quantization}")
-        return
-    if task != "mlm":
-        raise UserError(f"mixed precision is for masked LMs (task mlm), not task {task}: it ranks the weight "
-                        "matrices by the Hessian of the masked-LM loss")
-    if target_size_mb is None:
-        raise UserError("mixed precision needs a target size in MB", option="target_size_mb",
-                        purpose="with the size the file must fit")
-    if not target_size_mb > 0:
-        raise UserError(f"the target size must be positive, got {target_size_mb:g} MB")
-    if calibration is None:
-        raise UserError("mixed precision needs calibration text (a text file): its sensitivities and int8 "
-                        "tables come from real sentences")
 
 
 def export_keras_model(model, out_path, *, task="mlm", quantization="float32", seq_len=128,

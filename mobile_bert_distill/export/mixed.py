@@ -29,6 +29,7 @@ import os
 import numpy as np
 
 from mobile_bert_distill.errors import UserError
+from mobile_bert_distill.export.recipes import MIXED
 
 #: bits per stored weight of each precision, highest first
 BITS = {"float16": 16, "int8": 8, "int4": 4}
@@ -118,6 +119,26 @@ def plan_precisions(weights, sensitivity, budget_bytes, column_scales=None):
                      "bytes": weight_bytes(params[name], precision),
                      "sensitivity": float(sensitivity[name]), "loss_increase": loss[name][precision]}
     return out
+
+
+def check_mixed(quantization, task, target_size_mb, calibration):
+    """The rules of mixed precision, in one place: masked LMs only (its sensitivity is the
+    masked-LM loss's), a positive target size (which no other mode takes) and calibration text."""
+    if quantization != MIXED:
+        if target_size_mb is not None:
+            raise UserError(f"a target size applies to mixed precision only, not to {quantization}")
+        return
+    if task != "mlm":
+        raise UserError(f"mixed precision is for masked LMs (task mlm), not task {task}: it ranks the weight "
+                        "matrices by the Hessian of the masked-LM loss")
+    if target_size_mb is None:
+        raise UserError("mixed precision needs a target size in MB", option="target_size_mb",
+                        purpose="with the size the file must fit")
+    if not target_size_mb > 0:
+        raise UserError(f"the target size must be positive, got {target_size_mb:g} MB")
+    if calibration is None:
+        raise UserError("mixed precision needs calibration text (a text file): its sensitivities and int8 "
+                        "tables come from real sentences")
 
 
 def fully_connected_weights(flat):

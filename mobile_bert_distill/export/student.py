@@ -8,7 +8,8 @@ from mobile_bert_distill.architectures import CLASSIFIER_CLASSES
 from mobile_bert_distill.atomic import atomic_write_json, locked_output, staged_files
 from mobile_bert_distill.errors import UserError
 from mobile_bert_distill.export.classifier import export_classifier
-from mobile_bert_distill.export.conversion import check_mixed, export_keras_model, report_path
+from mobile_bert_distill.export.conversion import export_keras_model, report_path
+from mobile_bert_distill.export.mixed import check_mixed
 from mobile_bert_distill.export.graph import TASKS
 from mobile_bert_distill.export.presets import check_student_dir, load_student, preset_task_class
 from mobile_bert_distill.export.recipes import MIXED, MLM_QUANTIZATIONS
