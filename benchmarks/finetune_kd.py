@@ -71,7 +71,7 @@ def _rel(path):
     return path if rel.startswith("..") else rel
 
 
-def _fingerprint(path):
+def fingerprint(path):
     """``[path, size, mtime]`` of the files that define a model folder or a data file."""
     files = [path]
     if os.path.isdir(path):
@@ -117,7 +117,7 @@ def _describe(facts):
     return f"{facts['num_layers']}×{facts['hidden_dim']}, vocab {facts['vocabulary_size']:,}"
 
 
-def _mean_std(values):
+def mean_std(values):
     import numpy as np
 
     a = np.asarray(values, "float64")
@@ -190,8 +190,8 @@ def run_finetune(variant, seed, model_dir, train_csv, eval_csv, run_dir, setting
           "batch_size": settings["batch_size"], "seq_len": settings["seq_len"], "seed": seed}
     if kd:
         hp.update(temperature=settings["temperature"], alpha=settings["alpha"], kd_loss=settings["kd_loss"])
-    key = {"model": _fingerprint(model_dir), "train": _fingerprint(train_csv), "eval": _fingerprint(eval_csv),
-           "hp": hp, "teacher_classifier": _fingerprint(teacher_clf) if kd else None}
+    key = {"model": fingerprint(model_dir), "train": fingerprint(train_csv), "eval": fingerprint(eval_csv),
+           "hp": hp, "teacher_classifier": fingerprint(teacher_clf) if kd else None}
     key = json.loads(json.dumps(key))
     key_path = run_dir + ".key.json"
     metrics_path = os.path.join(run_dir, "metrics.json")
@@ -227,8 +227,8 @@ def int8_eval(clf_dir, out_path, train_texts, eval_csv, work, num_calibration, *
     if not (os.path.exists(calib) and open(calib, encoding="utf-8").read() == text):
         atomic_write_text(calib, text)
     report_file = os.path.splitext(out_path)[0] + ".report.json"
-    key = json.loads(json.dumps({"classifier": _fingerprint(clf_dir), "calibration": _fingerprint(calib),
-                                 "eval": _fingerprint(eval_csv), "num_calibration": num_calibration}))
+    key = json.loads(json.dumps({"classifier": fingerprint(clf_dir), "calibration": fingerprint(calib),
+                                 "eval": fingerprint(eval_csv), "num_calibration": num_calibration}))
     key_path = out_path + ".key.json"
     t0 = time.time()
     report = None
@@ -458,8 +458,8 @@ def _bench(args):
         rs = [r for r in runs if r["variant"] == variant]
         rows.append({"variant": variant, "label": labels[variant], "model": os.path.abspath(sources[variant]),
                      "kd": variant == "student_kd", "seeds": [r["seed"] for r in rs],
-                     "accuracy": _mean_std([r["accuracy"] for r in rs]),
-                     "macro_f1": _mean_std([r["macro_f1"] for r in rs]),
+                     "accuracy": mean_std([r["accuracy"] for r in rs]),
+                     "macro_f1": mean_std([r["macro_f1"] for r in rs]),
                      "seconds": [r["seconds"] for r in rs]})
     best = max((r for r in rows if r["variant"] in STUDENT_VARIANTS), key=lambda r: r["accuracy"]["mean"])
 
@@ -479,8 +479,8 @@ def _bench(args):
         line(f"int8 {best['variant']} seed {seed}: {100 * r['int8_accuracy']:.2f} % vs float "
              f"{100 * r['float_accuracy']:.2f} % ({r['drop_points']:+.2f} points, {r['size_mb']:.2f} MB) in "
              f"{time.time() - t0:.0f} s" + (" (export cached)" if r["cached"] else ""))
-    int8_acc = _mean_std([r["int8_accuracy"] for r in per_seed])
-    float_acc = _mean_std([r["float_accuracy"] for r in per_seed])
+    int8_acc = mean_std([r["int8_accuracy"] for r in per_seed])
+    float_acc = mean_std([r["float_accuracy"] for r in per_seed])
     drop = 100.0 * (float_acc["mean"] - int8_acc["mean"])
     int8 = {"variant": best["variant"], "label": best["label"] + (", KD" if best["kd"] else ", no KD"),
             "seeds": [r["seed"] for r in per_seed], "int8_accuracy": int8_acc, "float_accuracy": float_acc,

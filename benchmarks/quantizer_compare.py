@@ -148,27 +148,6 @@ def aeq_quantize(aeq, float_path, out_path, name, ffn_regex, calib):
     return time.time() - t
 
 
-def weight_types(path):
-    """Stored dtypes of the FULLY_CONNECTED weights (``{dtype: n}``, through a DEQUANTIZE) and of
-    the token embedding table (the first GATHER's table)."""
-    from mobile_bert_distill.litert.on_device_bench import Graph
-
-    g = Graph.from_file(path)
-    producer = g.producers()
-
-    def stored(t):
-        op = producer.get(t)
-        return g.ops[op]["inputs"][0] if op is not None and g.ops[op]["type"] == "DEQUANTIZE" else t
-
-    fc = {}
-    for op in g.ops:
-        if op["type"] == "FULLY_CONNECTED":
-            dtype = g.tensors[stored(op["inputs"][1])]["dtype"]
-            fc[dtype] = fc.get(dtype, 0) + 1
-    tables = [g.tensors[stored(op["inputs"][0])]["dtype"] for op in g.ops if op["type"] == "GATHER"]
-    return {"fc_weights": dict(sorted(fc.items())), "embedding_table": tables[0] if tables else None}
-
-
 def masked_logits(path, feeds, where, chunk=16):
     """The file's logits at the ``where`` positions, ``[M, V]`` float32 (XNNPACK, 1 thread)."""
     from mobile_bert_distill.litert.tools import load_interpreter, run_batches
@@ -206,6 +185,7 @@ def time_files(paths, feed, *, rounds, per_round, warmup=3):
 def measure(files, parity_feeds, labels, mask_id, *, rounds, per_round):
     """One row per file (``files``: ``{label: path}``, the kit float32 file first)."""
     from mobile_bert_distill.export import inspect_tflite, parity
+    from mobile_bert_distill.litert.on_device_bench import Graph
 
     where = parity_feeds["input_ids"] == mask_id
     m = int(where.sum())  # parity() scores the masked positions; only those are kept, as one row
@@ -228,7 +208,7 @@ def measure(files, parity_feeds, labels, mask_id, *, rounds, per_round):
             "size_mb": round(os.path.getsize(path) / 1e6, 3),
             "xnnpack_partitions": xnn["delegate_partitions"],
             "ops_outside_xnnpack": outside, "ops_outside_beyond_float32": extra,
-            **weight_types(path),
+            **Graph.from_file(path).stored_weight_types(),
             "p50_ms": round(timing[path][0], 3), "p90_ms": round(timing[path][1], 3),
             "masked_tokens": par["masked_tokens"],
             "top1_agreement": round(par["top1_agreement"], 4),

@@ -9,6 +9,7 @@ import pytest
 
 from _classifier_fixtures import CLASSES, labelled_rows, write_csv
 from mobile_bert_distill.cli import main
+from mobile_bert_distill.errors import UserError
 from mobile_bert_distill.downstream.bilstm_augment import (
     MASK_TOKEN, MAX_NGRAM, Augmentation, augment_texts, augment_words, ngram_window)
 
@@ -84,12 +85,26 @@ def data(tmp_path_factory):
             "eval_rows": eval_rows, "corpus": str(corpus)}
 
 
+def test_arch_rules_refuse_the_other_architectures_options():
+    from mobile_bert_distill.downstream.arch import check_options
+
+    assert check_options("bert", {"alpha": 0.3, "lstm_units": None, "early_exit": False}) == {"alpha": 0.3}
+    assert check_options("bilstm", {"n_iter": 0, "alpha": None}) == {"n_iter": 0}  # 0 is given, None is not
+    for arch, options, fragment in (("gru", {}, "unknown architecture 'gru'"),
+                                    ("bilstm", {"alpha": 0.3, "kd_loss": "mse"},
+                                     "alpha, kd_loss apply only to arch bert"),
+                                    ("bert", {"p_ng": 0.5}, "p_ng applies only to arch bilstm"),
+                                    ("bert", {"exit_epochs": 5}, "exit_epochs applies only with early exits")):
+        with pytest.raises(UserError, match=fragment):
+            check_options(arch, options)
+
+
 @pytest.mark.parametrize("extra, fragment", [
     (["--arch", "unknown"], "argument --arch: invalid choice: 'unknown'"),
     (["--arch", "bilstm"], "a BiLSTM student learns the logits of a teacher classifier; none was given "
                            "(pass --teacher-classifier"),
-    (["--arch", "bilstm", "--teacher-classifier", "t", "--alpha", "0.3"], "--alpha apply only to --arch bert"),
-    (["--lstm-units", "8"], "--lstm-units apply only to --arch bilstm"),
+    (["--arch", "bilstm", "--teacher-classifier", "t", "--alpha", "0.3"], "alpha applies only to arch bert"),
+    (["--lstm-units", "8"], "lstm_units applies only to arch bilstm"),
 ])
 def test_bad_arch_options_one_line_exit_2_nothing_written(data, tmp_path, capsys, extra, fragment):
     out = tmp_path / "clf"

@@ -201,3 +201,53 @@ def test_staged_export_refuses_android_assets(ee, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "staged early-exit model" in err[0], err
     assert not out.exists() and not (tmp_path / "assets").exists()
+
+
+# ------------------------------------------------------------------ the task-compression table
+def test_task_compression_table_scores_times_and_counts_every_row(ee, tmp_path):
+    from _benchmark_scripts import load_benchmark
+
+    bench = load_benchmark("task_compression")
+    manifest = tmp_path / "runs.json"
+    manifest.write_text(json.dumps({"rows": [
+        {"name": "plain", "runs": [{"seed": 0, "dir": ee["clf"], "command": "mbd finetune ..."}]},
+        {"name": "early exit", "speeds": [0.0, 1.0], "baseline": "plain", "runs": [{"seed": 0, "dir": ee["clf"]}]}]}))
+    out_json, out_md = tmp_path / "t.json", tmp_path / "t.md"
+    args = ["--manifest", str(manifest), "--train", ee["train_csv"], "--eval", ee["eval_csv"], "--work",
+            str(tmp_path / "work"), "--latency-sentences", "4", "--rounds", "1", "--num-calibration", "32",
+            "--out-json", str(out_json), "--out-md", str(out_md)]
+    assert bench.main(args) == 0
+    doc = json.loads(out_json.read_text())
+    plain, s0, s1 = doc["table"]
+    assert (plain["row"], plain["speed"], s0["speed"], s1["speed"]) == ("plain", None, 0.0, 1.0)
+    assert s0["mean_layers"] == LAYERS and s1["mean_layers"] == 1.0
+    metrics = json.loads(open(os.path.join(ee["clf"], "metrics.json")).read())
+    assert plain["float_accuracy"]["values"] == [metrics["accuracy"]]
+    # the staged model at speed 0 is the full model: (nearly) the same int8 labels
+    assert abs(s0["int8_accuracy"]["mean"] - plain["int8_accuracy"]["mean"]) <= 0.02
+    assert s0["parameters"] > plain["parameters"] > 0  # the exits count
+    for row in (plain, s0, s1):
+        assert set(row["latency_ms"]) == {"own", "128"} and all(v > 0 for v in row["latency_ms"].values())
+        assert 0.5 <= row["int8_accuracy"]["mean"] <= 1.0 and row["size_mb"] > 0
+    assert s1["latency_ms"]["own"] < s0["latency_ms"]["own"]  # one stage instead of three
+    assert "| early exit, speed 1 (1.00 layers on average) | 1 |" in out_md.read_text()
+    checks = {c["speed"]: c for c in doc["early_exit_target"]}
+    assert set(checks) == {0.0, 1.0} and checks[1.0]["speedup"] > checks[0.0]["speedup"]
+    assert checks[0.0]["met"] is False  # every layer: no faster than the full-depth model
+    # reused exports: a second run exports nothing
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*.tflite")}
+    assert len(before) == 4 and bench.main(args) == 0
+    assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*.tflite")}
+
+
+def test_task_compression_refuses_a_bad_manifest_in_one_line(tmp_path, capsys):
+    from _benchmark_scripts import load_benchmark
+
+    bench = load_benchmark("task_compression")
+    manifest = tmp_path / "runs.json"
+    manifest.write_text(json.dumps({"rows": [{"name": "x", "runs": [{"seed": 0, "dir": str(tmp_path / "nope")}]}]}))
+    out = tmp_path / "t.json"
+    rc = bench.main(["--manifest", str(manifest), "--train", "a.csv", "--eval", "b.csv", "--out-json", str(out),
+                     "--out-md", str(tmp_path / "t.md"), "--work", str(tmp_path / "w")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "is not a folder" in err[0] and not out.exists()

@@ -45,6 +45,23 @@ def tiny_student(tiny_data, tmp_path_factory):
     return str(d)
 
 
+def test_predict_logits_by_length_equals_padding_everything(tiny_student):
+    """Batches cut to their longest text give the logits of the full-length predict, in input order."""
+    from mobile_bert_distill.architectures import load_preset
+    from mobile_bert_distill.downstream.finetune import LENGTH_STEP, classifier_preprocessor, predict_logits
+
+    clf = load_preset(tiny_student, "classifier", "model", num_classes=3,
+                      preprocessor=classifier_preprocessor(tiny_student, 32), dropout=0.0)
+    rng = random.Random(0)
+    words = "the cat sat on a mat while dogs ran far away from home".split()
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 40))) for _ in range(50)]
+    want = np.asarray(clf.predict(texts, batch_size=8, verbose=0))
+    got = predict_logits(clf, texts, batch_size=8)
+    assert LENGTH_STEP < 32 and got.shape == (50, 3) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert predict_logits(clf, []).shape == (0, 3)
+
+
 def test_kd_loss_equals_the_formula_on_hand_made_logits():
     t = np.array([[2.0, -1.0, 0.5], [0.1, 0.2, 3.0]], "float32")
     s = np.array([[0.3, 0.9, -0.2], [1.0, 0.0, 0.5]], "float32")
@@ -129,7 +146,7 @@ def test_finetune_learns_and_soft_target_kd_runs(tiny_student, tmp_path, capsys)
                        str(teacher), "--epochs", "6", "--learning-rate", "5e-3", "--seq-len", "32"], capsys)
     assert code == 0
     m = json.loads((teacher / "metrics.json").read_text())
-    assert m["accuracy"] > 0.8 and m["classes"] == ["-1", "1"] and m["learning_rate"] == 5e-3
+    assert m["accuracy"] > 0.8 and m["classes"] == ["-1", "1"] and m["learning_rate"] == 5e-3 and m["epochs"] == 6
     assert json.loads((teacher / "labels.json").read_text())["classes"] == ["-1", "1"]
     student = tmp_path / "student_clf"
     code, _, _ = _cli(["finetune", "--student", tiny_student, "--data", train, "--eval", evalp, "--out",

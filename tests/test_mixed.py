@@ -111,16 +111,7 @@ def _export(tiny, out, *extra):
 def _fc_weight_types(path):
     from mobile_bert_distill.litert.on_device_bench import Graph
 
-    g = Graph.from_file(str(path))
-    producer = {t: i for i, op in enumerate(g.ops) for t in op["outputs"]}
-    counts = {}
-    for op in g.ops:
-        if op["type"] == "FULLY_CONNECTED":
-            w = op["inputs"][1]
-            if w in producer and g.ops[producer[w]]["type"] == "DEQUANTIZE":
-                w = g.ops[producer[w]]["inputs"][0]
-            counts[g.tensors[w]["dtype"]] = counts.get(g.tensors[w]["dtype"], 0) + 1
-    return counts
+    return Graph.from_file(str(path)).stored_weight_types()["fc_weights"]
 
 
 def test_mixed_export_fits_the_target_and_stores_the_plan(tiny, tmp_path, capsys):

@@ -27,15 +27,16 @@ def register(sub):
     who.add_argument("--student", metavar="DIR", help="student preset (OUT/student)")
     who.add_argument("--teacher", metavar="DIR", help="teacher checkpoint (OUT/teacher) or HF/keras-hub folder")
     add_labelled_data(p, "classes are its distinct values")
-    p.add_argument("--epochs", type=T.positive_int, default=3, help="passes over the training CSV (default: 3)")
+    p.add_argument("--epochs", type=T.positive_int,
+                   help="passes over the training CSV (default: 3; --arch bilstm: 3 over the augmented set)")
     p.add_argument("--batch-size", type=T.positive_int, default=32, help="texts per step (default: 32)")
     p.add_argument("--learning-rate", type=T.positive_float,
                    help="peak learning rate (default: 5e-4; 5e-5 for models 384-d and wider, which diverge at 5e-4)")
     p.add_argument("--seq-len", type=T.positive_int, default=64, help="tokens per text (default: 64)")
     p.add_argument("--teacher-classifier", metavar="DIR", help="fine-tuned teacher classifier for soft targets")
-    p.add_argument("--temperature", type=T.positive_float, default=2.0, help="soft-target temperature (default: 2.0)")
-    p.add_argument("--alpha", type=T.unit_interval, default=0.5, help="weight of the hard-label loss (default: 0.5)")
-    p.add_argument("--kd-loss", choices=("kl", "mse"), default="kl",
+    p.add_argument("--temperature", type=T.positive_float, help="soft-target temperature (default: 2.0)")
+    p.add_argument("--alpha", type=T.unit_interval, help="weight of the hard-label loss (default: 0.5)")
+    p.add_argument("--kd-loss", choices=("kl", "mse"),
                    help="soft-target loss: kl on tempered probabilities, or mse on logits (default: kl)")
     p.add_argument("--seed", type=T.seed, default=0, help="seed of the shuffling and the new layers (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -46,41 +47,34 @@ def register(sub):
                          "staged model that `mbd predict --speed` stops early")
     ee.add_argument("--exit-corpus", metavar="TEXT",
                     help="extra unlabelled text for the exits, one sentence per line (besides the training texts)")
-    ee.add_argument("--exit-epochs", type=T.positive_int, default=60,
+    ee.add_argument("--exit-epochs", type=T.positive_int,
                     help="passes of the exits' self-distillation (default: 60)")
     _register_bilstm(p)
     p.set_defaults(func=run)
 
 
+_OPTIONS = ("text_column", "label_column", "epochs", "batch_size", "learning_rate", "seq_len", "teacher_classifier",
+            "temperature", "alpha", "kd_loss", "seed", "overwrite", "early_exit", "exit_corpus", "exit_epochs",
+            "lstm_units", "dense_units", "p_mask", "p_ng", "n_iter")
+
+
 def run(args):
-    if args.arch == "bilstm" or any(getattr(args, n) is not None for n in _BILSTM_ONLY):
-        return _run_bilstm(args)
-    from mobile_bert_distill.downstream.finetune import finetune
-    from mobile_bert_distill.errors import UserError
+    from mobile_bert_distill.downstream.arch import train_classifier
 
-    early_exit = None
-    if args.early_exit:
-        from mobile_bert_distill.downstream.early_exit import ExitTraining
-
-        early_exit = ExitTraining(args.exit_corpus, epochs=args.exit_epochs)
-    elif args.exit_corpus is not None:
-        raise UserError("--exit-corpus applies only with --early-exit")
-    finetune(args.student or args.teacher, args.data, args.eval, args.out, text_column=args.text_column,
-             label_column=args.label_column, epochs=args.epochs, batch_size=args.batch_size,
-             learning_rate=args.learning_rate, seq_len=args.seq_len, teacher_classifier=args.teacher_classifier,
-             temperature=args.temperature, alpha=args.alpha, kd_loss=args.kd_loss, seed=args.seed,
-             overwrite=args.overwrite, early_exit=early_exit)
+    train_classifier(args.student or args.teacher, args.data, args.eval, args.out, arch=args.arch,
+                     **{n: getattr(args, n) for n in _OPTIONS})
     return 0
 
 
 def _register_bilstm(p):
-    """``--arch`` and the BiLSTM student's options (Tang et al. 2019); registered last, so that the
-    defaults of the BERT-only options (refused with ``--arch bilstm`` when changed) are known."""
+    """``--arch`` and the BiLSTM student's options (Tang et al. 2019); which options each
+    architecture takes is :mod:`~mobile_bert_distill.downstream.arch`'s rule."""
+    from mobile_bert_distill.downstream.arch import ARCHS
     from mobile_bert_distill.downstream.bilstm import DEFAULT_DENSE_UNITS, DEFAULT_LSTM_UNITS
     from mobile_bert_distill.downstream.bilstm_augment import Augmentation
 
     a = Augmentation()
-    p.add_argument("--arch", choices=("bert", "bilstm"), default="bert",
+    p.add_argument("--arch", choices=ARCHS, default="bert",
                    help="bert: fine-tune the preset itself (default); bilstm: distil --teacher-classifier into a "
                         "BiLSTM over the preset's vocabulary (Tang et al. 2019: MSE on the teacher's logits over "
                         "the training texts and augmented copies; embedding initialised from the preset's)")
@@ -93,29 +87,3 @@ def _register_bilstm(p):
                    help=f"augmentation: share of draws cut to an n-gram of 1-5 words (default: {a.p_ng})")
     g.add_argument("--n-iter", type=T.nonnegative_int,
                    help=f"augmentation: draws per training text, duplicates dropped (default: {a.n_iter})")
-    p.set_defaults(bert_kd_defaults={n: p.get_default(n) for n in _BERT_ONLY})
-
-
-_BILSTM_ONLY = ("lstm_units", "dense_units", "p_mask", "p_ng", "n_iter")
-_BERT_ONLY = ("alpha", "temperature", "kd_loss", "early_exit", "exit_corpus")
-
-
-def _run_bilstm(args):
-    from mobile_bert_distill.downstream.bilstm import distill_bilstm
-    from mobile_bert_distill.downstream.bilstm_augment import Augmentation
-    from mobile_bert_distill.errors import UserError
-
-    if args.arch != "bilstm":
-        given = [n for n in _BILSTM_ONLY if getattr(args, n) is not None]
-        raise UserError(f"{', '.join('--' + n.replace('_', '-') for n in given)} apply only to --arch bilstm")
-    bert_only = [n for n in _BERT_ONLY if getattr(args, n) != args.bert_kd_defaults[n]]
-    if bert_only:
-        raise UserError(f"{', '.join('--' + n.replace('_', '-') for n in bert_only)} apply only to --arch bert")
-    given = {n: getattr(args, n) for n in _BILSTM_ONLY if getattr(args, n) is not None}
-    augmentation = Augmentation(**{n: given.pop(n) for n in ("p_mask", "p_ng", "n_iter") if n in given})
-    distill_bilstm(args.student or args.teacher, args.data, args.eval, args.out,
-                   teacher_classifier=args.teacher_classifier, text_column=args.text_column,
-                   label_column=args.label_column, epochs=args.epochs, batch_size=args.batch_size,
-                   learning_rate=args.learning_rate, seq_len=args.seq_len, seed=args.seed, overwrite=args.overwrite,
-                   augmentation=augmentation, **given)
-    return 0

@@ -52,6 +52,7 @@ FORMAT = "mobile-bert-distill bilstm classifier v1"
 #: The paper's sizes for single-sentence tasks: LSTM units per direction and the ReLU layer's width.
 DEFAULT_LSTM_UNITS = 150
 DEFAULT_LEARNING_RATE = 5e-4  # Adam's peak for the BiLSTM student
+DEFAULT_EPOCHS = 3  # passes over the augmented set (about 18 copies of each training text)
 DEFAULT_DENSE_UNITS = 200
 PAD_ID = KIT_SPECIAL_IDS["[PAD]"]
 _SPECIALS = ("[MASK]",)  # kept as one token when it appears in a text (the masking rule writes it)
@@ -207,8 +208,8 @@ def predict_bilstm(model, ids, batch_size=256):
 
 
 # ------------------------------------------------------------------ training
-def distill_bilstm(model_dir, train_csv, eval_csv, out_dir, *, teacher_classifier, text_column="text",
-                   label_column="label", epochs=3, batch_size=32, learning_rate=None, seq_len=64,
+def distill_bilstm(model_dir, train_csv, eval_csv, out_dir, *, teacher_classifier=None, text_column="text",
+                   label_column="label", epochs=None, batch_size=32, learning_rate=None, seq_len=64,
                    lstm_units=DEFAULT_LSTM_UNITS, dense_units=DEFAULT_DENSE_UNITS, augmentation=None, seed=0,
                    overwrite=False, log=print, progress=True):
     """Distil ``teacher_classifier`` into a BiLSTM over the vocabulary of ``model_dir``; what
@@ -219,8 +220,8 @@ def distill_bilstm(model_dir, train_csv, eval_csv, out_dir, *, teacher_classifie
         train_csv, eval_csv: labelled CSVs (the teacher's classes; eval accuracy and macro-F1).
         out_dir: the output folder (written atomically; an existing one needs ``overwrite``).
         teacher_classifier: the folder ``mbd finetune`` wrote for the teacher.
-        epochs, batch_size, learning_rate: Adam over the augmented set (``learning_rate``
-            default: :data:`DEFAULT_LEARNING_RATE`).
+        epochs, batch_size, learning_rate: Adam over the augmented set (defaults:
+            :data:`DEFAULT_EPOCHS`, :data:`DEFAULT_LEARNING_RATE`).
         seq_len: tokens per text, ``[CLS]``/``[SEP]`` included.
         lstm_units, dense_units: see :func:`build_bilstm`.
         augmentation: an :class:`~mobile_bert_distill.downstream.bilstm_augment.Augmentation`
@@ -239,6 +240,8 @@ def distill_bilstm(model_dir, train_csv, eval_csv, out_dir, *, teacher_classifie
         raise UserError(f"the sequence length must be at least 3 ([CLS], a token, [SEP]), got {seq_len}")
     if learning_rate is None:
         learning_rate = DEFAULT_LEARNING_RATE
+    if epochs is None:
+        epochs = DEFAULT_EPOCHS
     with locked_output(out_dir, overwrite, "classifier folder"):
         return _locked_distill(model_dir, train_csv, eval_csv, out_dir, teacher_classifier=teacher_classifier,
                                text_column=text_column, label_column=label_column, epochs=epochs,

@@ -215,8 +215,34 @@ def warmup_cosine(learning_rate, steps):
                                                   warmup_steps=steps // 10)
 
 
+LENGTH_STEP = 16  # predict_logits cuts each batch to a multiple of this: few shapes to compile
+
+
 def predict_logits(classifier, texts, batch_size=64):
-    return np.asarray(classifier.predict(list(texts), batch_size=batch_size, verbose=0), "float32")
+    """The logits ``[N, K]`` (float32) of a keras-hub classifier on raw ``texts``.
+
+    The texts go through the classifier's own preprocessor, then run in batches of
+    similar length, each cut to its longest text (rounded up to a multiple of
+    :data:`LENGTH_STEP`): the padding, which the model masks out, is not computed.
+    On sentence-length texts this is 2-3x faster than padding every text to the
+    full length, and the logits agree to float rounding.
+    """
+    import keras
+
+    texts = list(texts)
+    net = keras.Model(classifier.inputs, classifier.outputs)  # the same layers, without the preprocessor
+    out = np.zeros((len(texts), net.outputs[0].shape[-1]), "float32")
+    if not texts:
+        return out
+    x, _, _ = keras.utils.unpack_x_y_sample_weight(classifier.preprocessor(texts))
+    x = {k: np.asarray(v) for k, v in x.items()}
+    lengths = x["padding_mask"].sum(axis=1)
+    order = np.argsort(lengths, kind="stable")
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        width = int(min(x["padding_mask"].shape[1], -(-lengths[rows].max() // LENGTH_STEP) * LENGTH_STEP))
+        out[rows] = np.asarray(net.predict_on_batch({k: v[rows, :width] for k, v in x.items()}), "float32")
+    return out
 
 
 def default_learning_rate(hidden_dim):
@@ -297,7 +323,8 @@ def _locked_finetune(model_dir, train_csv, eval_csv, out_dir, *, text_column, la
     pred = predict_logits(clf, ev_texts).argmax(-1)
     acc, f1 = accuracy_and_macro_f1(y_eval, pred, K)
     metrics = {"accuracy": acc, "macro_f1": f1, "eval_examples": len(ev_texts), "train_examples": len(tr_texts),
-               "classes": classes, "learning_rate": learning_rate, "kd": None if teacher_logits is None else
+               "classes": classes, "learning_rate": learning_rate, "epochs": epochs,
+               "kd": None if teacher_logits is None else
                {"teacher": teacher_classifier, "loss": kd_loss, "alpha": alpha, "temperature": temperature}}
     if early_exit is not None:  # backbone and main head frozen: only the exits train
         exits, metrics["early_exit"] = early_exit.fit(clf, tr_texts, ev_texts, y_eval, seed=seed, log=log)

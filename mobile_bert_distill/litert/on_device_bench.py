@@ -278,6 +278,24 @@ class Graph:
             return "float16"
         return "float32"
 
+    def stored_weight_types(self):
+        """How the weights are stored: ``{"fc_weights": {dtype: number of FULLY_CONNECTED ops},
+        "embedding_table": dtype of the first GATHER's table (or None)}``. A weight that a
+        DEQUANTIZE op expands at run time counts with its stored type (int4, int8, float16)."""
+        producer = self.producers()
+
+        def stored(t):
+            op = producer.get(t)
+            return self.ops[op]["inputs"][0] if op is not None and self.ops[op]["type"] == "DEQUANTIZE" else t
+
+        fc = {}
+        for op in self.ops:
+            if op["type"] == "FULLY_CONNECTED":
+                dtype = self.tensors[stored(op["inputs"][1])]["dtype"]
+                fc[dtype] = fc.get(dtype, 0) + 1
+        tables = [self.tensors[stored(op["inputs"][0])]["dtype"] for op in self.ops if op["type"] == "GATHER"]
+        return {"fc_weights": dict(sorted(fc.items())), "embedding_table": tables[0] if tables else None}
+
     def params_in_file(self):
         """Elements of the constant weight tensors (each tensor once; index/shape operands excluded).
 
