@@ -71,7 +71,7 @@ def _rel(path):
     return path if rel.startswith("..") else rel
 
 
-def fingerprint(path):
+def _fingerprint(path):
     """``[path, size, mtime]`` of the files that define a model folder or a data file."""
     files = [path]
     if os.path.isdir(path):
@@ -190,8 +190,8 @@ def run_finetune(variant, seed, model_dir, train_csv, eval_csv, run_dir, setting
           "batch_size": settings["batch_size"], "seq_len": settings["seq_len"], "seed": seed}
     if kd:
         hp.update(temperature=settings["temperature"], alpha=settings["alpha"], kd_loss=settings["kd_loss"])
-    key = {"model": fingerprint(model_dir), "train": fingerprint(train_csv), "eval": fingerprint(eval_csv),
-           "hp": hp, "teacher_classifier": fingerprint(teacher_clf) if kd else None}
+    key = {"model": _fingerprint(model_dir), "train": _fingerprint(train_csv), "eval": _fingerprint(eval_csv),
+           "hp": hp, "teacher_classifier": _fingerprint(teacher_clf) if kd else None}
     key = json.loads(json.dumps(key))
     key_path = run_dir + ".key.json"
     metrics_path = os.path.join(run_dir, "metrics.json")
@@ -215,34 +215,52 @@ def run_finetune(variant, seed, model_dir, train_csv, eval_csv, run_dir, setting
 
 
 # ------------------------------------------------------------------ int8
-def int8_eval(clf_dir, out_path, train_texts, eval_csv, work, num_calibration, *, rerun):
-    """Export ``clf_dir`` to int8 (calibrated on the training texts) and classify the eval CSV with LiteRT."""
-    from mobile_bert_distill.atomic import atomic_write_json, atomic_write_text
-    from mobile_bert_distill.export import export_student, find_preset_vocab, read_classifier_labels
-    from mobile_bert_distill.downstream.finetune import read_labelled_csv
-    from mobile_bert_distill.litert.inference import LiteRTModel, TruncationWarning
+def calibration_file(path, texts):
+    """Write ``texts`` to ``path``, one per line (whitespace folded), unless it holds them already:
+    an unchanged file keeps its mtime, and so the exports keyed on it stay valid."""
+    from mobile_bert_distill.atomic import atomic_write_text
 
-    calib = os.path.join(work, "calibration_train_texts.txt")
-    text = "".join(" ".join(t.split()) + "\n" for t in train_texts)
-    if not (os.path.exists(calib) and open(calib, encoding="utf-8").read() == text):
-        atomic_write_text(calib, text)
+    text = "".join(" ".join(t.split()) + "\n" for t in texts)
+    if not (os.path.exists(path) and open(path, encoding="utf-8").read() == text):
+        atomic_write_text(path, text)
+    return path
+
+
+def cached_int8_export(folder, out_path, calibration, eval_csv, num_calibration, *, rerun, seq_len=None,
+                       early_exit=False):
+    """The library's int8 classifier export of ``folder`` (calibrated on the ``calibration`` file, parity
+    on ``eval_csv``; ``seq_len`` None: its own length; ``early_exit``: the staged model), reused while
+    the folder, the data and the settings are unchanged. Returns ``(report, cached)``."""
+    from mobile_bert_distill.atomic import atomic_write_json
+    from mobile_bert_distill.export import export_student
+
     report_file = os.path.splitext(out_path)[0] + ".report.json"
-    key = json.loads(json.dumps({"classifier": fingerprint(clf_dir), "calibration": fingerprint(calib),
-                                 "eval": fingerprint(eval_csv), "num_calibration": num_calibration}))
+    key = json.loads(json.dumps({"classifier": _fingerprint(folder), "calibration": _fingerprint(calibration),
+                                 "eval": _fingerprint(eval_csv), "num_calibration": num_calibration,
+                                 "seq_len": seq_len, "early_exit": early_exit}))
     key_path = out_path + ".key.json"
-    t0 = time.time()
-    report = None
     if not rerun and all(os.path.exists(p) for p in (out_path, report_file, key_path)):
         with open(key_path, encoding="utf-8") as f:
             if json.load(f).get("key") == key:
                 with open(report_file, encoding="utf-8") as g:
-                    report = json.load(g)
-    cached = report is not None
-    if report is None:
-        report = export_student(clf_dir, out_path, task="classifier", quantization="int8", seq_len=None,
-                                calibration_corpus=calib, num_calibration=num_calibration, parity_csv=eval_csv,
-                                overwrite=True)
-        atomic_write_json(key_path, {"key": key})
+                    return json.load(g), True
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    report = export_student(folder, out_path, task="classifier", quantization="int8", seq_len=seq_len,
+                            calibration_corpus=calibration, num_calibration=num_calibration, parity_csv=eval_csv,
+                            overwrite=True, early_exit=early_exit)
+    atomic_write_json(key_path, {"key": key})
+    return report, False
+
+
+def int8_eval(clf_dir, out_path, train_texts, eval_csv, work, num_calibration, *, rerun):
+    """Export ``clf_dir`` to int8 (calibrated on the training texts) and classify the eval CSV with LiteRT."""
+    from mobile_bert_distill.export import find_preset_vocab, read_classifier_labels
+    from mobile_bert_distill.downstream.finetune import read_labelled_csv
+    from mobile_bert_distill.litert.inference import LiteRTModel, TruncationWarning
+
+    calib = calibration_file(os.path.join(work, "calibration_train_texts.txt"), train_texts)
+    t0 = time.time()
+    report, cached = cached_int8_export(clf_dir, out_path, calib, eval_csv, num_calibration, rerun=rerun)
     export_s = time.time() - t0
     texts, labels = read_labelled_csv(eval_csv, log=None)
     t1 = time.time()

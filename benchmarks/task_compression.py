@@ -49,7 +49,7 @@ for path in (ROOT, os.path.join(ROOT, "benchmarks")):
         sys.path.insert(0, path)
 
 from early_exit import TARGET_DROP_POINTS, TARGET_SPEEDUP, timed_round  # noqa: E402
-from finetune_kd import fingerprint, mean_std  # noqa: E402
+from finetune_kd import cached_int8_export, calibration_file, mean_std  # noqa: E402
 from train_speed import cpu_flags  # noqa: E402
 
 LENGTH_128 = 128
@@ -84,31 +84,6 @@ def read_manifest(path):
     return rows
 
 
-def export_int8(folder, out_path, seq_len, calibration, eval_csv, args, *, staged):
-    """The int8 export of ``folder`` at ``seq_len`` (``None``: its own), reused while its inputs are unchanged."""
-    from mobile_bert_distill.atomic import atomic_write_json
-    from mobile_bert_distill.export import export_student
-
-    report_path = os.path.splitext(out_path)[0] + ".report.json"
-    key = json.loads(json.dumps({"folder": fingerprint(folder), "calibration": fingerprint(calibration),
-                                 "eval": fingerprint(eval_csv), "seq_len": seq_len, "staged": staged,
-                                 "num_calibration": args.num_calibration}))
-    key_path = out_path + ".key.json"
-    if not args.rerun and all(os.path.exists(p) for p in (out_path, report_path, key_path)):
-        with open(key_path, encoding="utf-8") as f:
-            if json.load(f).get("key") == key:
-                with open(report_path, encoding="utf-8") as g:
-                    return json.load(g)
-    os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    t0 = time.perf_counter()
-    report = export_student(folder, out_path, task="classifier", quantization="int8", seq_len=seq_len,
-                            calibration_corpus=calibration, num_calibration=args.num_calibration,
-                            parity_csv=eval_csv, overwrite=True, early_exit=staged, min_agreement=None)
-    atomic_write_json(key_path, {"key": key})
-    print(f"  exported {out_path}: {report['size_mb']:.2f} MB ({time.perf_counter() - t0:.0f} s)", flush=True)
-    return report
-
-
 def float_parameters(folder, *, exits):
     """Parameters of the float model of a classifier folder (BiLSTM or keras-hub), its early exits
     included when ``exits``."""
@@ -134,18 +109,14 @@ def measure(rows, args):
 
     import keras
 
-    from mobile_bert_distill.atomic import atomic_write_text
     from mobile_bert_distill.downstream.finetune import accuracy_and_macro_f1, encode_labels, read_labelled_csv
     from mobile_bert_distill.export import LABELS_FILE, find_preset_vocab
     from mobile_bert_distill.litert.inference import LiteRTModel, TruncationWarning
     from mobile_bert_distill.litert.tools import signature_runner
 
     os.makedirs(args.work, exist_ok=True)
-    train_texts, _ = read_labelled_csv(args.train, log=None)
-    calibration = os.path.join(args.work, "calibration.txt")
-    text = "".join(" ".join(t.split()) + "\n" for t in train_texts)
-    if not (os.path.exists(calibration) and open(calibration, encoding="utf-8").read() == text):
-        atomic_write_text(calibration, text)  # an unchanged file keeps its mtime (and the exports)
+    calibration = calibration_file(os.path.join(args.work, "calibration.txt"),
+                                   read_labelled_csv(args.train, log=None)[0])
     texts, raw = read_labelled_csv(args.eval, log=None)
     timed = texts[: args.latency_sentences]
 
@@ -163,8 +134,16 @@ def measure(rows, args):
             stem = os.path.join(args.work, f"row{i}_seed{seed}")
             # the latency at 128 depends on the architecture, not the seed: the first seed's export serves
             lengths = (None, LENGTH_128) if r is row["runs"][0] else (None,)
-            reports = {length: export_int8(folder, f"{stem}_{length or 'own'}.tflite", length, calibration,
-                                           args.eval, args, staged=staged) for length in lengths}
+            reports = {}
+            for length in lengths:
+                t0 = time.perf_counter()
+                path = f"{stem}_{length or 'own'}.tflite"
+                reports[length], cached = cached_int8_export(folder, path, calibration, args.eval,
+                                                             args.num_calibration, rerun=args.rerun,
+                                                             seq_len=length, early_exit=staged)
+                if not cached:
+                    print(f"  exported {path}: {reports[length]['size_mb']:.2f} MB "
+                          f"({time.perf_counter() - t0:.0f} s)", flush=True)
             vocab = find_preset_vocab(folder)
             models = {length: LiteRTModel(f"{stem}_{length or 'own'}.tflite", vocab, labels=classes,
                                           num_threads=args.threads) for length in reports}

@@ -248,13 +248,11 @@ def convert_mixed(model, float_flat, *, calibration_feeds, calibration_labels, t
     rest as measured in that file (four tries).
 
     Raises:
-        UserError: ``target_bytes`` is not positive, is below the file with every weight matrix in
-            int4, or no plan fits in four tries.
+        UserError: ``target_bytes`` is below the file with every weight matrix in int4, or no plan
+            fits in four tries (:func:`check_mixed` refuses a target that is not positive).
     """
     from mobile_bert_distill.export.sensitivity import hessian_sensitivity, weight_matrices
 
-    if not target_bytes > 0:
-        raise UserError(f"the target size must be positive, got {target_bytes / 1e6:g} MB")
     variables = weight_matrices(model)
     tables = ("token_embedding", "position_embedding", "segment_embedding")
     matrices = {name: (np.asarray(v.numpy()) if name in tables else
