@@ -92,7 +92,7 @@ def main(argv=None):
                      "xnnpack_partitions": r["xnnpack_partitions"], "load_avg_1m": r["load_avg_1m"]})
     rows.sort(key=lambda r: r["p50_ms"])
     atomic_write_json(os.path.join(args.out, "variants.json"), {"host": doc["host"], "rows": rows})
-    print(f"| variant | mode | ops | XNNPACK partitions | p50 ms | min ms | size MB |")
+    print("| variant | mode | ops | XNNPACK partitions | p50 ms | min ms | size MB |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['variant']} | {r['mode']} | {r['ops']} | {r['xnnpack_partitions']} | {r['p50_ms']:.3f} | "

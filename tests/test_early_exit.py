@@ -194,13 +194,56 @@ def test_speed_out_of_range_or_without_stages_is_one_line(ee, capsys):
     assert doc["results"][0]["layers"] == 1
 
 
-def test_staged_export_refuses_android_assets(ee, tmp_path, capsys):
-    out = tmp_path / "m.tflite"
+def test_staged_export_writes_android_assets_with_the_stage_loop_golden(ee, tmp_path):
+    from mobile_bert_distill.export.android import GOLDEN_SPEEDS
+    from mobile_bert_distill.litert.early_exit import normalized_entropy
+
+    out, assets = tmp_path / "m.tflite", tmp_path / "assets"
     assert main(["export", "--student", ee["clf"], "--task", "classifier", "--quantization", "float32",
-                 "--out", str(out), "--android-assets", str(tmp_path / "assets")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "staged early-exit model" in err[0], err
-    assert not out.exists() and not (tmp_path / "assets").exists()
+                 "--out", str(out), "--android-assets", str(assets)]) == 0
+    assert sorted(os.listdir(assets)) == ["labels.txt", "model.tflite", "model_info.json", "vocab.txt"]
+    assert (assets / "model.tflite").read_bytes() == out.read_bytes()  # no MediaPipe metadata: many signatures
+    info = json.loads((assets / "model_info.json").read_text(encoding="utf-8"))
+    assert "signature" not in info and info["tflite_metadata"]["embedded"] is False
+    assert sorted(info["signatures"]) == ["embed"] + [f"stage_{k}" for k in range(1, LAYERS + 1)]
+    assert sorted(info["signatures"]["stage_1"]["inputs"]) == ["hidden", "padding_mask"]
+    assert info["early_exit"]["num_layers"] == LAYERS
+    staged = _model(ee, "staged")
+    for g in info["golden"]:
+        exits = np.array(g["exit_probabilities"])
+        assert exits.shape == (LAYERS, 2)
+        np.testing.assert_allclose(exits[-1], g["probabilities"], atol=1e-6)
+        assert [a["speed"] for a in g["at_speed"]] == list(GOLDEN_SPEEDS)
+        for a in g["at_speed"]:  # the first exit below the speed, else the last layer
+            below = np.flatnonzero(normalized_entropy(exits[:-1]) < a["speed"])
+            assert a["layers"] == (below[0] + 1 if len(below) else LAYERS)
+            assert a["label"] == info["labels"][int(np.argmax(exits[a["layers"] - 1]))]
+        assert g["input_ids"] == staged.encode([g["text"]])[0]["input_ids"][0, : g["length"]].tolist()
+
+
+def test_bench_times_a_staged_model_through_every_stage(ee, tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "--models", f"staged={ee['staged']}", f"plain={ee['plain']}", "--seq-len", str(SEQ_LEN),
+                 "--runs", "5", "--warmup", "1", "--no-plots", "--no-isolate", "--out", str(out)]) == 0
+    doc = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    models = {m["label"]: m for m in doc["models"]}
+    staged, plain = models["staged"], models["plain"]
+    assert staged["task"] == "classifier" and staged["early_exit"]["num_layers"] == LAYERS
+    assert sorted(i["name"] for i in staged["inputs"]) == ["input_ids", "padding_mask", "segment_ids"]
+    assert [o["name"] for o in staged["outputs"]] == ["probabilities"]
+    # every layer is counted once, plus the exits' weights and work (not the embed subgraph alone)
+    assert staged["params_in_file"] > plain["params_in_file"]
+    assert staged["flops_counted"]["matmul"] > plain["flops_counted"]["matmul"]
+    assert staged["op_histogram"]["FULLY_CONNECTED"] > plain["op_histogram"]["FULLY_CONNECTED"]
+    result = next(r for r in doc["results"] if r["model"] == "staged")
+    stages = result["stage_p50_ms"]
+    assert list(stages) == ["embed"] + [f"stage_{k}" for k in range(1, LAYERS + 1)]
+    assert result["latency_ms"]["p50"] > max(stages.values())
+    with pytest.raises(UserError, match="staged early-exit"):
+        from mobile_bert_distill.bench.adb import write_adb_script
+
+        write_adb_script([ee["staged"]], [SEQ_LEN], [1], 5, 1, str(tmp_path / "adb"))
+    assert not (tmp_path / "adb").exists()
 
 
 # ------------------------------------------------------------------ the task-compression table

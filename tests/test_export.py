@@ -445,7 +445,7 @@ def test_gptq_round_is_on_the_converter_grid_and_beats_round_to_nearest():
 def test_gptq_int8_file_stores_the_gptq_integers():
     """The converter's per-channel scales reproduce the GPTQ grid: the int8
     kernels in the file dequantize to the exported float kernels."""
-    from mobile_bert_distill.export.graph import ExportBert, GraphOptions
+    from mobile_bert_distill.export.graph import ExportBert
     from mobile_bert_distill.export import convert, random_sequences
     from mobile_bert_distill.litert.tools import load_interpreter
 

@@ -32,9 +32,13 @@ def write_adb_script(models, seq_lens, threads, runs, warmup, out, seed=0, overw
     """
     try:
         specs = lb.parse_model_specs(models)
-        lb.plan(specs, seq_lens, threads, runs, warmup)
+        _, graphs = lb.plan(specs, seq_lens, threads, runs, warmup)
     except lb.BenchError as e:
         raise UserError(str(e)) from None
+    for path, graph in graphs.items():
+        if graph.is_staged():
+            raise UserError(f"{path} is a staged early-exit model (a signature per layer); benchmark_model "
+                            "times one graph: write the script for its full-depth export")
     final = os.path.join(out, "android")
     with locked_output(final, overwrite, "Android script folder"), atomic_dir(final, overwrite=True) as folder:
         _write_adb_folder(folder, specs, seq_lens, threads, runs, warmup, seed)

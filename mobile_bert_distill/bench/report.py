@@ -173,7 +173,7 @@ def render(doc, images=(), profiles=None):
         rows.append([r["model"], r.get("source") or "-", seq, r["threads"], f"{lat['p50']:.3f}",
                      f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{lat['min']:.3f}",
                      f"{cpu['p50']:.3f}" if cpu else "-",
-                     f"{r['peak_rss_mb']:.0f}", r.get("xnnpack_partitions", "-"),
+                     f"{r['peak_rss_mb']:.0f}", "-" if r.get("xnnpack_partitions") is None else r["xnnpack_partitions"],
                      f"{min(load):.1f}-{max(load):.1f}" if load else "-"])
     out += _table(["model", "device", "seq", "threads", "p50 ms", "p90 ms", "p99 ms", "min ms",
                    "CPU p50 ms", "peak RSS MB", "XNNPACK partitions", "load avg"], rows,
@@ -200,7 +200,7 @@ def render(doc, images=(), profiles=None):
         rows.append(["**counted from the file**", f"**{_g(fc['matmul'], 4)}**", f"**{_g(fc['other'], 4)}**"])
         out += _table(["row", "matmul GFLOP", "other GFLOP"], rows)
         cmp_ = fa["comparison"]
-        out += ["", f"Counted by op: " + ", ".join(f"{k} {_g(v, 4)}" for k, v in fc["by_op"].items()) + " GFLOP.",
+        out += ["", "Counted by op: " + ", ".join(f"{k} {_g(v, 4)}" for k, v in fc["by_op"].items()) + " GFLOP.",
                 f"Difference counted vs analytic: matmul {100 * cmp_['matmul_rel_diff']:+.3f}%"
                 f" ({'agrees' if cmp_['matmul_agrees'] else 'DOES NOT agree'} within 1%), "
                 f"total {100 * cmp_['total_rel_diff']:+.3f}%.", ""]

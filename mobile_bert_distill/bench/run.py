@@ -141,7 +141,9 @@ def run_bench(models=(), baseline=None, seq_lens=(128,), threads=(1,), runs=50, 
             profiles = []
             longest = {}
             for m in doc["models"]:
-                if m.get("path") and os.path.isfile(m["path"]) and (m.get("source") or "").startswith("host"):
+                if m.get("early_exit"):
+                    log(f"not profiling {m['label']}: a staged early-exit model (a signature per layer)")
+                elif m.get("path") and os.path.isfile(m["path"]) and (m.get("source") or "").startswith("host"):
                     if profile_labels is None or m["label"] in profile_labels:
                         if m["static_seq_len"] >= longest.get(m["label"], {}).get("static_seq_len", 0):
                             longest[m["label"]] = m

@@ -18,6 +18,12 @@ label of three sample sentences, and ``model.tflite`` carries TFLite metadata
 :mod:`mobile_bert_distill.export.metadata`) so that MediaPipe's
 ``TextClassifier`` can load it with no other file.
 
+A staged early-exit classifier (:mod:`mobile_bert_distill.export.staged`: a
+signature per layer) gets the same files without the metadata (MediaPipe runs
+one signature); ``model_info.json`` then describes every signature and its
+golden vectors add each exit's probabilities and the layers used at
+:data:`GOLDEN_SPEEDS`, for the app's stage loop to reproduce.
+
 Each file is written atomically; other files in the folder (the committed
 README and Kotlin sample) are left alone.
 
@@ -47,6 +53,8 @@ CLASSIFIER_GOLDEN_SENTENCES = (
     "It runs on the phone: fast, and mostly right!",
 )
 CLASSIFIER_ASSET_FILES = ("model.tflite", "vocab.txt", "labels.txt", "model_info.json")
+#: Speeds at which the golden vectors of a staged early-exit classifier record the layers used and the label.
+GOLDEN_SPEEDS = (0.0, 0.3, 0.5, 0.7, 1.0)
 
 
 def golden_vectors(model, sentences=GOLDEN_SENTENCES, top_k=3):
@@ -78,16 +86,25 @@ def classifier_golden(model, sentences=CLASSIFIER_GOLDEN_SENTENCES):
         warnings.simplefilter("ignore", TruncationWarning)
         feeds, lengths = model.encode(list(sentences))
         results = model.classify(list(sentences))
-    return [
-        {"text": text,
-         "input_ids": [int(x) for x in feeds["input_ids"][i, : lengths[i]]],
-         "length": int(lengths[i]),
-         "truncated": len(model.tokenizer.encode(text)) > model.seq_len - 2,
-         "probabilities": [round(p, 6) for p in res["probabilities"]],
-         "label_index": res["index"],
-         "label": res["label"]}
-        for i, (text, res) in enumerate(zip(sentences, results))
-    ]
+        staged = model.stages is not None
+        if staged:
+            exits = model.stages.exit_probabilities(feeds)
+            at_speed = {s: model.classify(list(sentences), speed=s) for s in GOLDEN_SPEEDS}
+    golden = []
+    for i, (text, res) in enumerate(zip(sentences, results)):
+        golden.append({
+            "text": text,
+            "input_ids": [int(x) for x in feeds["input_ids"][i, : lengths[i]]],
+            "length": int(lengths[i]),
+            "truncated": len(model.tokenizer.encode(text)) > model.seq_len - 2,
+            "probabilities": [round(p, 6) for p in res["probabilities"]],
+            "label_index": res["index"],
+            "label": res["label"]})
+        if staged:
+            golden[-1]["exit_probabilities"] = [[round(float(p), 6) for p in row] for row in exits[i]]
+            golden[-1]["at_speed"] = [{"speed": s, "layers": at_speed[s][i]["layers"], "label": at_speed[s][i]["label"]}
+                                      for s in GOLDEN_SPEEDS]
+    return golden
 
 
 def write_android_assets(folder, model_path, vocab_path, report=None, labels=None):
@@ -97,15 +114,17 @@ def write_android_assets(folder, model_path, vocab_path, report=None, labels=Non
     export and is also written as ``labels.txt``.
     """
     from mobile_bert_distill.errors import UserError
+    from mobile_bert_distill.litert.early_exit import EMBED_SIGNATURE, is_staged, stage_signature
     from mobile_bert_distill.litert.inference import LiteRTModel
-    from mobile_bert_distill.litert.tools import signature_io
+    from mobile_bert_distill.litert.tools import load_interpreter, signature_io
 
     files = ASSET_FILES if labels is None else CLASSIFIER_ASSET_FILES
     if labels is not None and any(not str(x).strip() or "\n" in str(x) for x in labels):
         raise UserError("class names for labels.txt must be non-empty and on one line")
     os.makedirs(folder, exist_ok=True)
     targets = {name: os.path.join(folder, name) for name in files}
-    if labels is not None:
+    staged = is_staged(load_interpreter(model_path)[0])
+    if labels is not None and not staged:  # MediaPipe's metadata describes one signature
         from mobile_bert_distill.export.metadata import add_classifier_metadata
 
         with open(model_path, "rb") as f:
@@ -123,18 +142,14 @@ def write_android_assets(folder, model_path, vocab_path, report=None, labels=Non
                         lowercase=bool((report or {}).get("lowercase", True)))
     if model.task == "classifier" and labels is None:
         raise UserError("a classifier export needs its class names (labels) for the android assets")
-    io = signature_io(model.interpreter)
     info = {
         "format": "mobile-bert-distill android assets v1",
         "model_file": "model.tflite",
         "vocab_file": "vocab.txt",
-        "signature": "serving_default",
         "task": model.task,
         "quantization": (report or {}).get("quantization"),
         "seq_len": model.seq_len,
         "batch_size": model.batch_size,
-        "inputs": io["inputs"],
-        "outputs": io["outputs"],
         "vocab_size": len(model.tokenizer),
         "special_tokens": dict(model.ids),
         "lowercase": bool((report or {}).get("lowercase", True)),
@@ -142,6 +157,19 @@ def write_android_assets(folder, model_path, vocab_path, report=None, labels=Non
         "max_bytes_per_word": 100,
         "wordpiece_suffix": "##",
     }
+    if staged:
+        keys = [EMBED_SIGNATURE] + [stage_signature(k) for k in range(1, model.stages.num_layers + 1)]
+        info["signatures"] = {key: signature_io(model.interpreter, key) for key in keys}
+        info["early_exit"] = {
+            "num_layers": model.stages.num_layers,
+            "rule": "run embed, then stage_1, stage_2, ... passing hidden on; stop after stage_k when the "
+                    "normalised entropy -sum(p ln p) / ln K of its probabilities is below the speed, or at "
+                    f"{stage_signature(model.stages.num_layers)} (the full model)",
+            "golden_speeds": list(GOLDEN_SPEEDS),
+        }
+    else:
+        info["signature"] = "serving_default"
+        info.update(signature_io(model.interpreter))
     if model.task == "classifier":
         info.update({
             "labels_file": "labels.txt",
@@ -150,16 +178,22 @@ def write_android_assets(folder, model_path, vocab_path, report=None, labels=Non
             "output": "probabilities: float32 [batch, num_classes], softmax over the classes in labels order",
             "golden": classifier_golden(model),
         })
-        from mobile_bert_distill.export.metadata import read_classifier_metadata
+        if staged:
+            info["tflite_metadata"] = {
+                "embedded": False,
+                "note": "a staged model has a signature per layer, which MediaPipe's TextClassifier cannot run: "
+                        "run the stage loop (android_demo_assets/README.md, section 6)"}
+        else:
+            from mobile_bert_distill.export.metadata import read_classifier_metadata
 
-        with open(targets["model.tflite"], "rb") as f:
-            meta = read_classifier_metadata(f.read())
-        info["tflite_metadata"] = {
-            "embedded": True, "min_parser_version": meta["min_parser_version"],
-            "input_tensor_names": meta["inputs"], "tokenizer": meta["tokenizer"],
-            "output_tensor_name": meta["output"], "associated_files": meta["files"],
-            "note": "vocab.txt and labels.txt are also packed inside model.tflite (MediaPipe TextClassifier)",
-        }
+            with open(targets["model.tflite"], "rb") as f:
+                meta = read_classifier_metadata(f.read())
+            info["tflite_metadata"] = {
+                "embedded": True, "min_parser_version": meta["min_parser_version"],
+                "input_tensor_names": meta["inputs"], "tokenizer": meta["tokenizer"],
+                "output_tensor_name": meta["output"], "associated_files": meta["files"],
+                "note": "vocab.txt and labels.txt are also packed inside model.tflite (MediaPipe TextClassifier)",
+            }
     else:
         info["golden"] = golden_vectors(model)
     atomic_write_json(targets["model_info.json"], info)

@@ -173,10 +173,6 @@ def export_classifier(classifier_dir, out_path, *, quantization, seq_len, batch_
         from mobile_bert_distill.downstream.early_exit import ExitHeads, has_exits
 
         heads = ExitHeads.load(str(classifier_dir)) if has_exits(str(classifier_dir)) else None
-    if heads is not None and android_assets is not None:
-        raise UserError("the Android asset writer handles single-signature models; the staged early-exit model "
-                        "has one signature per layer (export without early exit for the assets, or copy the "
-                        "model, vocabulary and labels by hand: see android_demo_assets/README.md)")
     if quantization == "int8" and calibration_corpus is None:
         raise UserError("int8 needs a calibration corpus (a text file): it calibrates on real sentences")
     model, vocab_path, classes, meta = load_classifier_preset(classifier_dir)

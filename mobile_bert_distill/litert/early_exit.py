@@ -37,13 +37,8 @@ import numpy as np
 
 from mobile_bert_distill.errors import UserError
 
-#: The signature that turns token ids into the first hidden stream.
-EMBED_SIGNATURE = "embed"
-
-
-def stage_signature(layer):
-    """The signature name of the stage that runs layer ``layer`` (from 1) and its exit."""
-    return f"stage_{layer}"
+# the signature names live in the standalone board benchmark, which times staged files too
+from mobile_bert_distill.litert.on_device_bench import EMBED_SIGNATURE, stage_signature, staged_signatures
 
 
 def normalized_entropy(probabilities):
@@ -71,8 +66,7 @@ def check_speed(speed):
 
 def is_staged(interpreter):
     """Whether the model has the stage signatures of an early-exit export."""
-    sigs = interpreter.get_signature_list()
-    return EMBED_SIGNATURE in sigs and stage_signature(1) in sigs
+    return staged_signatures(interpreter.get_signature_list())
 
 
 class StagedRunner:

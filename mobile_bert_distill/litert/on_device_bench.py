@@ -21,6 +21,13 @@ What it measures, per (model file, sequence length, threads):
 * peak RSS of the worker process and its increase over the pre-load RSS;
 * XNNPACK delegate partitions and the ops left outside them.
 
+A staged early-exit classifier (signatures ``embed``, ``stage_1`` ... ``stage_L``:
+one per layer, ``hidden`` passed on) is timed through its signatures at full depth
+(every stage, the slowest path; the ``padding_mask`` of every stage marks the real
+length), and each signature's own p50 is kept (``stage_p50_ms``), so that the mean
+latency of an early-exit run follows from the layers it used. Its file facts sum
+the signatures' subgraphs.
+
 And per model file (read from the flatbuffer, no interpreter needed): size,
 sha256, inputs/outputs, task (``mlm``/``encoder``), quantization mode, static
 sequence length, op histogram, parameters stored in the file, and FLOPs
@@ -79,6 +86,20 @@ _SEGMENT_NAMES = ("segment_ids", "token_type_ids", "input_type_ids")
 _MASK_NAMES = ("padding_mask", "attention_mask", "input_mask")
 
 
+#: The signatures of a staged early-exit classifier: token ids to the first hidden stream, then one per layer.
+EMBED_SIGNATURE = "embed"
+
+
+def stage_signature(layer):
+    """The signature name of the stage that runs layer ``layer`` (from 1) and its exit."""
+    return f"stage_{layer}"
+
+
+def staged_signatures(keys):
+    """Whether signature names ``keys`` are those of a staged early-exit classifier."""
+    return EMBED_SIGNATURE in keys and stage_signature(1) in keys
+
+
 class BenchError(Exception):
     """Bad input; reported as one line with exit code 2."""
 
@@ -116,20 +137,34 @@ def check_model_file(path):
 
 
 class Graph:
-    """The first subgraph of a .tflite file: tensors, ops and signature, read-only.
+    """One subgraph of a .tflite file: tensors, ops and signature, read-only.
+
+    The subgraph is that of ``signature`` (default: the first subgraph, or the
+    ``embed`` one of a staged early-exit model, whose other signatures
+    :meth:`stage_graphs` reads).
 
     >>> g = Graph.from_file("model.tflite")            # doctest: +SKIP
     >>> g.op_histogram()["FULLY_CONNECTED"]             # doctest: +SKIP
     73
     """
 
-    def __init__(self, data, path=None):
+    def __init__(self, data, path=None, signature=None):
         fb = _schema()
         self.path = path
         self.size_bytes = len(data)
+        self._data = data
         try:
             model = fb.Model.GetRootAs(data, 0)
-            sub = model.Subgraphs(0)
+            #: ``{signature key: (signature index, subgraph index)}`` of every signature in the file
+            self.signatures = {_text(model.SignatureDefs(j).SignatureKey()): (j, model.SignatureDefs(j).SubgraphIndex())
+                               for j in range(model.SignatureDefsLength())}
+            if signature is None:
+                signature = EMBED_SIGNATURE if self.is_staged() else None
+            elif signature not in self.signatures:
+                raise BenchError(f"{path}: no signature {signature!r}")
+            sig_index, sub_index = self.signatures[signature] if signature is not None else (0, 0)
+            self.signature = signature
+            sub = model.Subgraphs(sub_index)
             if sub is None:
                 raise ValueError("no subgraph")
             op_names = _enum_names(fb.BuiltinOperator)
@@ -174,7 +209,7 @@ class Graph:
             self.outputs = [int(x) for x in sub.OutputsAsNumpy()] if sub.OutputsLength() else []
             self.signature_inputs, self.signature_outputs = {}, {}
             if model.SignatureDefsLength():
-                sig = model.SignatureDefs(0)
+                sig = model.SignatureDefs(sig_index)
                 for j in range(sig.InputsLength()):
                     self.signature_inputs[_text(sig.Inputs(j).Name())] = sig.Inputs(j).TensorIndex()
                 for j in range(sig.OutputsLength()):
@@ -187,6 +222,19 @@ class Graph:
     @classmethod
     def from_file(cls, path):
         return cls(check_model_file(path), path=path)
+
+    def is_staged(self):
+        """Whether the file is a staged early-exit classifier (signatures ``embed``, ``stage_1``, ...)."""
+        return staged_signatures(self.signatures)
+
+    def stage_graphs(self):
+        """``[embed, stage_1, ..., stage_L]`` graphs of a staged early-exit file, else ``[self]``."""
+        if not self.is_staged():
+            return [self]
+        keys = [EMBED_SIGNATURE]
+        while stage_signature(len(keys)) in self.signatures:
+            keys.append(stage_signature(len(keys)))
+        return [Graph(self._data, self.path, signature=key) for key in keys]
 
     # ---- naming -----------------------------------------------------------
     def input_names(self):
@@ -218,6 +266,8 @@ class Graph:
         return int(shape[-1]) if shape else None
 
     def task(self):
+        if self.is_staged():
+            return "classifier"
         names = set(self.output_names().values())
         if "logits" in names:
             return "mlm"
@@ -370,12 +420,38 @@ class Graph:
 
     # ---- description --------------------------------------------------------
     def describe(self):
-        """Everything the report needs from the file alone (JSON-ready)."""
-        emb = self.token_embedding()
+        """Everything the report needs from the file alone (JSON-ready); a staged early-exit file's
+        ops, parameters and FLOPs are those of all its signatures (each layer once)."""
+        if self.is_staged():
+            stages = self.stage_graphs()
+            out = stages[0]._describe_one()
+            mask = {i: n for i, n in stages[1].input_names().items() if n != "hidden"}
+            out["inputs"] += stages[1]._io(mask)
+            out["outputs"] = stages[-1]._io(stages[-1].output_names())
+            hist, flops = {}, {"matmul": 0, "other": 0, "total": 0, "by_op": {}}
+            for g in stages:
+                for op, n in g.op_histogram().items():
+                    hist[op] = hist.get(op, 0) + n
+                f = g.flops()
+                for key in ("matmul", "other", "total"):
+                    flops[key] += f[key]
+                for op, n in f["by_op"].items():
+                    flops["by_op"][op] = flops["by_op"].get(op, 0) + n
+            flops["by_op"] = dict(sorted(flops["by_op"].items(), key=lambda kv: -kv[1]))
+            out.update(task="classifier", quantization=stages[1].quantization(),
+                       num_ops=sum(len(g.ops) for g in stages),
+                       op_histogram=dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0]))),
+                       params_in_file=sum(g.params_in_file() for g in stages), flops_counted=flops,
+                       early_exit={"num_layers": len(stages) - 1, "signatures": [g.signature for g in stages]})
+            return out
+        return self._describe_one()
 
-        def io(index_names):
-            return [{"name": n, "shape": self.tensors[i]["shape"], "dtype": self.tensors[i]["dtype"]}
-                    for i, n in index_names.items()]
+    def _io(self, index_names):
+        return [{"name": n, "shape": self.tensors[i]["shape"], "dtype": self.tensors[i]["dtype"]}
+                for i, n in index_names.items()]
+
+    def _describe_one(self):
+        emb = self.token_embedding()
 
         hidden = None
         for i, name in self.output_names().items():
@@ -389,8 +465,8 @@ class Graph:
             "static_seq_len": self.static_seq_len(),
             "vocab_size": emb[0] if emb else None,
             "hidden_size": hidden,
-            "inputs": io(self.input_names()),
-            "outputs": io(self.output_names()),
+            "inputs": self._io(self.input_names()),
+            "outputs": self._io(self.output_names()),
             "num_ops": len(self.ops),
             "op_histogram": self.op_histogram(),
             "params_in_file": self.params_in_file(),
@@ -574,20 +650,35 @@ def measure(path, seq_len, threads, runs, warmup, *, seed=0, graph=None):
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise BenchError(f"LiteRT cannot load {path}: {' '.join(str(e).split())[:200]}") from e
-    parts = delegate_partitions(interp._get_ops_details())
+    staged = graph.is_staged()
+    # the interpreter lists the ops of its first subgraph only: a staged file's partitions stay unknown
+    parts = {"partitions": None, "outside": None} if staged else delegate_partitions(interp._get_ops_details())
     rng = np.random.default_rng(seed)
     feeds = [make_inputs(graph, seq_len, rng) for _ in range(min(runs + warmup, 16))]
-    times, cpu = [], []
+    invoke = _staged_invoke(interp, graph) if staged else None
+    times, cpu, stage_times = [], [], []
     for i in range(warmup + runs):
-        for index, value in feeds[i % len(feeds)].items():
-            interp.set_tensor(index, value)
-        c0, t0 = time.process_time(), time.perf_counter()
-        interp.invoke()
+        if staged:
+            c0, t0 = time.process_time(), time.perf_counter()
+            seconds = invoke(feeds[i % len(feeds)])
+        else:
+            for index, value in feeds[i % len(feeds)].items():
+                interp.set_tensor(index, value)
+            c0, t0 = time.process_time(), time.perf_counter()
+            interp.invoke()
         dt, dc = time.perf_counter() - t0, time.process_time() - c0
         if i >= warmup:
             times.append(dt)
             cpu.append(dc)
+            if staged:
+                stage_times.append(seconds)
     peak = _peak_rss_mb()
+    extra = {}
+    if staged:
+        names = [g.signature for g in graph.stage_graphs()]
+        extra["stage_p50_ms"] = {name: round(float(np.percentile([t[j] for t in stage_times], 50)) * 1e3, 4)
+                                 for j, name in enumerate(names)}
+        extra["timed"] = "every signature in turn (full depth), through signature runners"
     return {
         "file": os.path.basename(path),
         "seq_len": int(seq_len),
@@ -604,7 +695,31 @@ def measure(path, seq_len, threads, runs, warmup, *, seed=0, graph=None):
         "rss_increase_mb": round(peak - rss_before, 2) if rss_before is not None else None,
         "xnnpack_partitions": parts["partitions"],
         "ops_outside_delegate": parts["outside"],
+        **extra,
     }
+
+
+def _staged_invoke(interp, graph):
+    """A function running a staged early-exit model at full depth on one :func:`make_inputs` feed;
+    returns each signature's seconds (``embed`` first)."""
+    stages = graph.stage_graphs()
+    runners = [interp.get_signature_runner(g.signature) for g in stages]
+    names = graph.input_names()
+
+    def invoke(feed):
+        by_name = {names[i]: v for i, v in feed.items()}
+        mask = (by_name["input_ids"] != 0).astype(np.int32)
+        seconds = []
+        t0 = time.perf_counter()
+        hidden = runners[0](**by_name)["hidden"]
+        seconds.append(time.perf_counter() - t0)
+        for runner in runners[1:]:
+            t0 = time.perf_counter()
+            hidden = runner(hidden=hidden, padding_mask=mask).get("hidden")
+            seconds.append(time.perf_counter() - t0)
+        return seconds
+
+    return invoke
 
 
 def sha256_of(path):

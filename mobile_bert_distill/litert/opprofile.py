@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+from mobile_bert_distill.errors import UserError
 from mobile_bert_distill.litert.on_device_bench import Graph, delegate_partitions, make_inputs
 
 
@@ -123,6 +124,9 @@ def profile(path, *, threads=1, runs=10, seq_len=None, seed=0):
     with open(path, "rb") as f:
         data = f.read()
     graph = Graph(data, path=path)
+    if graph.is_staged():
+        raise UserError(f"{path} is a staged early-exit model (a signature per layer): profile its full-depth "
+                        "export")
     rng = np.random.default_rng(seed)
     feeds = make_inputs(graph, seq_len or graph.static_seq_len(), rng)
 
