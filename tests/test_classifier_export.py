@@ -291,7 +291,9 @@ def _broken_copy(art, tmp_path, labels=None, task_class=None):
     ("labels_count", "lists 3 classes but the classifier has 2 outputs"),
     ("duplicate_labels", "at least 2 distinct"),
     ("mlm_on_classifier", "export it as a classifier (or as an encoder)"),
-    ("parity_csv_on_mlm", "--parity-csv apply only to --task classifier"),
+    ("parity_csv_on_mlm", "a parity CSV applies only to task classifier, not mlm"),
+    ("full_depth_on_encoder", "the early-exit choice applies only to task classifier, not encoder"),
+    ("short_seq_len", "the sequence length must be at least 8, not 4"),
     ("csv_missing_column", "missing column(s) text"),
     ("csv_unknown_label", "label(s) 'great' not seen"),
     ("int8_without_corpus", "int8 needs a calibration corpus"),
@@ -319,6 +321,10 @@ def test_export_classifier_bad_inputs(art, capsys, tmp_path, case, message):
         argv = ["--student", clf, "--task", "mlm", *base]
     elif case == "parity_csv_on_mlm":
         argv = ["--student", art["student"], "--task", "mlm", "--parity-csv", art["eval_csv"], *base]
+    elif case == "full_depth_on_encoder":
+        argv = ["--student", art["student"], "--task", "encoder", "--full-depth", *base]
+    elif case == "short_seq_len":
+        argv = ["--student", clf, "--task", "classifier", "--seq-len", "4", *base]
     elif case == "csv_missing_column":
         csv_path = write_csv(tmp_path / "e.csv", [("a film", "positive")], header=("sentence", "label"))
         argv = ["--student", clf, "--task", "classifier", "--parity-csv", csv_path, *base]
@@ -370,3 +376,13 @@ def test_a_classifier_is_refused_where_a_student_preset_is_expected(verb, art, t
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{art['classifier']} is a fine-tuned classifier (BertTextClassifier)" in err[0], err
     assert os.listdir(tmp_path) == []
+
+
+def test_min_agreement_policy():
+    from mobile_bert_distill.export import DEFAULT_MIN_AGREEMENT, min_agreement_for
+
+    assert min_agreement_for("int8") == DEFAULT_MIN_AGREEMENT["int8"] == 0.99
+    assert min_agreement_for("dynamic") == 0.95
+    assert min_agreement_for("int8", real_text=False) is None  # random ids: reported, not enforced
+    assert min_agreement_for("int8", 0.5, real_text=False) == 0.5
+    assert min_agreement_for("float32", 0) is None and min_agreement_for("float32", -1) is None

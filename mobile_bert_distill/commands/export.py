@@ -67,38 +67,20 @@ def register(sub):
 
 
 def run(args):
-    from mobile_bert_distill.errors import UserError
-    from mobile_bert_distill.export import DEFAULT_MIN_AGREEMENT, export_student, report_path
+    from mobile_bert_distill.export import export_student, min_agreement_for, report_path
 
-    if args.task != "classifier":
-        given = [f"--{n.replace('_', '-')}" for n in ("parity_csv", "text_column", "label_column")
-                 if getattr(args, n) is not None]
-        if given:
-            raise UserError(f"{', '.join(given)} apply only to --task classifier")
-        if args.seq_len is None:
-            args.seq_len = 128
-    if args.seq_len is not None and args.seq_len < 8:
-        raise UserError("--seq-len must be at least 8")
-    min_agreement = args.min_agreement
-    if min_agreement is None:
-        min_agreement = DEFAULT_MIN_AGREEMENT[args.quantization]
-        if args.calibration_corpus is None and getattr(args, "parity_csv", None) is None:
-            min_agreement = None  # random ids: agreement is reported, not enforced
-    elif min_agreement <= 0:
-        min_agreement = None
     kw = {"recipe": args.int8_recipe} if args.quantization == "int8" else {}
     if args.target_size_mb is not None:
         kw["target_size_mb"] = args.target_size_mb
-    if args.task == "classifier":
-        kw.update(parity_csv=args.parity_csv, text_column=args.text_column, label_column=args.label_column,
-                  early_exit=not args.full_depth)
-    elif args.full_depth:
-        raise UserError("--full-depth applies only to --task classifier")
+    min_agreement = min_agreement_for(args.quantization, args.min_agreement,
+                                      real_text=args.calibration_corpus is not None or args.parity_csv is not None)
     report = export_student(
         args.student, args.out, task=args.task, quantization=args.quantization, seq_len=args.seq_len,
         batch_size=args.batch_size, calibration_corpus=args.calibration_corpus,
         num_calibration=args.num_calibration, num_parity=args.num_parity, max_size_mb=args.max_size_mb,
-        min_agreement=min_agreement, android_assets=args.android_assets, overwrite=args.overwrite, **kw)
+        min_agreement=min_agreement, android_assets=args.android_assets, overwrite=args.overwrite,
+        parity_csv=args.parity_csv, text_column=args.text_column, label_column=args.label_column,
+        early_exit=False if args.full_depth else None, **kw)
     g, par = report["graph_ops"], report["parity"]
     print(f"wrote {args.out} ({report['size_mb']:.3f} MB, {args.quantization}"
           f"{', recipe ' + report['recipe'] if report.get('recipe') else ''}; {report['params']:,} params)")

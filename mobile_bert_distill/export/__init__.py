@@ -62,16 +62,16 @@ from mobile_bert_distill.export.validation import (
     NEAR_TIE_GAP, agreement_of, classifier_probabilities, count_params, inspect_tflite, keras_outputs, parity)
 from mobile_bert_distill.export.presets import check_student_dir, find_preset_vocab, load_student, preset_task_class
 from mobile_bert_distill.export.recipes import (
-    DEFAULT_MIN_AGREEMENT, DEFAULT_QUANTIZATION, INPUT_NAMES, INT8_RECIPES, MIXED, MLM_QUANTIZATIONS, OUTPUT_NAMES,
-    QUANTIZATIONS)
+    DEFAULT_MIN_AGREEMENT, DEFAULT_QUANTIZATION, INPUT_NAMES, INT8_RECIPES, MIN_SEQ_LEN, MIXED, MLM_QUANTIZATIONS,
+    OUTPUT_NAMES, QUANTIZATIONS, min_agreement_for)
 from mobile_bert_distill.export.sequences import (
     corpus_sequences, random_sequences, read_calibration_text, text_sequences)
 from mobile_bert_distill.export.student import export_student
 
 __all__ = [
     # recipes
-    "DEFAULT_MIN_AGREEMENT", "DEFAULT_QUANTIZATION", "INPUT_NAMES", "INT8_RECIPES", "MIXED", "MLM_QUANTIZATIONS",
-    "OUTPUT_NAMES", "QUANTIZATIONS",
+    "DEFAULT_MIN_AGREEMENT", "DEFAULT_QUANTIZATION", "INPUT_NAMES", "INT8_RECIPES", "MIN_SEQ_LEN", "MIXED",
+    "MLM_QUANTIZATIONS", "OUTPUT_NAMES", "QUANTIZATIONS", "min_agreement_for",
     # sequences
     "corpus_sequences", "random_sequences", "read_calibration_text", "text_sequences",
     # conversion

@@ -20,6 +20,20 @@ OUTPUT_NAMES = {"mlm": ("logits",), "encoder": ("pooled_output", "sequence_outpu
                 "classifier": ("probabilities",)}
 #: Minimum masked-token top-1 agreement with the float model, per mode (CLI default).
 DEFAULT_MIN_AGREEMENT = {"float32": 0.999, "float16": 0.99, "dynamic": 0.95, "int8": 0.99, MIXED: 0.9}
+#: The shortest static sequence length an export takes.
+MIN_SEQ_LEN = 8
+
+
+def min_agreement_for(quantization, value=None, *, real_text=True):
+    """The parity floor an export enforces (``None``: reported, not enforced).
+
+    ``value`` when given (0 or less: none); else the default of ``quantization``
+    when parity runs on real text (a calibration corpus or a labelled CSV), else
+    none: agreement on random ids says little.
+    """
+    if value is not None:
+        return value if value > 0 else None
+    return DEFAULT_MIN_AGREEMENT[quantization] if real_text else None
 
 
 def recipe_table():

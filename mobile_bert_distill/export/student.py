@@ -12,24 +12,28 @@ from mobile_bert_distill.export.conversion import export_keras_model, report_pat
 from mobile_bert_distill.export.mixed import check_mixed
 from mobile_bert_distill.export.graph import TASKS
 from mobile_bert_distill.export.presets import check_student_dir, load_student, preset_task_class
-from mobile_bert_distill.export.recipes import MIXED, MLM_QUANTIZATIONS
+from mobile_bert_distill.export.recipes import MIN_SEQ_LEN, MIXED, MLM_QUANTIZATIONS
 from mobile_bert_distill.export.sequences import corpus_sequences, read_calibration_text
 from mobile_bert_distill.text.corpus import split_corpus
 
 
-def export_student(student_dir, out_path, *, task="mlm", quantization="int8", seq_len=128,
+def export_student(student_dir, out_path, *, task="mlm", quantization="int8", seq_len=None,
                    batch_size=1, calibration_corpus=None, num_calibration=200, num_parity=200,
-                   max_size_mb=None, min_agreement=None, android_assets=None, overwrite=False, seed=0, **kw):
+                   max_size_mb=None, min_agreement=None, android_assets=None, overwrite=False, seed=0,
+                   parity_csv=None, text_column=None, label_column=None, early_exit=None, **kw):
     """Export the student preset at ``student_dir``; what ``mbd export`` runs.
 
     Calibration (int8) and parity sequences come from ``calibration_corpus``
     (a text file, one sentence or paragraph per line): every 10th line is
     held out for parity, the rest calibrates. Without a corpus, int8 refuses
     (random ids are not a calibration set) and parity uses random valid ids.
+    ``seq_len`` defaults to 128 (a classifier: its preprocessor's length).
     ``android_assets`` (a directory) additionally receives ``model.tflite``,
     ``vocab.txt`` and ``model_info.json``. ``task="classifier"`` hands over
     to the classifier export (``student_dir`` is then the classifier
-    folder ``mbd finetune`` writes).
+    folder ``mbd finetune`` writes); ``parity_csv``, ``text_column``,
+    ``label_column`` and ``early_exit`` (false: a folder with early exits
+    exports as the plain full-depth classifier) apply to it alone.
 
     The outputs (``out_path``, its report unless ``write_report=False``, and the
     Android asset files) appear together when everything succeeded, or not at all.
@@ -42,6 +46,19 @@ def export_student(student_dir, out_path, *, task="mlm", quantization="int8", se
         raise UserError(f"quantization must be one of {', '.join(MLM_QUANTIZATIONS)}, not {quantization!r}")
     if task not in TASKS:
         raise UserError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+    classifier_only = {"a parity CSV": parity_csv, "a text column": text_column, "a label column": label_column,
+                       "the early-exit choice": early_exit}
+    if task == "classifier":
+        kw.update(parity_csv=parity_csv, text_column=text_column, label_column=label_column,
+                  early_exit=early_exit is not False)
+    else:
+        given = [name for name, value in classifier_only.items() if value is not None]
+        if given:
+            raise UserError(f"{' and '.join(given)} appl{'y' if len(given) > 1 else 'ies'} only to task "
+                            f"classifier, not {task}")
+        seq_len = 128 if seq_len is None else seq_len
+    if seq_len is not None and seq_len < MIN_SEQ_LEN:
+        raise UserError(f"the sequence length must be at least {MIN_SEQ_LEN}, not {seq_len}")
     check_mixed(quantization, task, kw.get("target_size_mb"), calibration_corpus)
     write_report = kw.pop("write_report", True)
     out_path = str(out_path)
