@@ -386,3 +386,17 @@ def test_min_agreement_policy():
     assert min_agreement_for("int8", real_text=False) is None  # random ids: reported, not enforced
     assert min_agreement_for("int8", 0.5, real_text=False) == 0.5
     assert min_agreement_for("float32", 0) is None and min_agreement_for("float32", -1) is None
+
+
+def test_parity_gate_refuses_below_the_floor_with_a_hint_for_int8():
+    from mobile_bert_distill.export.validation import check_agreement
+
+    block = {"label_agreement": 0.95, "sequences": 320}
+    check_agreement(block, None, "int8")   # no floor
+    check_agreement(block, 0.95, "int8")   # at the floor
+    with pytest.raises(UserError, match=r"parity 0\.9500 below the minimum agreement 0\.99 \(int8, 320 sequences\)"
+                                        r".*quantization dynamic"):
+        check_agreement(block, 0.99, "int8")
+    with pytest.raises(UserError) as e:
+        check_agreement(block, 0.99, "float16")
+    assert "dynamic" not in str(e.value)

@@ -267,7 +267,7 @@ def export_bilstm(folder, out_path, *, quantization="int8", seq_len=None, batch_
     from mobile_bert_distill.downstream.bilstm import load_bilstm_classifier
     from mobile_bert_distill.export.classifier import classifier_sequences, read_finetune_metrics
     from mobile_bert_distill.export.sequences import random_sequences
-    from mobile_bert_distill.export.validation import agreement_of, count_params, inspect_tflite, parity
+    from mobile_bert_distill.export.validation import check_agreement, count_params, inspect_tflite, parity
     from mobile_bert_distill.litert.tools import load_interpreter, run_batches
     from mobile_bert_distill.text.wordpiece import WordPiece
 
@@ -304,10 +304,7 @@ def export_bilstm(folder, out_path, *, quantization="int8", seq_len=None, batch_
     interp, _ = load_interpreter(model_content=flat, num_threads=1)
     par = parity("classifier", keras_probabilities(model, checks), run_batches(interp, checks), checks, labels)
     par["source"] = parity_data["source"]
-    if min_agreement is not None and agreement_of(par) < min_agreement:
-        raise UserError(f"parity {agreement_of(par):.4f} below the minimum agreement {min_agreement} "
-                        f"({quantization}, {par['sequences']} sequences); nothing written", option="min_agreement",
-                        purpose="with a lower value to accept it")
+    check_agreement(par, min_agreement, quantization)
     report = {
         "model_file": os.path.basename(str(out_path)), "task": "classifier", "architecture": "bilstm",
         "quantization": quantization, "recipe": None, "graph": "bilstm",

@@ -19,7 +19,7 @@ import time
 from mobile_bert_distill.atomic import atomic_file, atomic_write_json
 from mobile_bert_distill.errors import UserError
 from mobile_bert_distill.export.graph import TASKS
-from mobile_bert_distill.export.validation import agreement_of, count_params, inspect_tflite, keras_outputs, parity
+from mobile_bert_distill.export.validation import check_agreement, count_params, inspect_tflite, keras_outputs, parity
 from mobile_bert_distill.export.mixed import check_mixed
 from mobile_bert_distill.export.recipes import INPUT_NAMES, INT8_RECIPES, MIXED, MLM_QUANTIZATIONS, QUANTIZATIONS, recipe_table
 from mobile_bert_distill.export.sequences import as_feeds, check_feeds, model_special_ids, random_sequences
@@ -325,12 +325,7 @@ def export_keras_model(model, out_path, *, task="mlm", quantization="float32", s
     reference = keras_outputs(model, task, checks)
     par = parity(task, reference, candidate, checks, parity_labels, mask_id=special["[MASK]"])
     par["source"] = parity_source
-    if min_agreement is not None and agreement_of(par) < min_agreement:
-        raise UserError(
-            f"parity {agreement_of(par):.4f} below the minimum agreement {min_agreement} "
-            f"({quantization}, {par['sequences']} sequences); nothing written", option="min_agreement",
-            purpose="with a lower value to accept it"
-        )
+    check_agreement(par, min_agreement, quantization)
     report = {
         "model_file": os.path.basename(str(out_path)),
         "task": task,

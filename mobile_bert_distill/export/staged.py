@@ -206,7 +206,7 @@ def export_staged(model, out_path, *, heads, task="classifier", quantization="in
     from mobile_bert_distill.export.graph import ExportBert, GraphOptions
     from mobile_bert_distill.export.recipes import INT8_RECIPES, QUANTIZATIONS, recipe_table
     from mobile_bert_distill.export.sequences import as_feeds, check_feeds, random_sequences
-    from mobile_bert_distill.export.validation import agreement_of, count_params, keras_outputs, parity
+    from mobile_bert_distill.export.validation import check_agreement, count_params, keras_outputs, parity
     from mobile_bert_distill.litert.early_exit import StagedRunner
     from mobile_bert_distill.litert.tools import load_interpreter
 
@@ -272,10 +272,7 @@ def export_staged(model, out_path, *, heads, task="classifier", quantization="in
                  checks, parity_labels)
     par["source"] = "given" if parity_sequences is not None else "random_ids"
     par["exit_label_agreement"] = _exit_agreement(staged, checks, exits)
-    if min_agreement is not None and agreement_of(par) < min_agreement:
-        raise UserError(f"parity {agreement_of(par):.4f} below the minimum agreement {min_agreement} "
-                        f"({quantization}, {par['sequences']} sequences); nothing written", option="min_agreement",
-                        purpose="with a lower value to accept it")
+    check_agreement(par, min_agreement, quantization)
     ops = _inspect_pieces(pieces)
     report = {
         "model_file": os.path.basename(str(out_path)), "task": "classifier", "quantization": quantization,

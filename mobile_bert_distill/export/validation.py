@@ -170,9 +170,23 @@ def parity(task, reference, candidate, feeds, labels=None, mask_id=KIT_SPECIAL_I
 
 
 def agreement_of(parity_block):
-    """The single number ``--min-agreement`` is checked against."""
+    """The single number the minimum agreement is checked against."""
     if "label_agreement" in parity_block:
         return parity_block["label_agreement"]
     if "top1_agreement" in parity_block:
         return parity_block["top1_agreement"]
     return parity_block["sequence_output_cosine_mean"]
+
+
+def check_agreement(parity_block, min_agreement, quantization):
+    """Refuse (:class:`UserError`, nothing is written yet) when the export agrees with its float model less
+    than ``min_agreement`` (``None``: no floor)."""
+    from mobile_bert_distill.errors import UserError
+
+    if min_agreement is None or agreement_of(parity_block) >= min_agreement:
+        return
+    hint = ("; quantization dynamic (int8 weights, float activations) usually agrees more"
+            if quantization == "int8" else "")
+    raise UserError(f"parity {agreement_of(parity_block):.4f} below the minimum agreement {min_agreement} "
+                    f"({quantization}, {parity_block['sequences']} sequences); nothing written{hint}",
+                    option="min_agreement", purpose="with a lower value to accept it")
