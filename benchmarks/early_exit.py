@@ -19,7 +19,8 @@ are only comparable within one run on one machine: the CPU model and SIMD flags 
 printed and stored with them.
 
 Writes ``OUT/early_exit.json`` and ``OUT/early_exit.md`` (also printed); the two exports stay in
-``OUT`` and are reused by a later run (``--rerun`` redoes them).
+``OUT`` and are reused by a later run while the folder, the data and the settings are unchanged
+(``--rerun`` redoes them).
 
     python benchmarks/early_exit.py --classifier clf_ee/ --train train.csv --eval eval.csv --out bench/early_exit
     python benchmarks/early_exit.py ... --quick     # 100 eval sentences, 1 round: a smoke run
@@ -45,28 +46,22 @@ TARGET_SPEEDUP, TARGET_DROP_POINTS = 2.0, 1.0
 
 
 def export_both(args, log):
-    """The staged and the full-depth int8 exports of the classifier (reused when present)."""
+    """The staged and the full-depth int8 exports of the classifier (reused while the folder, the data
+    and the settings are unchanged)."""
+    from finetune_kd import cached_int8_export, calibration_file
+
     from mobile_bert_distill.downstream.finetune import read_labelled_csv
-    from mobile_bert_distill.export import export_student
 
     os.makedirs(args.out, exist_ok=True)
-    calib = os.path.join(args.out, "calibration.txt")
-    if not os.path.isfile(calib) or args.rerun:
-        texts, _ = read_labelled_csv(args.train, log=None)
-        with open(calib, "w", encoding="utf-8") as f:
-            f.write("\n".join(texts) + "\n")
+    calib = calibration_file(os.path.join(args.out, "calibration.txt"), read_labelled_csv(args.train, log=None)[0])
     paths = {}
     for name, staged in (("staged", True), ("full_depth", False)):
         out = paths[name] = os.path.join(args.out, f"{name}_int8.tflite")
-        if os.path.isfile(out) and not args.rerun:
-            log(f"reusing {out}")
-            continue
         t0 = time.perf_counter()
-        report = export_student(args.classifier, out, task="classifier", quantization="int8", seq_len=None,
-                                calibration_corpus=calib, num_calibration=args.num_calibration,
-                                parity_csv=args.eval, overwrite=True, early_exit=staged, min_agreement=None)
-        log(f"exported {out}: {report['size_mb']:.2f} MB, label agreement with float "
-            f"{report['parity']['label_agreement']:.4f} ({time.perf_counter() - t0:.0f} s)")
+        report, cached = cached_int8_export(args.classifier, out, calib, args.eval, args.num_calibration,
+                                            rerun=args.rerun, early_exit=staged)
+        log(f"{'reused' if cached else 'exported'} {out}: {report['size_mb']:.2f} MB, label agreement with "
+            f"float {report['parity']['label_agreement']:.4f} ({time.perf_counter() - t0:.0f} s)")
     return paths
 
 
