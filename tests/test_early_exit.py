@@ -30,7 +30,7 @@ def ee(tmp_path_factory):
     clf = root / "clf"
     assert main(["finetune", "--student", student, "--data", train_csv, "--eval", eval_csv, "--out", str(clf),
                  "--epochs", "4", "--learning-rate", "1e-2", "--seq-len", str(SEQ_LEN), "--early-exit",
-                 "--exit-corpus", str(corpus), "--exit-epochs", "8"]) == 0
+                 "--exit-corpus", str(corpus), "--exit-epochs", "8", "--exit-augment", "2"]) == 0
     common = ["export", "--student", str(clf), "--task", "classifier", "--quantization", "int8",
               "--calibration-corpus", str(corpus), "--num-calibration", "48", "--parity-csv", eval_csv,
               "--min-agreement", "0.5"]
@@ -99,6 +99,7 @@ def test_finetune_writes_exits_beside_a_plain_preset_and_they_learn(ee):
     assert len(ex["exit_accuracy"]) == len(ex["exit_macro_f1"]) == LAYERS
     assert ex["exit_accuracy"][-1] == pytest.approx(metrics["accuracy"], abs=0.02)  # the last exit is the model
     assert ex["training"]["extra_texts"] == 300 and ex["training"]["texts"] == 500
+    assert 500 < ex["training"]["augmented_copies"] <= 2 * 500 and ex["training"]["augmentation"]["n_iter"] == 2
     losses = ex["training"]["loss_per_epoch"]
     assert losses[-1] < losses[0]
     for k in range(LAYERS - 1):  # each branch got closer to the main classifier and agrees above chance
@@ -122,6 +123,56 @@ def test_finetune_refuses_a_bad_exit_corpus_before_writing(ee, tmp_path, capsys)
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and words in err[0], err
     assert not out.exists()
+
+
+def test_layer_features_skip_the_padding_and_leave_the_tokenizer_as_it_was(ee):
+    from mobile_bert_distill.downstream.early_exit import layer_features
+    from mobile_bert_distill.downstream.finetune import load_classifier
+
+    clf, _ = load_classifier(ee["clf"])
+    short, long = "a witty film", " ".join(_texts(ee)[:6])  # cut to different widths in one batch
+    f_alone, p_alone = layer_features(clf, [short], progress=False)
+    f_mixed, p_mixed = layer_features(clf, [long, short, "a [MASK] film"], progress=False)
+    np.testing.assert_allclose(f_mixed[1], f_alone[0], atol=1e-5)
+    np.testing.assert_allclose(p_mixed[1], p_alone[0], atol=1e-6)
+    assert not np.allclose(f_mixed[0], f_mixed[1], atol=1e-3)  # rows stay with their texts
+    assert clf.preprocessor.tokenizer.special_tokens_in_strings is False  # "[MASK]" was read as the mask token only there
+    tokens = clf.preprocessor(["a [MASK] film"])["token_ids"][0]
+    mask_id = clf.preprocessor.tokenizer.token_to_id("[MASK]")
+    assert mask_id not in np.asarray(tokens).tolist()
+
+
+def test_exits_alone_for_a_fine_tuned_classifier(ee, tmp_path):
+    from mobile_bert_distill.downstream.early_exit import ExitHeads
+    from mobile_bert_distill.downstream.finetune import load_classifier
+
+    out = tmp_path / "clf_exits"
+    assert main(["finetune", "--classifier", ee["clf"], "--early-exit", "--data", ee["train_csv"], "--eval",
+                 ee["eval_csv"], "--out", str(out), "--exit-epochs", "2", "--exit-augment", "1", "--seed", "3"]) == 0
+    old, _ = load_classifier(ee["clf"])
+    new, classes = load_classifier(str(out))
+    assert classes == ["negative", "positive"]
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(old.weights, new.weights))
+    with open(out / "metrics.json", encoding="utf-8") as f:
+        ex = json.load(f)["early_exit"]
+    assert ex["added_to"] == os.path.abspath(ee["clf"]) and ex["training"]["epochs"] == 2
+    assert 0 < ex["training"]["augmented_copies"] <= 500 and ex["training"]["seed"] == 3
+    heads, before = ExitHeads.load(str(out)), ExitHeads.load(ee["clf"])
+    heads.check_matches(new, "test")
+    assert not np.array_equal(heads.w1, before.w1)  # new exits, from the main head again
+
+
+def test_exits_alone_refuse_fine_tuning_options_and_their_own_folder(ee, tmp_path, capsys):
+    out = tmp_path / "clf"
+    base = ["finetune", "--classifier", ee["clf"], "--data", ee["train_csv"], "--eval", ee["eval_csv"]]
+    for extra, words in ((["--out", str(out)], "only get early exits"),
+                         (["--out", str(out), "--early-exit", "--epochs", "2"], "epochs applies only to fine-tuning"),
+                         (["--out", str(out), "--early-exit", "--arch", "bilstm"], "arch applies only"),
+                         (["--out", ee["clf"], "--early-exit", "--overwrite"], "is the classifier itself")):
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
+    assert not out.exists() and os.path.isfile(os.path.join(ee["clf"], "early_exit.npz"))
 
 
 # ------------------------------------------------------------------ the staged export and its runtime

@@ -26,43 +26,57 @@ def register(sub):
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--student", metavar="DIR", help="student preset (OUT/student)")
     who.add_argument("--teacher", metavar="DIR", help="teacher checkpoint (OUT/teacher) or HF/keras-hub folder")
+    who.add_argument("--classifier", metavar="DIR",
+                     help="a classifier that is already fine-tuned (what `mbd finetune` wrote): keep it as it is "
+                          "and train only its early exits (with --early-exit; the texts of --data, unlabelled)")
     add_labelled_data(p, "classes are its distinct values")
     p.add_argument("--epochs", type=T.positive_int,
                    help="passes over the training CSV (default: 3; --arch bilstm: 3 over the augmented set)")
-    p.add_argument("--batch-size", type=T.positive_int, default=32, help="texts per step (default: 32)")
+    p.add_argument("--batch-size", type=T.positive_int, help="texts per step (default: 32)")
     p.add_argument("--learning-rate", type=T.positive_float,
                    help="peak learning rate (default: 5e-4; 5e-5 for models 384-d and wider, which diverge at 5e-4)")
-    p.add_argument("--seq-len", type=T.positive_int, default=64, help="tokens per text (default: 64)")
+    p.add_argument("--seq-len", type=T.positive_int, help="tokens per text (default: 64)")
     p.add_argument("--teacher-classifier", metavar="DIR", help="fine-tuned teacher classifier for soft targets")
     p.add_argument("--temperature", type=T.positive_float, help="soft-target temperature (default: 2.0)")
     p.add_argument("--alpha", type=T.unit_interval, help="weight of the hard-label loss (default: 0.5)")
     p.add_argument("--kd-loss", choices=("kl", "mse"),
                    help="soft-target loss: kl on tempered probabilities, or mse on logits (default: kl)")
-    p.add_argument("--seed", type=T.seed, default=0, help="seed of the shuffling and the new layers (default: 0)")
+    p.add_argument("--seed", type=T.seed, help="seed of the shuffling and the new layers (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    from mobile_bert_distill.downstream.bilstm_augment import Augmentation
+
+    a = Augmentation()
     ee = p.add_argument_group("early exit (FastBERT self-distillation)")
     ee.add_argument("--early-exit", action="store_true",
-                    help="after fine-tuning, freeze the model and train a classifier after every layer on the "
-                         "main classifier's outputs (KL), saved beside the preset; `mbd export` then writes a "
-                         "staged model that `mbd predict --speed` stops early")
+                    help="after fine-tuning (or on --classifier), freeze the model and train a classifier after "
+                         "every layer on the main classifier's outputs (KL), saved beside the preset; `mbd export` "
+                         "then writes a staged model that `mbd predict --speed` stops early")
     ee.add_argument("--exit-corpus", metavar="TEXT",
                     help="extra unlabelled text for the exits, one sentence per line (besides the training texts)")
     ee.add_argument("--exit-epochs", type=T.positive_int,
-                    help="passes of the exits' self-distillation (default: 60)")
+                    help="passes of the exits' self-distillation over their texts (default: 60; 10 with "
+                         "--exit-augment)")
+    ee.add_argument("--exit-augment", type=T.nonnegative_int, metavar="N",
+                    help="add N augmented copies of each training text to the exits' texts (word masking and "
+                         f"n-gram sampling as for the BiLSTM, at its rates {a.p_mask} and {a.p_ng}), labelled "
+                         "by the classifier (default: 0, none)")
     _register_bilstm(p)
     p.set_defaults(func=run)
 
 
 _OPTIONS = ("text_column", "label_column", "epochs", "batch_size", "learning_rate", "seq_len", "teacher_classifier",
             "temperature", "alpha", "kd_loss", "seed", "overwrite", "early_exit", "exit_corpus", "exit_epochs",
-            "lstm_units", "dense_units", "p_mask", "p_ng", "n_iter")
+            "exit_augment", "lstm_units", "dense_units", "p_mask", "p_ng", "n_iter")
 
 
 def run(args):
-    from mobile_bert_distill.downstream.arch import train_classifier
+    from mobile_bert_distill.downstream.arch import add_exits_to, train_classifier
 
-    train_classifier(args.student or args.teacher, args.data, args.eval, args.out, arch=args.arch,
-                     **{n: getattr(args, n) for n in _OPTIONS})
+    options = {n: getattr(args, n) for n in _OPTIONS + ("arch",)}
+    if args.classifier:
+        add_exits_to(args.classifier, args.data, args.eval, args.out, **options)
+    else:
+        train_classifier(args.student or args.teacher, args.data, args.eval, args.out, **options)
     return 0
 
 
@@ -74,7 +88,7 @@ def _register_bilstm(p):
     from mobile_bert_distill.downstream.bilstm_augment import Augmentation
 
     a = Augmentation()
-    p.add_argument("--arch", choices=ARCHS, default="bert",
+    p.add_argument("--arch", choices=ARCHS,
                    help="bert: fine-tune the preset itself (default); bilstm: distil --teacher-classifier into a "
                         "BiLSTM over the preset's vocabulary (Tang et al. 2019: MSE on the teacher's logits over "
                         "the training texts and augmented copies; embedding initialised from the preset's)")

@@ -1,4 +1,5 @@
-"""Task-data augmentation for distilling a classifier into a small student (Tang et al. 2019, §3.2).
+"""Task-data augmentation for distilling a classifier into a small student (Tang et al. 2019, §3.2);
+the BiLSTM student and the FastBERT exits both learn from it.
 
 A teacher labels any text with its logits, so the student can learn from many
 more texts than the labelled set holds. Each example yields up to ``n_iter``

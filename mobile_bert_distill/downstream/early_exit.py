@@ -19,6 +19,10 @@ The frozen backbone makes the branch inputs fixed, so they are computed once
 (by the export graph rebuild, :class:`~mobile_bert_distill.export.graph.ExportBert`,
 in float: the function the staged export runs) and only the branches train.
 
+The unlabelled texts are the training texts, any extra corpus and, if asked,
+augmented copies of the training texts (Tang et al.'s word masking and n-gram
+sampling, :mod:`~mobile_bert_distill.downstream.bilstm_augment`).
+
 The branches are saved beside the classifier preset (which stays a plain keras-hub
 preset) as ``early_exit.npz`` (weights) and ``early_exit.json`` (shapes, settings).
 
@@ -157,41 +161,66 @@ def exit_inputs(built, x, padding_mask):
 def layer_features(classifier, texts, *, batch_size=32, progress=True):
     """Branch inputs ``[N, L-1, 2H]`` and the main classifier's probabilities ``[N, K]`` of ``texts``.
 
-    The classifier's own preprocessor tokenizes; the float export graph
+    The classifier's own preprocessor tokenizes (a literal ``[MASK]``, which the
+    augmentation writes, is read as its mask token); the float export graph
     (:class:`~mobile_bert_distill.export.graph.ExportBert`) runs the layers.
     """
+    tokenizer = classifier.preprocessor.tokenizer
+    reads_specials = tokenizer.special_tokens_in_strings
+    tokenizer.special_tokens_in_strings = True
+    try:
+        return _layer_features(classifier, list(texts), batch_size, progress)
+    finally:  # the classifier is saved afterwards: leave its tokenizer as it was
+        tokenizer.special_tokens_in_strings = reads_specials
+
+
+def _layer_features(classifier, texts, batch_size, progress):
     import tensorflow as tf
 
+    from mobile_bert_distill.downstream.finetune import LENGTH_STEP
     from mobile_bert_distill.export.graph import ExportBert
 
-    texts = list(texts)
     seq_len = int(classifier.preprocessor.sequence_length)
-    built = ExportBert.from_keras(classifier, task="classifier", seq_len=seq_len, batch_size=batch_size)
-    L = len(built.stream_betas)
+    graphs = {}  # one graph per padded width: the padding, which the model masks out, is not computed
 
-    @tf.function(autograph=False)
-    def run(ids, segments, mask):
-        x, bias = built.embed(ids, segments), built.mask_bias(mask)
-        feats = []
-        for i in range(L):
-            x = built.encoder_layer(i, x, bias)
-            if i < L - 1:
-                feats.append(tf.concat(exit_inputs(built, x + built.stream_betas[i], mask), axis=-1))
-        return tf.stack(feats, axis=1), built.classifier_probabilities(x + built.stream_betas[-1])
+    def graph(width):
+        if width not in graphs:
+            built = ExportBert.from_keras(classifier, task="classifier", seq_len=width, batch_size=batch_size)
+            L = len(built.stream_betas)
 
-    feats, probs = [], []
+            @tf.function(autograph=False)
+            def run(ids, segments, mask):
+                x, bias = built.embed(ids, segments), built.mask_bias(mask)
+                feats = []
+                for i in range(L):
+                    x = built.encoder_layer(i, x, bias)
+                    if i < L - 1:
+                        feats.append(tf.concat(exit_inputs(built, x + built.stream_betas[i], mask), axis=-1))
+                return tf.stack(feats, axis=1), built.classifier_probabilities(x + built.stream_betas[-1])
+
+            graphs[width] = run
+        return graphs[width]
+
+    x = classifier.preprocessor(texts)
+    x = {k: np.asarray(x[k], np.int32) for k in ("token_ids", "segment_ids", "padding_mask")}
+    lengths = x["padding_mask"].sum(axis=1)
+    order = np.argsort(lengths, kind="stable")  # texts of similar length share a batch
+    feats, probs = None, None
     starts = range(0, len(texts), batch_size)
     if progress:
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc="layer features", unit="batch", leave=False)
     for start in starts:
-        chunk = texts[start : start + batch_size]
-        x = classifier.preprocessor(chunk + [chunk[-1]] * (batch_size - len(chunk)))
-        f, p = run(*(tf.cast(x[k], tf.int32) for k in ("token_ids", "segment_ids", "padding_mask")))
-        feats.append(f.numpy()[: len(chunk)])
-        probs.append(p.numpy()[: len(chunk)])
-    return np.concatenate(feats), np.concatenate(probs)
+        rows = order[start : start + batch_size]
+        width = int(min(seq_len, -(-lengths[rows].max() // LENGTH_STEP) * LENGTH_STEP))
+        padded = np.concatenate([rows, np.repeat(rows[-1:], batch_size - len(rows))])
+        f, p = graph(width)(*(tf.constant(x[k][padded, :width]) for k in ("token_ids", "segment_ids", "padding_mask")))
+        if feats is None:
+            feats = np.zeros((len(texts),) + tuple(f.shape[1:]), np.float32)
+            probs = np.zeros((len(texts), p.shape[-1]), np.float32)
+        feats[rows], probs[rows] = f.numpy()[: len(rows)], p.numpy()[: len(rows)]
+    return feats, probs
 
 
 # ------------------------------------------------------------------ training (Keras)
@@ -262,15 +291,26 @@ def train_exits(heads, features, p_main, *, epochs=60, batch_size=64, learning_r
 EVAL_SPEEDS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 
 
+#: The exits' Adam passes over their texts: the training texts alone, or with augmented copies.
+EPOCHS_PLAIN, EPOCHS_AUGMENTED = 60, 10
+
+
 class ExitTraining:
     """The self-distillation settings; :meth:`fit` trains and scores the exits of a fine-tuned classifier.
 
     Args:
         corpus: extra unlabelled text (a file, one sentence per line; the first
             :data:`MAX_EXTRA_TEXTS` lines) besides the training texts, or ``None``.
-        epochs, batch_size, learning_rate: the branches' Adam training (on the Rotten Tomatoes
-            6 x 384 teacher the early exits kept improving from 10 to 60-100 epochs and
-            overfit at 200: the branches grew overconfident and less accurate).
+        augmentation: an :class:`~mobile_bert_distill.downstream.bilstm_augment.Augmentation`
+            (Tang et al.'s word masking and n-gram sampling) that adds up to ``n_iter``
+            copies of each training text, for the main classifier to label like the rest;
+            ``None`` (default) or ``n_iter = 0`` adds none. Measured on the Rotten Tomatoes
+            6 x 384 teacher (``docs/results/early_exit.md``): 20 copies looked better on the
+            dev split and were worse on the eval split (3 seeds), so they are not the default.
+        epochs: passes over all the texts (default: :data:`EPOCHS_PLAIN` without copies: on
+            that teacher the plain exits kept improving from 10 to 60-100 epochs and overfit at
+            200; :data:`EPOCHS_AUGMENTED` with them).
+        batch_size, learning_rate: the branches' Adam training.
 
     The corpus is read here, so a bad file is refused before any training.
 
@@ -279,9 +319,13 @@ class ExitTraining:
         finetune(student, "train.csv", "eval.csv", "clf/", early_exit=ExitTraining("extra.txt", epochs=10))
     """
 
-    def __init__(self, corpus=None, *, epochs=60, batch_size=64, learning_rate=1e-3):
+    def __init__(self, corpus=None, *, augmentation=None, epochs=None, batch_size=64, learning_rate=1e-3):
+        from mobile_bert_distill.downstream.bilstm_augment import Augmentation
         from mobile_bert_distill.export.sequences import read_calibration_text
 
+        self.augmentation = augmentation or Augmentation(n_iter=0)
+        if epochs is None:
+            epochs = EPOCHS_AUGMENTED if self.augmentation.n_iter else EPOCHS_PLAIN
         if epochs < 1 or batch_size < 1 or not learning_rate > 0:
             raise UserError("the exits need epochs >= 1, batch size >= 1 and a learning rate > 0")
         self.corpus = corpus
@@ -289,11 +333,17 @@ class ExitTraining:
         self.epochs, self.batch_size, self.learning_rate = epochs, batch_size, learning_rate
 
     def fit(self, classifier, train_texts, eval_texts, y_eval, *, seed=0, log=print):
-        """Train the branches of ``classifier`` on ``train_texts`` (no labels) + the extra text;
-        returns ``(ExitHeads, metrics)`` with each exit's accuracy on the eval texts."""
-        texts = list(train_texts) + self.extra_texts
+        """Train the branches of ``classifier`` on ``train_texts`` (no labels), their augmented
+        copies and the extra text; returns ``(ExitHeads, metrics)`` with each exit's accuracy
+        on the eval texts."""
+        from mobile_bert_distill.downstream.bilstm_augment import augment_texts
+
+        texts, _ = augment_texts(train_texts, self.augmentation, seed=seed)
+        copies = len(texts) - len(train_texts)
+        texts += self.extra_texts
         if log:
-            log(f"early exits: layer features of {len(texts)} texts ({len(self.extra_texts)} extra)")
+            log(f"early exits: layer features of {len(texts)} texts ({copies} augmented copies, "
+                f"{len(self.extra_texts)} extra)")
         features, p_main = layer_features(classifier, texts, progress=log is not None)
         heads = ExitHeads.from_classifier(classifier)
         ev_features, ev_main = layer_features(classifier, eval_texts, progress=log is not None)
@@ -301,7 +351,9 @@ class ExitTraining:
         heads, losses = train_exits(heads, features, p_main, epochs=self.epochs, batch_size=self.batch_size,
                                     learning_rate=self.learning_rate, seed=seed, verbose=2 if log else 0)
         after = exit_scores(heads, ev_features, ev_main, y_eval)
-        heads.info = {"training": {"texts": len(train_texts), "extra_texts": len(self.extra_texts),
+        heads.info = {"training": {"texts": len(train_texts), "augmented_copies": copies,
+                                   "augmentation": self.augmentation.to_dict(),
+                                   "extra_texts": len(self.extra_texts),
                                    "corpus": os.path.abspath(self.corpus) if self.corpus else None,
                                    "epochs": self.epochs, "batch_size": self.batch_size,
                                    "learning_rate": self.learning_rate, "seed": seed,

@@ -334,6 +334,44 @@ def _locked_finetune(model_dir, train_csv, eval_csv, out_dir, *, text_column, la
     return metrics
 
 
+def add_exits(classifier_dir, train_csv, eval_csv, out_dir, *, early_exit, text_column=None, label_column=None,
+              seed=0, overwrite=False, log=print):
+    """Train early exits for a classifier that is already fine-tuned; returns the metrics.
+
+    FastBERT's second step alone: the classifier folder ``classifier_dir`` (what
+    ``mbd finetune`` or ``mbd theseus`` wrote) keeps its weights, and ``early_exit``
+    (an :class:`~mobile_bert_distill.downstream.early_exit.ExitTraining`) trains its
+    exits on the texts of ``train_csv`` (labels unused) and scores them on ``eval_csv``.
+    ``out_dir`` gets the classifier with its new exits (any old ones are replaced) and
+    its metrics plus ``early_exit``. The CSV columns default to the classifier's own.
+    """
+    from mobile_bert_distill.atomic import locked_output
+
+    if os.path.abspath(out_dir) == os.path.abspath(classifier_dir):
+        raise UserError(f"the output folder {out_dir} is the classifier itself: write the classifier with "
+                        "exits to another folder")
+    clf, classes = load_classifier(classifier_dir)
+    with open(os.path.join(classifier_dir, LABELS_FILE), encoding="utf-8") as f:
+        columns = json.load(f)
+    text_column, label_column = text_column or columns["text_column"], label_column or columns["label_column"]
+    with locked_output(out_dir, overwrite, "classifier folder"):
+        tr_texts, _ = read_labelled_csv(train_csv, text_column, label_column, log=log)
+        ev_texts, ev_labels = read_labelled_csv(eval_csv, text_column, label_column, log=log)
+        y_eval = encode_labels(ev_labels, classes, eval_csv)
+        metrics_path = os.path.join(classifier_dir, "metrics.json")
+        metrics = {}
+        if os.path.isfile(metrics_path):
+            with open(metrics_path, encoding="utf-8") as f:
+                metrics = json.load(f)
+        exits, metrics["early_exit"] = early_exit.fit(clf, tr_texts, ev_texts, y_eval, seed=seed, log=log)
+        metrics["early_exit"]["added_to"] = os.path.abspath(classifier_dir)
+        save_classifier(clf, out_dir, classes, metrics, text_column=text_column, label_column=label_column,
+                        exits=exits)
+    log(f"eval accuracy per exit {', '.join(f'{a:.4f}' for a in metrics['early_exit']['exit_accuracy'])}; "
+        f"wrote {out_dir}")
+    return metrics
+
+
 def save_classifier(classifier, out_dir, classes, metrics, *, text_column, label_column, exits=None):
     """Write a classifier folder (what ``mbd finetune`` and ``mbd theseus`` write), atomically: a
     keras-hub preset with ``labels.json`` (class names in output order, the CSV columns) and

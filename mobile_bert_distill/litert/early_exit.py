@@ -126,13 +126,16 @@ class StagedRunner:
         for start, rows, chunk in self._batches(feeds):
             done = np.zeros(rows, bool)
             for k, p in self._stage_outputs(chunk):
+                if k < self.num_layers and speed == 0.0:
+                    continue  # no entropy is below 0: speed 0 runs every stage (and spares the rule's cost)
                 p = p[:rows]
-                stop = ~done & (exits_now(p, speed) | (k == self.num_layers))
-                probs[start : start + rows][stop] = p[stop]
-                layers[start : start + rows][stop] = k
-                done |= stop
-                if done.all():
-                    break
+                stop = ~done if k == self.num_layers else ~done & exits_now(p, speed)
+                if stop.any():
+                    probs[start : start + rows][stop] = p[stop]
+                    layers[start : start + rows][stop] = k
+                    done |= stop
+                    if done.all():
+                        break
         return probs, layers
 
     def exit_probabilities(self, feeds):
