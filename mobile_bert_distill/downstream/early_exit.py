@@ -53,6 +53,8 @@ EXITS_WEIGHTS = "early_exit.npz"
 EXITS_INFO = "early_exit.json"
 #: At most this many lines of the extra (unlabelled) text are read for the self-distillation.
 MAX_EXTRA_TEXTS = 20_000
+#: The exits' Adam passes over their texts: the training texts alone, or with augmented copies.
+EPOCHS_PLAIN, EPOCHS_AUGMENTED = 60, 10
 _WEIGHT_NAMES = ("w1", "b1", "w2", "b2")
 
 
@@ -177,7 +179,7 @@ def layer_features(classifier, texts, *, batch_size=32, progress=True):
 def _layer_features(classifier, texts, batch_size, progress):
     import tensorflow as tf
 
-    from mobile_bert_distill.downstream.finetune import LENGTH_STEP
+    from mobile_bert_distill.downstream.finetune import length_batches
     from mobile_bert_distill.export.graph import ExportBert
 
     seq_len = int(classifier.preprocessor.sequence_length)
@@ -203,17 +205,13 @@ def _layer_features(classifier, texts, batch_size, progress):
 
     x = classifier.preprocessor(texts)
     x = {k: np.asarray(x[k], np.int32) for k in ("token_ids", "segment_ids", "padding_mask")}
-    lengths = x["padding_mask"].sum(axis=1)
-    order = np.argsort(lengths, kind="stable")  # texts of similar length share a batch
     feats, probs = None, None
-    starts = range(0, len(texts), batch_size)
+    batches = length_batches(x["padding_mask"].sum(axis=1), batch_size, seq_len)  # texts of similar length
     if progress:
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc="layer features", unit="batch", leave=False)
-    for start in starts:
-        rows = order[start : start + batch_size]
-        width = int(min(seq_len, -(-lengths[rows].max() // LENGTH_STEP) * LENGTH_STEP))
+        batches = tqdm(batches, total=-(-len(texts) // batch_size), desc="layer features", unit="batch", leave=False)
+    for rows, width in batches:
         padded = np.concatenate([rows, np.repeat(rows[-1:], batch_size - len(rows))])
         f, p = graph(width)(*(tf.constant(x[k][padded, :width]) for k in ("token_ids", "segment_ids", "padding_mask")))
         if feats is None:
@@ -268,7 +266,7 @@ if keras is not None:
             return ops.sum(kl, axis=-1)
 
 
-def train_exits(heads, features, p_main, *, epochs=60, batch_size=64, learning_rate=1e-3, seed=0, verbose=2):
+def train_exits(heads, features, p_main, *, epochs=EPOCHS_PLAIN, batch_size=64, learning_rate=1e-3, seed=0, verbose=2):
     """Fit ``heads`` (:class:`ExitHeads`) to ``p_main`` on ``features`` by :class:`SelfDistillKL`.
 
     Only the branches are variables here: the backbone and the main head are not
@@ -289,10 +287,6 @@ def train_exits(heads, features, p_main, *, epochs=60, batch_size=64, learning_r
 # ------------------------------------------------------------------ what `mbd finetune --early-exit` runs
 #: The speeds at which the float branches are scored on the eval texts after training.
 EVAL_SPEEDS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
-
-
-#: The exits' Adam passes over their texts: the training texts alone, or with augmented copies.
-EPOCHS_PLAIN, EPOCHS_AUGMENTED = 60, 10
 
 
 class ExitTraining:

@@ -218,6 +218,16 @@ def warmup_cosine(learning_rate, steps):
 LENGTH_STEP = 16  # predict_logits cuts each batch to a multiple of this: few shapes to compile
 
 
+def length_batches(lengths, batch_size, max_len):
+    """``(rows, width)`` batches of texts of similar length: the row indices sorted by ``lengths``
+    (real tokens per text), ``batch_size`` at a time, and the batch's longest length rounded up to a
+    multiple of :data:`LENGTH_STEP` (at most ``max_len``), the width the batch is cut to."""
+    order = np.argsort(lengths, kind="stable")
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        yield rows, int(min(max_len, -(-lengths[rows].max() // LENGTH_STEP) * LENGTH_STEP))
+
+
 def predict_logits(classifier, texts, batch_size=64):
     """The logits ``[N, K]`` (float32) of a keras-hub classifier on raw ``texts``.
 
@@ -236,11 +246,7 @@ def predict_logits(classifier, texts, batch_size=64):
         return out
     x, _, _ = keras.utils.unpack_x_y_sample_weight(classifier.preprocessor(texts))
     x = {k: np.asarray(v) for k, v in x.items()}
-    lengths = x["padding_mask"].sum(axis=1)
-    order = np.argsort(lengths, kind="stable")
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        width = int(min(x["padding_mask"].shape[1], -(-lengths[rows].max() // LENGTH_STEP) * LENGTH_STEP))
+    for rows, width in length_batches(x["padding_mask"].sum(axis=1), batch_size, x["padding_mask"].shape[1]):
         out[rows] = np.asarray(net.predict_on_batch({k: v[rows, :width] for k, v in x.items()}), "float32")
     return out
 
@@ -350,10 +356,11 @@ def add_exits(classifier_dir, train_csv, eval_csv, out_dir, *, early_exit, text_
     if os.path.abspath(out_dir) == os.path.abspath(classifier_dir):
         raise UserError(f"the output folder {out_dir} is the classifier itself: write the classifier with "
                         "exits to another folder")
-    clf, classes = load_classifier(classifier_dir)
-    with open(os.path.join(classifier_dir, LABELS_FILE), encoding="utf-8") as f:
-        columns = json.load(f)
+    from mobile_bert_distill.export import read_classifier_labels
+
+    _, columns = read_classifier_labels(classifier_dir)
     text_column, label_column = text_column or columns["text_column"], label_column or columns["label_column"]
+    clf, classes = load_classifier(classifier_dir)
     with locked_output(out_dir, overwrite, "classifier folder"):
         tr_texts, _ = read_labelled_csv(train_csv, text_column, label_column, log=log)
         ev_texts, ev_labels = read_labelled_csv(eval_csv, text_column, label_column, log=log)
