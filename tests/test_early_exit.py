@@ -199,7 +199,8 @@ def test_speed_zero_runs_every_layer_and_gives_the_full_model(ee):
     assert all(r["layers"] == LAYERS for r in got)
     p_staged = np.array([r["probabilities"] for r in got])
     p_plain = np.array([r["probabilities"] for r in want])
-    np.testing.assert_allclose(p_staged, p_plain, atol=1e-4)
+    # cut from one converted graph, its stages compute what the full-depth model does, bit for bit
+    np.testing.assert_array_equal(p_staged, p_plain)
     assert [r["label"] for r in got] == [r["label"] for r in want]
     assert "layers" not in want[0]  # the plain export's results are unchanged
     np.testing.assert_allclose(staged.probabilities(texts), p_staged, atol=1e-7)  # no speed: full depth
@@ -317,8 +318,8 @@ def test_task_compression_table_scores_times_and_counts_every_row(ee, tmp_path):
     assert s0["mean_layers"] == LAYERS and s1["mean_layers"] == 1.0
     metrics = json.loads(open(os.path.join(ee["clf"], "metrics.json")).read())
     assert plain["float_accuracy"]["values"] == [metrics["accuracy"]]
-    # the staged model at speed 0 is the full model: (nearly) the same int8 labels
-    assert abs(s0["int8_accuracy"]["mean"] - plain["int8_accuracy"]["mean"]) <= 0.02
+    # the staged model at speed 0 is the full model: the same int8 labels
+    assert s0["int8_accuracy"]["mean"] == plain["int8_accuracy"]["mean"]
     assert s0["parameters"] > plain["parameters"] > 0  # the exits count
     for row in (plain, s0, s1):
         assert set(row["latency_ms"]) == {"own", "128"} and all(v > 0 for v in row["latency_ms"].values())

@@ -560,17 +560,20 @@ class ExportBert:
             y = y + b
         return tf.reshape(y, tf.concat([shape[:-1], [k.shape[1]]], axis=0))
 
-    def _layer_norm(self, x, ln, split=False):
-        """``LN(x)``; with ``split``, ``LN(x) - beta`` (see ``_fold_attention_biases``)."""
+    def _layer_norm(self, x, ln, split=False, with_gamma=True):
+        """``LN(x)``; with ``split``, ``LN(x) - beta`` (see ``_fold_attention_biases``), and without
+        ``with_gamma`` as well, ``(LN(x) - beta) / gamma``: the normalised ``x`` alone."""
         import tensorflow as tf
 
         gamma, beta, eps = ln
+        if not with_gamma:
+            gamma = None
         mean = tf.reduce_mean(x, axis=-1, keepdims=True)
         d = x - mean
         var = tf.reduce_mean(d * d, axis=-1, keepdims=True)
         if self.options.layer_norm_epsilon:
             var = var + eps
-        if split and self._unfolded_ln:
+        if split and self._unfolded_ln and gamma is not None:
             # gamma before the rsqrt: the converter folds a constant MUL that feeds
             # FULLY_CONNECTEDs into their weights, which would undo smoothing (the
             # projections would read the normalized x again) and GPTQ's grid, and
@@ -578,7 +581,7 @@ class ExportBert:
             return (d * gamma) * tf.math.rsqrt(var)
         y = d * tf.math.rsqrt(var)
         if split:
-            return y * gamma
+            return y if gamma is None else y * gamma
         return y if gamma is None else y * gamma + beta
 
     def _gelu(self, x, exact=False):
@@ -629,9 +632,11 @@ class ExportBert:
         return self._dense(c, layer["o"])
 
     # --- stages of the forward pass (a staged early-exit export calls them one by one) ---
-    def embed(self, input_ids, segment_ids):
+    def embed(self, input_ids, segment_ids, with_gamma=True):
         """The embeddings stream ``[B, S, H]`` entering layer 0 (it omits its LayerNorm's beta,
-        like every stream between layers; see ``_fold_attention_biases``)."""
+        like every stream between layers; see ``_fold_attention_biases``). Without ``with_gamma``
+        it omits the gamma too (``stream_gammas[0]``, which must not be None): the stream as the
+        int8 model quantizes it, which a staged export passes on."""
         import tensorflow as tf
 
         m = self.module
@@ -654,7 +659,7 @@ class ExportBert:
                 x = x + tf.gather(m.position_segment_embedding, segment_ids * self.seq_len + positions)
         else:
             x = x + m.position_embedding + tf.gather(m.segment_embedding, segment_ids)
-        x = self._layer_norm(x, self._emb_ln, split=True)  # every x below omits its LayerNorm's beta
+        x = self._layer_norm(x, self._emb_ln, split=True, with_gamma=with_gamma)  # every x below omits its beta
         if self._projection is not None:
             x = self._dense(x, self._projection)  # ALBERT-style E -> H: exact (its bias took the beta)
         return x
@@ -671,9 +676,10 @@ class ExportBert:
         keep = tf.cast(tf.reshape(padding_mask, shape), tf.float32)
         return (1.0 - keep) * self.options.mask_bias  # [B, 1, S] or [B, 1, 1, S]
 
-    def encoder_layer(self, i, x, bias):
+    def encoder_layer(self, i, x, bias, with_gamma=True):
         """Layer ``i`` (from 0) on the stream ``x``; returns the next stream, which omits its
-        LayerNorm's beta (``stream_betas[i]``)."""
+        LayerNorm's beta (``stream_betas[i]``), and without ``with_gamma`` its gamma too
+        (``stream_gammas[i + 1]``, which must not be None)."""
         layer = self._layers[i]
         self._tap_layer = i
         # with smoothing, x is the LayerNorm output divided by res_in: the residual multiplies it back
@@ -683,8 +689,7 @@ class ExportBert:
         res = x * layer["res_mid"] if "res_mid" in layer else x
         h = self._gelu(self._dense(x, layer["ff1"]))
         self._tap(f"{i}.h", h)
-        x = self._layer_norm(res + self._dense(h, layer["ff2"]), layer["ff_ln"], split=True)
-        return x
+        return self._layer_norm(res + self._dense(h, layer["ff2"]), layer["ff_ln"], split=True, with_gamma=with_gamma)
 
     def first_token(self, x):
         """The ``[CLS]`` vectors ``[B, H]`` of a stream ``[B, S, H]`` (SLICE + RESHAPE rather than

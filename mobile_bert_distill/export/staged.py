@@ -9,17 +9,20 @@ LiteRT model with ``L + 1`` signatures:
   ``probabilities`` (its exit, float32 ``[B, K]``); ``stage_L`` outputs the main
   classifier's ``probabilities`` only.
 
-Each stage is the same quantization-friendly graph as the full classifier export
-(:class:`~mobile_bert_distill.export.graph.ExportBert`, called stage by stage), converted
-on its own with the same recipe and flatbuffer passes, int8-calibrated on its own
-inputs (the float ``hidden`` the float stages before it compute on the calibration
-text); then the stages are merged into one flatbuffer (each subgraph keeps its
-weights). ``hidden`` is the export graph's stream between layers (a normalised LayerNorm
-output, without its gamma and beta: each stage applies them), float32, to be passed on
-as it is. The runtime loop is :class:`~mobile_bert_distill.litert.early_exit.StagedRunner`.
+The classifier and every exit are converted once, as one graph (the quantization-friendly
+graph of the full classifier export, :class:`~mobile_bert_distill.export.graph.ExportBert`,
+with the exits reading the stream after each layer and the stream itself as outputs), with the
+same recipe, calibration and flatbuffer passes as the full-depth export; then
+:func:`split_stages` cuts that one converted graph into the stages, which share its weights.
+The exits only read the stream, so every layer gets the int8 weights and activation ranges of
+the full-depth export, and the staged model at speed 0 computes exactly what the full-depth
+one does, bit for bit (converted stage by stage, calibrated apart, the two disagreed on up to
+1 % of the labels). ``hidden`` is the export graph's stream between layers (a normalised LayerNorm
+output, without its gamma and beta: each stage applies them), float32, to be passed on as
+it is. The runtime loop is :class:`~mobile_bert_distill.litert.early_exit.StagedRunner`.
 
-Layout, measured: the merged file runs each stage as fast as a file holding that stage
-alone (XNNPACK delegates every subgraph), so per-stage files would gain nothing.
+Layout, measured: one file runs each stage as fast as a file holding that stage alone
+(XNNPACK delegates every subgraph), so per-stage files would gain nothing.
 
 Example::
 
@@ -30,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 import time
@@ -40,8 +44,20 @@ from mobile_bert_distill.errors import UserError
 from mobile_bert_distill.litert.early_exit import EMBED_SIGNATURE, stage_signature
 
 
+def hidden_output(k):
+    """The combined graph's output name of the stream after layer ``k`` (0: the embeddings)."""
+    return f"hidden_{k}"
+
+
+def exit_output(k):
+    """The combined graph's output name of exit ``k``'s probabilities (``k = 1 .. L - 1``)."""
+    return f"exit_{k}"
+
+
 class StagedModule:
-    """A ``tf.Module`` with the ``embed`` and ``stage_k`` functions of a classifier and its exits.
+    """A ``tf.Module`` whose one signature runs a classifier and its exits: inputs ``input_ids``,
+    ``segment_ids``, ``padding_mask``; outputs the main ``probabilities``, every exit's
+    (:func:`exit_output`) and the stream after every layer but the last (:func:`hidden_output`).
 
     Args:
         built: the classifier's :class:`~mobile_bert_distill.export.graph.ExportBert` (task classifier).
@@ -55,85 +71,85 @@ class StagedModule:
         B, S, H = built.batch_size, built.seq_len, built.config["hidden_dim"]
         module = tf.Module()
         module.encoder = built.module
-        self.exits = []
-        for e in range(heads.num_exits):
-            w1 = heads.w1[e]
-            names = ("cls_k", "mean_k", "b1", "out_k", "b2")
-            values = (w1[:H], w1[H:], heads.b1[e], heads.w2[e], heads.b2[e])
-            self.exits.append([tf.Variable(v, trainable=False, name=f"exit{e + 1}_{n}") for n, v in zip(names, values)])
-        module.exits = self.exits
-        # `hidden` leaves a stage divided by the LayerNorm gamma it carries and the next stage multiplies
-        # it back: there, as in the full-depth graph, the converter folds that gamma into the projections
-        # that read it, so both models get the same int8 weights and activation ranges
+        # the stream passed between stages is the one the full-depth int8 model has between layers:
+        # normalised, without its LayerNorm's gamma and beta; the next layer multiplies it by that
+        # gamma, which the converter folds into the projections reading it, as in the full-depth graph
         self.gammas = [None if g is None or np.min(np.abs(g)) < 1e-6 else np.asarray(g, np.float32)
                        for g in built.stream_gammas]
-        ids = [tf.TensorSpec([B, S], tf.int32, name=n) for n in ("input_ids", "segment_ids")]
-        stage = [tf.TensorSpec([B, S, H], tf.float32, name="hidden"),
-                 tf.TensorSpec([B, S], tf.int32, name="padding_mask")]
-        self.signatures = {EMBED_SIGNATURE: tf.function(self._embed, input_signature=ids, autograph=False)}
-        for k in range(1, self.num_layers + 1):
-            self.signatures[stage_signature(k)] = tf.function(
-                lambda hidden, padding_mask, k=k: self._stage(k, hidden, padding_mask),
-                input_signature=stage, autograph=False)
+        # exit k reads that stream too: [CLS] and the masked mean of gamma * x + beta are gamma and
+        # beta applied to those of x, so gamma goes into the rows of its first kernels and beta into
+        # its bias. No [S, H] ops of its own, and measured: an exit computing gamma * x + beta itself
+        # shares the residual's MUL with the next layer, whose attention output then got another range
+        # than in the full-depth model
+        self.exits = []
+        for e in range(heads.num_exits):
+            gamma = self.gammas[e + 1]
+            beta = np.asarray(built.stream_betas[e], np.float64)
+            w1 = np.asarray(heads.w1[e], np.float64)
+            cls_k, mean_k = w1[:H], w1[H:]
+            b1 = np.asarray(heads.b1[e], np.float64) + beta @ cls_k + beta @ mean_k
+            if gamma is not None:
+                cls_k, mean_k = cls_k * gamma[:, None], mean_k * gamma[:, None]
+            names = ("cls_k", "mean_k", "b1", "out_k", "b2")
+            values = (cls_k, mean_k, b1, heads.w2[e], heads.b2[e])
+            self.exits.append([tf.Variable(np.asarray(v, np.float32), trainable=False, name=f"exit{e + 1}_{n}")
+                               for n, v in zip(names, values)])
+        module.exits = self.exits
+        spec = [tf.TensorSpec([B, S], tf.int32, name=n) for n in ("input_ids", "segment_ids", "padding_mask")]
+        module.serve = tf.function(self._forward, input_signature=spec, autograph=False)
         self.module = module
 
-    def _leave(self, x, layer):
-        """The stream entering layer ``layer`` (from 0) as a stage passes it on: without its gamma."""
-        gamma = self.gammas[layer]
-        return x if gamma is None else x * (1.0 / gamma)
-
-    def _embed(self, input_ids, segment_ids):
-        return {"hidden": self._leave(self.built.embed(input_ids, segment_ids), 0)}
-
-    def _stage(self, k, hidden, padding_mask):
+    def _forward(self, input_ids, segment_ids, padding_mask):
         import tensorflow as tf
 
         from mobile_bert_distill.downstream.early_exit import exit_inputs
 
         built = self.built
-        if self.gammas[k - 1] is not None:
-            hidden = hidden * self.gammas[k - 1]
-        x = built.encoder_layer(k - 1, hidden, built.mask_bias(padding_mask))
-        full = x + built.stream_betas[k - 1]
-        if k == self.num_layers:
-            return {"probabilities": built.classifier_probabilities(full)}
-        cls_k, mean_k, b1, out_k, b2 = self.exits[k - 1]
-        cls, mean = exit_inputs(built, full, padding_mask)
-        h = tf.math.tanh(tf.matmul(cls, cls_k) + tf.matmul(mean, mean_k) + b1)
-        return {"hidden": self._leave(x, k), "probabilities": tf.nn.softmax(tf.matmul(h, out_k) + b2, axis=-1)}
+        x = built.embed(input_ids, segment_ids, with_gamma=self.gammas[0] is None)
+        bias = built.mask_bias(padding_mask)
+        out = {hidden_output(0): x}
+        for k in range(1, self.num_layers + 1):
+            if self.gammas[k - 1] is not None:
+                x = x * self.gammas[k - 1]
+            gamma = self.gammas[k] if k < self.num_layers else None  # of the stream this layer passes on
+            x = built.encoder_layer(k - 1, x, bias, with_gamma=gamma is None)
+            if k == self.num_layers:
+                out["probabilities"] = built.classifier_probabilities(x + built.stream_betas[k - 1])
+                break
+            cls_k, mean_k, b1, out_k, b2 = self.exits[k - 1]
+            cls, mean = exit_inputs(built, x, padding_mask)
+            h = tf.math.tanh(tf.matmul(cls, cls_k) + tf.matmul(mean, mean_k) + b1)
+            out[exit_output(k)] = tf.nn.softmax(tf.matmul(h, out_k) + b2, axis=-1)
+            out[hidden_output(k)] = x
+        return out
 
     def save(self, directory):
         import tensorflow as tf
 
-        tf.saved_model.save(self.module, directory, signatures=self.signatures)
+        tf.saved_model.save(self.module, directory, signatures={"serving_default": self.module.serve})
 
-    def stage_inputs(self, feeds):
-        """The float inputs of every signature on ``feeds`` (int32 ``[N, S]``, ``N`` a multiple of the
-        batch), one list of batches per signature, and the float outputs of every stage."""
+    def exit_probabilities(self, feeds):
+        """The float model's probabilities of every exit ``[N, L, K]`` on ``feeds`` (int32 ``[N, S]``,
+        ``N`` a multiple of the batch; the last exit is the main classifier)."""
         B = self.built.batch_size
-        batches = [{k: np.asarray(feeds[k][i : i + B], np.int32) for k in feeds}
-                   for i in range(0, len(feeds["input_ids"]), B)]
-        inputs = {EMBED_SIGNATURE: [{"input_ids": b["input_ids"], "segment_ids": b["segment_ids"]} for b in batches]}
-        hidden = [self.signatures[EMBED_SIGNATURE](**x)["hidden"].numpy() for x in inputs[EMBED_SIGNATURE]]
-        outputs = {}
-        for k in range(1, self.num_layers + 1):
-            key = stage_signature(k)
-            inputs[key] = [{"hidden": h, "padding_mask": b["padding_mask"]} for h, b in zip(hidden, batches)]
-            outs = [{n: v.numpy() for n, v in self.signatures[key](**x).items()} for x in inputs[key]]
-            outputs[key] = outs
-            hidden = [o["hidden"] for o in outs] if k < self.num_layers else None
-        return inputs, outputs
+        keys = [exit_output(k) for k in range(1, self.num_layers)] + ["probabilities"]
+        parts = []
+        for i in range(0, len(feeds["input_ids"]), B):
+            out = self.module.serve(**{n: np.asarray(v[i : i + B], np.int32) for n, v in feeds.items()})
+            parts.append(np.stack([out[key].numpy() for key in keys], axis=1))
+        return np.concatenate(parts)
 
 
-def convert_signature(saved_dir, key, *, quantization, calibration, chosen, score_range=None, per_channel=True):
-    """One signature of the SavedModel at ``saved_dir`` to TFLite bytes, with the recipe ``chosen``
-    (:func:`~mobile_bert_distill.export.recipes.recipe_table`'s entry; ``calibration``: its input batches)."""
+def convert_graph(saved_dir, *, quantization, calibration, chosen, score_ranges=None, per_channel=True):
+    """The SavedModel at ``saved_dir`` to TFLite bytes, with the recipe ``chosen``
+    (:func:`~mobile_bert_distill.export.recipes.recipe_table`'s entry; ``calibration``: its input
+    batches) and the flatbuffer passes of the full-depth export."""
     import tensorflow as tf
 
     from mobile_bert_distill.export import flatbuffer as q
     from mobile_bert_distill.export.conversion import run_converter
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_dir, signature_keys=[key])
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_dir)
 
     def representative():
         yield from calibration
@@ -143,49 +159,89 @@ def convert_signature(saved_dir, key, *, quantization, calibration, chosen, scor
     if quantization != "int8":
         if quantization == "float16":
             flat, _ = q.split_float16_dequantize(flat)
-        return q.compact(flat)[0]
+        return flat
     if chosen["xnnpack_fixups"]:
         flat, _ = q.fix_int8_for_xnnpack(flat)
-    if score_range is not None:
-        flat, _ = q.set_attention_score_ranges(flat, [score_range])
-    if chosen["xnnpack_fixups"]:
-        flat, _ = q.strip_tensor_names(flat)
-    return q.compact(flat)[0]
+    if score_ranges is not None:
+        flat, _ = q.set_attention_score_ranges(flat, score_ranges)
+    return flat
 
 
-def merge_signatures(pieces):
-    """Merge single-signature TFLite models ``[bytes, ...]`` into one model holding every subgraph
-    and signature (in the given order: the first piece's subgraph is the primary one)."""
+def split_stages(model_bytes, num_layers):
+    """Cut the one-signature model of a :class:`StagedModule` into the ``embed`` and ``stage_k``
+    signatures, one subgraph each, sharing the weights; returns the bytes.
+
+    Each stage holds the ops that compute its outputs from its inputs: the ``embed`` ops from the
+    ids, layer ``k`` and its exit (and the few ops that turn ``padding_mask`` into the attention
+    bias, which every stage computes again) from ``hidden`` and ``padding_mask``. A stage that
+    would need any other tensor of the graph raises ``ValueError`` (a recipe whose stream between
+    layers is not the float ``hidden``).
+    """
+    from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils as fu
 
-    from mobile_bert_distill.export.flatbuffer import compact, pack_model
+    from mobile_bert_distill.export.flatbuffer import pack_model
 
-    base = fu.read_model_from_bytearray(bytearray(pieces[0]))
+    model = fu.read_model_from_bytearray(bytearray(model_bytes))
+    graph, sig = model.subgraphs[0], model.signatureDefs[0]
+    index = {t.name.decode() if isinstance(t.name, bytes) else t.name: int(t.tensorIndex)
+             for t in list(sig.inputs) + list(sig.outputs)}
+    producer = {int(t): op for op in graph.operators for t in op.outputs}
+    order = {id(op): i for i, op in enumerate(graph.operators)}
 
-    def code_key(c):
-        return (c.builtinCode, c.deprecatedBuiltinCode, c.customCode, c.version)
+    def cut(key, inputs, outputs):
+        sources = {index[n] for n in inputs.values()}
+        ops, seen, stack = {}, set(), [index[n] for n in outputs.values()]
+        while stack:
+            t = stack.pop()
+            if t in seen or t in sources:
+                continue
+            seen.add(t)
+            op = producer.get(t)
+            if op is None:
+                if model.buffers[graph.tensors[t].buffer].data is None:
+                    raise ValueError(f"stage {key} needs graph input or tensor {t}, which its inputs "
+                                     f"{sorted(inputs)} do not give")
+                continue
+            ops[id(op)] = op
+            stack.extend(int(i) for i in op.inputs if int(i) >= 0)
+        ops = sorted(ops.values(), key=lambda op: order[id(op)])
+        used = sorted(sources | {int(i) for op in ops for i in list(op.inputs) + list(op.outputs) if int(i) >= 0}
+                      | {index[n] for n in outputs.values()})
+        new = {old: i for i, old in enumerate(used)}
+        sub = schema.SubGraphT()
+        sub.tensors = [copy.deepcopy(graph.tensors[t]) for t in used]
+        sub.operators = []
+        for op in ops:
+            op = copy.deepcopy(op)
+            op.inputs = np.array([new[int(i)] if int(i) >= 0 else -1 for i in op.inputs], np.int32)
+            op.outputs = np.array([new[int(i)] for i in op.outputs], np.int32)
+            sub.operators.append(op)
+        sub.name = key
+        signature = schema.SignatureDefT()
+        signature.signatureKey = key
+        signature.subgraphIndex = len(subgraphs)
+        for names, ends in ((inputs, "inputs"), (outputs, "outputs")):
+            maps = []
+            for name, source in names.items():
+                t = schema.TensorMapT()
+                t.name, t.tensorIndex = name, new[index[source]]
+                sub.tensors[t.tensorIndex].name = name
+                maps.append(t)
+            setattr(signature, ends, maps)
+            setattr(sub, ends, np.array([m.tensorIndex for m in maps], np.int32))
+        subgraphs.append(sub)
+        signatures.append(signature)
 
-    codes = {code_key(c): i for i, c in enumerate(base.operatorCodes)}
-    for piece in pieces[1:]:
-        m = fu.read_model_from_bytearray(bytearray(piece))
-        first = len(base.buffers)
-        base.buffers.extend(m.buffers[1:])  # buffer 0 is every model's empty sentinel
-        opcode = []
-        for c in m.operatorCodes:
-            if code_key(c) not in codes:
-                codes[code_key(c)] = len(base.operatorCodes)
-                base.operatorCodes.append(c)
-            opcode.append(codes[code_key(c)])
-        for graph in m.subgraphs:
-            for t in graph.tensors:
-                t.buffer = first + int(t.buffer) - 1 if int(t.buffer) else 0
-            for op in graph.operators:
-                op.opcodeIndex = opcode[int(op.opcodeIndex)]
-        for sig in m.signatureDefs or []:
-            sig.subgraphIndex = int(sig.subgraphIndex) + len(base.subgraphs)
-            base.signatureDefs.append(sig)
-        base.subgraphs.extend(m.subgraphs)
-    return compact(pack_model(base))[0]  # drops the other pieces' metadata buffers
+    subgraphs, signatures = [], []
+    cut(EMBED_SIGNATURE, {"input_ids": "input_ids", "segment_ids": "segment_ids"}, {"hidden": hidden_output(0)})
+    for k in range(1, num_layers + 1):
+        inputs = {"hidden": hidden_output(k - 1), "padding_mask": "padding_mask"}
+        outputs = ({"hidden": hidden_output(k), "probabilities": exit_output(k)} if k < num_layers
+                   else {"probabilities": "probabilities"})
+        cut(stage_signature(k), inputs, outputs)
+    model.subgraphs, model.signatureDefs = subgraphs, signatures
+    return pack_model(model)
 
 
 def export_staged(model, out_path, *, heads, task="classifier", quantization="int8", seq_len=128, batch_size=1,
@@ -202,6 +258,7 @@ def export_staged(model, out_path, *, heads, task="classifier", quantization="in
     each exit against its float self; the file is written atomically, loaded and run.
     """
     from mobile_bert_distill.atomic import atomic_file
+    from mobile_bert_distill.export import flatbuffer as q
     from mobile_bert_distill.export.conversion import quiet_tf
     from mobile_bert_distill.export.graph import ExportBert, GraphOptions
     from mobile_bert_distill.export.recipes import INT8_RECIPES, QUANTIZATIONS, recipe_table
@@ -249,16 +306,17 @@ def export_staged(model, out_path, *, heads, task="classifier", quantization="in
     built = ExportBert.from_keras(model, task="classifier", seq_len=seq_len, batch_size=batch_size, options=options,
                                   calibration_feeds=calib if options.needs_calibration else None)
     staged = StagedModule(built, heads)
-    inputs, _ = staged.stage_inputs(calib)
     keys = [EMBED_SIGNATURE] + [stage_signature(k) for k in range(1, staged.num_layers + 1)]
-    pieces = []
+    B = batch_size
+    calibration = [{k: v[i : i + B] for k, v in calib.items()} for i in range(0, n, B)]
     with tempfile.TemporaryDirectory(prefix="mbd-staged-") as tmp:
         staged.save(os.path.join(tmp, "saved_model"))
-        for i, key in enumerate(keys):
-            score = built.score_ranges[i - 1] if (built.score_ranges is not None and i > 0) else None
-            pieces.append(convert_signature(os.path.join(tmp, "saved_model"), key, quantization=quantization,
-                                            calibration=inputs[key], chosen=chosen, score_range=score))
-    flat = merge_signatures(pieces)
+        whole = convert_graph(os.path.join(tmp, "saved_model"), quantization=quantization, calibration=calibration,
+                              chosen=chosen, score_ranges=built.score_ranges)
+    flat = split_stages(whole, staged.num_layers)
+    if quantization == "int8" and chosen["xnnpack_fixups"]:
+        flat, _ = q.strip_tensor_names(flat)
+    flat, _ = q.compact(flat)
     convert_s = time.perf_counter() - t0
     size = len(flat)
     if max_size_mb is not None and size > max_size_mb * 1e6:
@@ -273,7 +331,7 @@ def export_staged(model, out_path, *, heads, task="classifier", quantization="in
     par["source"] = "given" if parity_sequences is not None else "random_ids"
     par["exit_label_agreement"] = _exit_agreement(staged, checks, exits)
     check_agreement(par, min_agreement, quantization)
-    ops = _inspect_pieces(pieces)
+    ops = _inspect(whole)
     report = {
         "model_file": os.path.basename(str(out_path)), "task": "classifier", "quantization": quantization,
         "recipe": recipe, "graph": "friendly", "graph_options": options.to_dict(),
@@ -282,7 +340,7 @@ def export_staged(model, out_path, *, heads, task="classifier", quantization="in
         "size_bytes": size, "size_mb": size / 1e6, "params": count_params(model) + heads.num_params(),
         "vocabulary_size": vocab_size,
         "calibration": ({"source": "random_ids" if calibration_sequences is None else "given",
-                         "sequences": n, "per_stage": "each stage on the float outputs of the stages before it"}
+                         "sequences": n, "graph": "the classifier with its exits, as one graph"}
                         if quantization == "int8" else None),
         "num_classes": int(model.num_classes), "convert_seconds": round(convert_s, 2), "runtime": runtime,
         "early_exit": {"num_layers": staged.num_layers, "signatures": keys,
@@ -301,36 +359,19 @@ def export_staged(model, out_path, *, heads, task="classifier", quantization="in
 
 
 def _exit_agreement(staged, feeds, exits):
-    """Label agreement of each exit of the converted model with the float stages on ``feeds``."""
+    """Label agreement of each exit of the converted model with the float model on ``feeds``."""
     B = staged.built.batch_size
     n = len(feeds["input_ids"])
     pad = (-n) % B
     padded = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) for k, v in feeds.items()}
-    _, outputs = staged.stage_inputs(padded)
-    agree = []
-    for k in range(1, staged.num_layers + 1):
-        ref = np.concatenate([o["probabilities"] for o in outputs[stage_signature(k)]])[:n]
-        agree.append(float((ref.argmax(-1) == exits[:, k - 1].argmax(-1)).mean()))
-    return agree
+    ref = staged.exit_probabilities(padded)[:n]
+    return [float(a) for a in (ref.argmax(-1) == exits.argmax(-1)).mean(0)]
 
 
-def _inspect_pieces(pieces):
-    """The report's op histogram and XNNPACK view, summed over the stages (each inspected alone)."""
+def _inspect(whole):
+    """The report's op histogram and XNNPACK view of the classifier with its exits as one graph
+    (the stages hold these ops, and each computes the attention bias of ``padding_mask`` again)."""
     from mobile_bert_distill.export.validation import inspect_tflite
 
-    total = {"graph_ops": {"ops": {}, "num_nodes": 0, "quantize_ops": 0, "dequantize_ops": 0, "float_ops": {}},
-             "xnnpack": {"delegate_partitions": 0, "nodes_in_delegate": 0, "ops_outside_delegate": {},
-                         "partitions_per_signature": []}}
-    for piece in pieces:
-        info = inspect_tflite(piece)
-        g, x = info["graph_ops"], info["xnnpack"]
-        for key in ("num_nodes", "quantize_ops", "dequantize_ops"):
-            total["graph_ops"][key] += g[key]
-        for key in ("delegate_partitions", "nodes_in_delegate"):
-            total["xnnpack"][key] += x[key]
-        total["xnnpack"]["partitions_per_signature"].append(x["delegate_partitions"])
-        for into, hist in ((total["graph_ops"]["ops"], g["ops"]), (total["graph_ops"]["float_ops"], g["float_ops"]),
-                           (total["xnnpack"]["ops_outside_delegate"], x["ops_outside_delegate"])):
-            for op, count in hist.items():
-                into[op] = into.get(op, 0) + count
-    return total
+    info = inspect_tflite(whole)
+    return {"graph_ops": info["graph_ops"], "xnnpack": info["xnnpack"]}
