@@ -206,6 +206,24 @@ def test_speed_zero_runs_every_layer_and_gives_the_full_model(ee):
     np.testing.assert_allclose(staged.probabilities(texts), p_staged, atol=1e-7)  # no speed: full depth
 
 
+def test_staged_export_with_an_int8_stream_is_cut_at_the_int8_tensor(ee, tmp_path):
+    """With a recipe that quantizes the LayerNorms the stream between layers is int8: the stages pass
+    that tensor on, and at speed 0 still compute the full-depth export of the same recipe exactly."""
+    from mobile_bert_distill.litert.inference import LiteRTModel
+
+    models = {}
+    for name, extra in (("staged", []), ("plain", ["--full-depth"])):
+        out = tmp_path / f"{name}.tflite"
+        assert main(["export", "--student", ee["clf"], "--task", "classifier", "--quantization", "int8",
+                     "--int8-recipe", "xnnpack", "--calibration-corpus", ee["corpus"], "--num-calibration", "48",
+                     "--min-agreement", "0", "--out", str(out)] + extra) == 0
+        models[name] = LiteRTModel(str(out), ee["vocab"])
+    runner = models["staged"].stages
+    assert runner.embed.get_output_details()["hidden"]["dtype"] == np.int8
+    feeds, _ = models["plain"].encode(_texts(ee))
+    np.testing.assert_array_equal(runner.run(feeds, 0.0)[0], models["plain"].run(feeds)["probabilities"])
+
+
 def test_speed_one_stops_at_layer_one_and_between_follows_the_rule(ee):
     from mobile_bert_distill.litert.early_exit import normalized_entropy
 

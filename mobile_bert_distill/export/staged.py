@@ -4,7 +4,7 @@ A classifier folder that ``mbd finetune --early-exit`` wrote (a classifier prese
 plus its exits, :mod:`mobile_bert_distill.downstream.early_exit`) exports as one
 LiteRT model with ``L + 1`` signatures:
 
-* ``embed``: ``input_ids``, ``segment_ids`` (int32 ``[B, S]``) → ``hidden`` (float32 ``[B, S, H]``);
+* ``embed``: ``input_ids``, ``segment_ids`` (int32 ``[B, S]``) → ``hidden`` (``[B, S, H]``, see below);
 * ``stage_k`` (``k = 1 .. L``): ``hidden``, ``padding_mask`` → ``hidden`` (layer ``k``'s output) and
   ``probabilities`` (its exit, float32 ``[B, K]``); ``stage_L`` outputs the main
   classifier's ``probabilities`` only.
@@ -17,9 +17,10 @@ same recipe, calibration and flatbuffer passes as the full-depth export; then
 The exits only read the stream, so every layer gets the int8 weights and activation ranges of
 the full-depth export, and the staged model at speed 0 computes exactly what the full-depth
 one does, bit for bit (converted stage by stage, calibrated apart, the two disagreed on up to
-1 % of the labels). ``hidden`` is the export graph's stream between layers (a normalised LayerNorm
-output, without its gamma and beta: each stage applies them), float32, to be passed on as
-it is. The runtime loop is :class:`~mobile_bert_distill.litert.early_exit.StagedRunner`.
+1 % of the labels). ``hidden`` is the export graph's stream between layers (a normalised
+LayerNorm output, without its gamma and beta: each stage applies them), to be passed on as it
+is: float32, or int8 with the recipes that quantize the LayerNorms (``xnnpack``, ``strict``).
+The runtime loop is :class:`~mobile_bert_distill.litert.early_exit.StagedRunner`.
 
 Layout, measured: one file runs each stage as fast as a file holding that stage alone
 (XNNPACK delegates every subgraph), so per-stage files would gain nothing.
@@ -173,9 +174,10 @@ def split_stages(model_bytes, num_layers):
 
     Each stage holds the ops that compute its outputs from its inputs: the ``embed`` ops from the
     ids, layer ``k`` and its exit (and the few ops that turn ``padding_mask`` into the attention
-    bias, which every stage computes again) from ``hidden`` and ``padding_mask``. A stage that
-    would need any other tensor of the graph raises ``ValueError`` (a recipe whose stream between
-    layers is not the float ``hidden``).
+    bias, which every stage computes again) from ``hidden`` and ``padding_mask``. ``hidden`` is the
+    stream as the graph passes it from layer to layer: float32, or int8 with the recipes that
+    quantize the LayerNorms. A stage that would need any other tensor of the graph raises
+    ``ValueError``.
     """
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils as fu
@@ -188,6 +190,14 @@ def split_stages(model_bytes, num_layers):
              for t in list(sig.inputs) + list(sig.outputs)}
     producer = {int(t): op for op in graph.operators for t in op.outputs}
     order = {id(op): i for i, op in enumerate(graph.operators)}
+    dequantize = [i for i, c in enumerate(model.operatorCodes)
+                  if max(c.builtinCode, c.deprecatedBuiltinCode) == schema.BuiltinOperator.DEQUANTIZE]
+    for k in range(num_layers):
+        # where the stream is int8 (the recipes that quantize LayerNorms), the graph's float output is a
+        # DEQUANTIZE of it and the next layer reads the int8 tensor: that one is `hidden` then
+        op = producer.get(index[hidden_output(k)])
+        if op is not None and int(op.opcodeIndex) in dequantize:
+            index[hidden_output(k)] = int(op.inputs[0])
 
     def cut(key, inputs, outputs):
         sources = {index[n] for n in inputs.values()}

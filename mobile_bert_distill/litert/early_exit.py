@@ -13,7 +13,8 @@ A staged export (``mbd export --task classifier`` on a folder ``mbd finetune
 --early-exit`` wrote) is one ``.tflite`` with a signature per stage:
 ``embed`` (``input_ids``, ``segment_ids`` → ``hidden``) and ``stage_1`` …
 ``stage_L`` (``hidden``, ``padding_mask`` → ``hidden``, ``probabilities``; the last
-stage has no ``hidden`` output). ``hidden`` is the float stream between layers.
+stage has no ``hidden`` output). ``hidden`` is the stream between layers (float32, int8
+with the recipes that quantize the LayerNorms), passed on as it is.
 
 Example::
 
