@@ -262,8 +262,8 @@ def export_staged(model, out_path, *, heads, task="classifier", quantization="in
 
     The other arguments are those of :func:`~mobile_bert_distill.export.conversion.export_keras_model`
     for task ``classifier`` (the graph is always the rebuilt one; the stock-graph recipe
-    ``naive`` cannot be staged). Calibration feeds run through the float stages, so each
-    stage calibrates on its real inputs. Parity runs every stage (speed 0: the full model)
+    ``naive`` cannot be staged). The classifier and its exits calibrate as one graph, which
+    :func:`split_stages` then cuts. Parity runs every stage (speed 0: the full model)
     against the float Keras classifier (``min_agreement`` gates its label agreement), and
     each exit against its float self; the file is written atomically, loaded and run.
     """
