@@ -230,14 +230,18 @@ def cached_int8_export(folder, out_path, calibration, eval_csv, num_calibration,
                        early_exit=False):
     """The library's int8 classifier export of ``folder`` (calibrated on the ``calibration`` file, parity
     on ``eval_csv``; ``seq_len`` None: its own length; ``early_exit``: the staged model), reused while
-    the folder, the data and the settings are unchanged. Returns ``(report, cached)``."""
+    the folder, the data, the settings and the kit's export code are unchanged. Returns ``(report, cached)``."""
+    from mobile_bert_distill import bench
     from mobile_bert_distill.atomic import atomic_write_json
-    from mobile_bert_distill.export import export_student
+    from mobile_bert_distill.downstream import early_exit as exits
+    from mobile_bert_distill.export import bilstm, classifier, export_student, staged, student, validation
 
     report_file = os.path.splitext(out_path)[0] + ".report.json"
     key = json.loads(json.dumps({"classifier": _fingerprint(folder), "calibration": _fingerprint(calibration),
                                  "eval": _fingerprint(eval_csv), "num_calibration": num_calibration,
-                                 "seq_len": seq_len, "early_exit": early_exit}))
+                                 "seq_len": seq_len, "early_exit": early_exit,
+                                 "code": bench.export_fingerprint(student, classifier, staged, bilstm, validation,
+                                                                  exits)}))
     key_path = out_path + ".key.json"
     if not rerun and all(os.path.exists(p) for p in (out_path, report_file, key_path)):
         with open(key_path, encoding="utf-8") as f:

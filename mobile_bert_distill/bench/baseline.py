@@ -154,8 +154,9 @@ def perturb_constant_weights(model, rng, scale=0.02):
             w.assign(value + rng.normal(0.0, scale, value.shape).astype(value.dtype))
 
 
-def export_fingerprint():
-    """Hash of the export code, so a changed export graph invalidates cached baselines.
+def export_fingerprint(*extra_modules):
+    """Hash of the export code (and of ``extra_modules``' files), so a changed export graph
+    invalidates cached baselines and exports.
 
     The modules are imported, not looked up by file name: one that moves fails here instead of
     silently leaving the key.
@@ -163,7 +164,7 @@ def export_fingerprint():
     from mobile_bert_distill.export import conversion, experimental, flatbuffer, graph, recipes, sequences
 
     h = hashlib.sha1()
-    for module in (conversion, recipes, sequences, graph, flatbuffer, experimental):
+    for module in (conversion, recipes, sequences, graph, flatbuffer, experimental) + extra_modules:
         with open(module.__file__, "rb") as f:
             h.update(f.read())
     return h.hexdigest()[:10]
