@@ -18,6 +18,8 @@ import android.content.Context
 import org.json.JSONObject
 import org.tensorflow.lite.Interpreter
 import java.io.FileInputStream
+import java.nio.ByteBuffer
+import java.nio.ByteOrder
 import java.nio.MappedByteBuffer
 import java.nio.channels.FileChannel
 import java.text.Normalizer
@@ -138,6 +140,9 @@ data class Fill(val token: String, val id: Int, val probability: Float)
 class WordPieceBert(model: MappedByteBuffer, private val vocab: List<String>, val seqLen: Int) {
     val tokenizer = WordPieceTokenizer(vocab)
     private val interpreter = Interpreter(model, Interpreter.Options().setNumThreads(1))
+    // the logits [1, S, V] come back in one direct buffer: LiteRT copies into it in one block, where
+    // a nested FloatArray would be filled value by value
+    private val logits = ByteBuffer.allocateDirect(4 * seqLen * vocab.size).order(ByteOrder.nativeOrder())
 
     /** `[CLS] pieces [SEP] [PAD]...` (truncated to seqLen), as the model expects. */
     fun inputIds(text: String): IntArray {
@@ -152,15 +157,19 @@ class WordPieceBert(model: MappedByteBuffer, private val vocab: List<String>, va
     fun fillMask(text: String, topK: Int = 5): Map<Int, List<Fill>> {
         val ids = inputIds(text)
         val mask = IntArray(seqLen) { if (it == 0 || ids[it] != 0) 1 else 0 }
-        val logits = Array(1) { Array(seqLen) { FloatArray(vocab.size) } }
+        logits.rewind()
         interpreter.runSignature(
             mapOf("input_ids" to arrayOf(ids), "segment_ids" to arrayOf(IntArray(seqLen)),
                   "padding_mask" to arrayOf(mask)),
             mapOf("logits" to logits), "serving_default")
+        logits.rewind()
+        val all = logits.asFloatBuffer()
         val result = LinkedHashMap<Int, List<Fill>>()
         ids.forEachIndexed { pos, id ->
             if (id != tokenizer.maskId) return@forEachIndexed
-            val row = logits[0][pos]
+            val row = FloatArray(vocab.size)
+            all.position(pos * vocab.size)
+            all.get(row)
             val max = row.maxOrNull() ?: 0f
             val exp = row.map { Math.exp((it - max).toDouble()) }
             val sum = exp.sum()
