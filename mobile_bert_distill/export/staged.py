@@ -190,13 +190,12 @@ def split_stages(model_bytes, num_layers):
              for t in list(sig.inputs) + list(sig.outputs)}
     producer = {int(t): op for op in graph.operators for t in op.outputs}
     order = {id(op): i for i, op in enumerate(graph.operators)}
-    dequantize = [i for i, c in enumerate(model.operatorCodes)
-                  if max(c.builtinCode, c.deprecatedBuiltinCode) == schema.BuiltinOperator.DEQUANTIZE]
+    op_names = [fu.opcode_to_name(model, i) for i in range(len(model.operatorCodes))]
     for k in range(num_layers):
         # where the stream is int8 (the recipes that quantize LayerNorms), the graph's float output is a
         # DEQUANTIZE of it and the next layer reads the int8 tensor: that one is `hidden` then
         op = producer.get(index[hidden_output(k)])
-        if op is not None and int(op.opcodeIndex) in dequantize:
+        if op is not None and op_names[op.opcodeIndex] == "DEQUANTIZE":
             index[hidden_output(k)] = int(op.inputs[0])
 
     def cut(key, inputs, outputs):
