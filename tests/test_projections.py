@@ -4,7 +4,8 @@ import pytest
 import tensorflow as tf
 
 from mobile_bert_distill.errors import UserError
-from mobile_bert_distill.distill.projections import (SharedProjections, as_matrix, resolve_layer_map,
+from mobile_bert_distill.distill import projections
+from mobile_bert_distill.distill.projections import (SharedProjections, as_matrix, chain_matmul, resolve_layer_map,
                                              transformer_weight_pairs)
 
 
@@ -51,6 +52,44 @@ def test_up_loss_is_zero_when_teacher_is_the_projected_student():
         target = keras.ops.matmul(keras.ops.matmul(v, as_matrix(s_var, s_var.path)), u)
         t_var.assign(keras.ops.reshape(target, t_var.shape))
     assert float(proj.loss()) < 1e-10
+
+
+@pytest.mark.parametrize("shapes, inner_first", [
+    (((8, 16), (16, 32), (32, 128)), False),   # (ab)c: 8·16·32 + 8·32·128 < 16·32·128 + 8·16·128
+    (((384, 48), (48, 192), (192, 1536)), True),  # the demo's feed-forward kernel, Up: V (θ_s U)
+    (((192, 1536), (1536, 384), (384, 48)), True),  # Down on 1536 × 384 against 192 × 48: U (θ_t V)
+])
+def test_chain_matmul_takes_the_cheaper_order_and_gives_the_product(shapes, inner_first, monkeypatch):
+    rng = np.random.default_rng(0)
+    a, b, c = (rng.normal(size=s).astype("float32") for s in shapes)
+    calls = []
+    matmul = projections.ops.matmul
+    monkeypatch.setattr(projections.ops, "matmul", lambda x, y: calls.append(tuple(x.shape)) or matmul(x, y))
+    got = np.asarray(chain_matmul(a, b, c))
+    assert calls[0] == (shapes[1] if inner_first else shapes[0])
+    want = a.astype("float64") @ b @ c
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("direction", ["down", "up"])
+def test_pair_losses_are_the_formula(direction):
+    """Each pair's loss is the mean of (U θ_t V − θ_s)² or (θ_t − V θ_s U)², whatever order computes it."""
+    t, s = _backbones()
+    pairs = transformer_weight_pairs(t, s)
+    rng = np.random.default_rng(1)
+    for t_var, s_var, _ in pairs:
+        for var in (t_var, s_var):
+            var.assign(rng.normal(size=var.shape).astype("float32"))
+    proj = SharedProjections(direction, pairs)
+    got = [float(x) for x in proj.pair_losses()]
+    want = []
+    for t_var, s_var, _ in pairs:
+        u, v = (np.asarray(w, "float64") for w in proj.projections[proj._key(t_var, s_var)])
+        theta_t = np.asarray(as_matrix(t_var, t_var.path), "float64")
+        theta_s = np.asarray(as_matrix(s_var, s_var.path), "float64")
+        diff = u @ theta_t @ v - theta_s if direction == "down" else theta_t - v @ theta_s @ u
+        want.append(np.mean(diff ** 2))
+    np.testing.assert_allclose(got, want, rtol=1e-4)
 
 
 @pytest.mark.parametrize("direction", ["down", "up"])

@@ -79,6 +79,31 @@ def test_teacher_head_losses_combine(tiny_config):
     assert logs["teacher_svocab_share"] == pytest.approx(n_s / w.sum(), rel=1e-5)
 
 
+def test_student_vocab_head_is_the_projected_tied_formula(tiny_config):
+    """logits = LN(gelu(W h + c)) · (E_s U_up)ᵀ + b at the masked positions, whatever order computes it."""
+    import keras
+
+    run = build_run(tiny_config("dual"))
+    head = run.teacher.student_head
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 8, run.teacher.backbone.hidden_dim)).astype("float32")
+    positions = np.array([[1, 5, 0], [7, 2, 3]], "int32")
+    head.output_bias.assign(rng.normal(size=head.output_bias.shape).astype("float32"))
+    got = np.asarray(head(x, mask_positions=positions))
+
+    f64 = lambda v: np.asarray(v, "float64")  # noqa: E731
+    rows = np.take_along_axis(f64(x), positions[..., None], axis=1)
+    h = f64(keras.activations.gelu(
+        (rows @ f64(head.intermediate_dense.kernel) + f64(head.intermediate_dense.bias)).astype("float32"),
+        approximate=True))
+    ln = head.layer_norm
+    h = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + ln.epsilon) * f64(ln.gamma) + f64(ln.beta)
+    table = f64(head.student_embedding.embeddings) @ f64(run.teacher.up_projection.kernel)
+    want = h @ table.T + f64(head.output_bias)
+    assert got.shape == (2, 3, head.student_embedding.input_dim)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
 def _write_cfg(tmp_path, cfg_dict, name="cfg.yaml"):
     p = tmp_path / name
     p.write_text(yaml.safe_dump(cfg_dict), encoding="utf-8")

@@ -74,6 +74,25 @@ def matrix_shape(var):
     return (shape[0], shape[1] * shape[2])
 
 
+def chain_matmul(a, b, c):
+    """``a @ b @ c`` multiplied in the order with fewer multiply-adds (the shapes are static).
+
+    ``(ab)c`` costs ``m·k·n + m·n·p`` and ``a(bc)`` costs ``k·n·p + m·k·p`` for ``a: m × k``,
+    ``b: k × n``, ``c: n × p``. For the demo's feed-forward kernels (384 × 1536 against 48 × 192)
+    the better order needs 42 M instead of 117 M multiply-adds; the product is the same.
+
+    Example:
+    >>> import numpy as np
+    >>> a, b, c = np.ones((2, 3), "float32"), np.ones((3, 4), "float32"), np.ones((4, 5), "float32")
+    >>> np.asarray(chain_matmul(a, b, c)).tolist()[0]
+    [12.0, 12.0, 12.0, 12.0, 12.0]
+    """
+    (m, k), (n, p) = tuple(a.shape), tuple(c.shape)
+    if k * n * p + m * k * p < m * k * n + m * n * p:
+        return ops.matmul(a, ops.matmul(b, c))
+    return ops.matmul(ops.matmul(a, b), c)
+
+
 def resolve_layer_map(num_teacher_layers, num_student_layers, layer_map=None):
     """Student layer index -> teacher layer index.
 
@@ -172,9 +191,9 @@ class SharedProjections(keras.layers.Layer):
             theta_t = as_matrix(ops.cast(t_var, "float32"), t_var.path)
             theta_s = as_matrix(ops.cast(s_var, "float32"), s_var.path)
             if self.direction == "down":
-                diff = ops.matmul(ops.matmul(u, theta_t), v) - theta_s
+                diff = chain_matmul(u, theta_t, v) - theta_s
             else:
-                diff = theta_t - ops.matmul(ops.matmul(v, theta_s), u)
+                diff = theta_t - chain_matmul(v, theta_s, u)
             losses.append(ops.mean(ops.square(diff)))
         return losses
 

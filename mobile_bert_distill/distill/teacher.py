@@ -75,8 +75,11 @@ class ProjectedTiedMaskedLMHead(keras.layers.Layer):
     def call(self, inputs, mask_positions):
         x = ops.take_along_axis(inputs, ops.expand_dims(mask_positions, -1), axis=1)
         x = self.layer_norm(self.intermediate_dense(x))
-        table = self.up_projection(ops.cast(self.student_embedding.embeddings, self.compute_dtype))
-        logits = ops.matmul(x, ops.transpose(table))
+        # x · (E_s U_up)ᵀ computed as (x U_upᵀ) · E_sᵀ, through the student width, without mapping
+        # the whole table up: at the demo's 80 masked pieces per batch (4,928 pieces, 48 -> 384)
+        # 20 M instead of 242 M multiply-adds; the same product
+        x = ops.matmul(x, ops.transpose(ops.cast(self.up_projection.kernel, self.compute_dtype)))
+        logits = ops.matmul(x, ops.transpose(ops.cast(self.student_embedding.embeddings, self.compute_dtype)))
         return logits + ops.cast(self.output_bias, logits.dtype)
 
     def get_config(self):
