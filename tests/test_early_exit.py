@@ -69,6 +69,20 @@ def test_self_distillation_kl_equals_numpy():
     assert float(SelfDistillKL()(p.astype("float32"), same.astype("float32"))) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_row_entropy_is_the_normalised_entropy_of_one_row():
+    from mobile_bert_distill.litert.early_exit import normalized_entropy, row_entropy
+
+    rng = np.random.default_rng(1)
+    for k in (2, 3, 7):
+        rows = rng.dirichlet(np.full(k, 0.3), size=20).astype(np.float32)
+        rows[0] = 0.0
+        rows[0, 1] = 1.0                                             # one-hot: 0 · log 0 counts as 0
+        rows[1] = 1.0 / k                                            # uniform: 1
+        want = normalized_entropy(rows)
+        got = [row_entropy(r.tolist()) for r in rows]
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+        assert str(got[0]) == "0.0" and got[1] == pytest.approx(1.0)  # +0, as the array version
+
 def test_training_moves_only_the_branches(ee):
     from mobile_bert_distill.downstream.early_exit import ExitHeads, ExitTraining
     from mobile_bert_distill.downstream.finetune import load_classifier
