@@ -83,6 +83,7 @@ def test_row_entropy_is_the_normalised_entropy_of_one_row():
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
         assert str(got[0]) == "0.0" and got[1] == pytest.approx(1.0)  # +0, as the array version
 
+
 def test_training_moves_only_the_branches(ee):
     from mobile_bert_distill.downstream.early_exit import ExitHeads, ExitTraining
     from mobile_bert_distill.downstream.finetune import load_classifier

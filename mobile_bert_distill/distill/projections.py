@@ -183,11 +183,15 @@ class SharedProjections(keras.layers.Layer):
     def num_shapes(self):
         return len(self.projections)
 
+    def pair_projection(self, t_var, s_var):
+        """The ``(U, V)`` shared by every pair with the shapes of ``t_var`` and ``s_var``."""
+        return self.projections[self._key(t_var, s_var)]
+
     def pair_losses(self):
         """Mean squared error of every pair (a list of scalars)."""
         losses = []
         for t_var, s_var, _ in self.pairs:
-            u, v = self.projections[self._key(t_var, s_var)]
+            u, v = self.pair_projection(t_var, s_var)
             theta_t = as_matrix(ops.cast(t_var, "float32"), t_var.path)
             theta_s = as_matrix(ops.cast(s_var, "float32"), s_var.path)
             if self.direction == "down":
