@@ -31,6 +31,13 @@ student as one keras-hub preset archive ``OUT/best/student_<W>d.tar.gz``.
     python benchmarks/table2.py --budget-minutes 90          # after `make demo`
     KERAS_BACKEND=jax python benchmarks/table2.py --budget-minutes 8 --override train.batch_size=128
     python benchmarks/table2.py --prep-steps 400 --steps 800 --seeds 0 --widths 48   # fixed steps
+
+``--prepared-teacher RUN`` skips step 1 and trains every student from the teacher an earlier
+grid prepared (its ``OUT/teacher_prep``), so a grid can grow by widths, modes or a student
+variant (``--override student.embedding_dim=128 student.share_layers=true``) on the same teacher:
+
+    python benchmarks/table2.py --prepared-teacher OUT192/teacher_prep --steps 960 --widths 640 \\
+        --modes nokd dual+up --override student.embedding_dim=128 student.share_layers=true --out OUT640
 """
 
 import argparse
@@ -112,10 +119,10 @@ def demo_inputs(demo_dir):
 class Grid:
     """The configs of every run: the demo config's knobs, the given data, the overrides."""
 
-    def __init__(self, config_path, inputs, overrides, out):
+    def __init__(self, config_path, inputs, overrides, prepared):
         from mobile_bert_distill.demo import DemoError, load_demo_config, run_configs
 
-        self.prepared = os.path.join(out, "teacher_prep", "teacher")
+        self.prepared = prepared  # the prepared teacher every student learns from
         try:
             demo, raw, base = load_demo_config(config_path)
             runs = run_configs(demo, raw, base, train=inputs["corpus"], student_vocab=inputs["student_vocab"],
@@ -164,18 +171,21 @@ def probe(grid, widths, teacher_source, log):
     return out
 
 
-def make_plan(args, grid, inputs, budget_s, log):
-    """``{"prep_steps", "steps": {width: steps}, ...}``: sized by probes, or the fixed steps given."""
-    if args.prep_steps and args.steps:
-        return {"prep_steps": args.prep_steps, "steps": {str(w): args.steps for w in args.widths}, "probe": None}
+def make_plan(args, grid, inputs, budget_s, prep_steps, log):
+    """``{"prep_steps", "steps": {width: steps}, ...}``: sized by probes, or the fixed steps given.
+
+    With ``prep_steps`` given (those of a reused teacher preparation), only the students share the budget.
+    """
+    if prep_steps and args.steps:
+        return {"prep_steps": prep_steps, "steps": {str(w): args.steps for w in args.widths}, "probe": None}
     t0 = time.time()
     # the raw teacher stands in for the prepared one: the same encoder, so the same cost
     speeds = probe(grid, args.widths, inputs["teacher"], log)
     left = budget_s - (time.time() - t0)
-    prep_budget = left * args.prep_share
+    prep_budget = 0.0 if args.prepared_teacher else left * args.prep_share
     eval_s = speeds["teacher"]["fixed_seconds"]  # a build-and-compile's worth for scoring and saving
     plan = {"probe": speeds, "probe_seconds": round(time.time() - t0, 1), "budget_seconds": budget_s}
-    plan["prep_steps"] = args.prep_steps or plan_steps(
+    plan["prep_steps"] = prep_steps or plan_steps(
         MARGIN * prep_budget, [(speeds["teacher"]["step_seconds"], speeds["teacher"]["fixed_seconds"] + eval_s)])
     per_width = (left - prep_budget) / len(args.widths)
     plan["steps"] = {}
@@ -199,11 +209,35 @@ def train(cfg, run_dir, log):
         same_config(os.path.join(run_dir, "config.yaml"), cfg)
     if not reused:
         distill(cfg, out_dir=run_dir, overwrite=True, restart=True, progress=False, log=lambda m: None)
+    return finished_run(run_dir)[1], time.time() - t0, reused
+
+
+def finished_run(run_dir):
+    """``(config, summary with its history)`` of a finished ``mbd distill`` run folder."""
+    import yaml
+
+    with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as f:
+        cfg = yaml.safe_load(f)
     with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as f:
         summary = json.load(f)
     with open(os.path.join(run_dir, "history.json"), encoding="utf-8") as f:
         summary["history"] = json.load(f)
-    return summary, time.time() - t0, reused
+    return cfg, summary
+
+
+def check_prepared(run_dir):
+    """A reusable teacher preparation: a finished ``mode: teacher`` run with its teacher checkpoint."""
+    from mobile_bert_distill.distill.teacher import is_teacher_checkpoint
+
+    for name in ("config.yaml", "summary.json", "history.json"):
+        if not os.path.isfile(os.path.join(run_dir, name)):
+            raise BenchError(f"{run_dir} is not a finished teacher preparation (no {name})")
+    cfg, summary = finished_run(run_dir)
+    if cfg.get("mode") != "teacher":
+        raise BenchError(f"{run_dir} is a {cfg.get('mode')!r} run, not a teacher preparation (mode: teacher)")
+    if not is_teacher_checkpoint(os.path.join(run_dir, "teacher")):
+        raise BenchError(f"{run_dir}/teacher is not a teacher checkpoint")
+    return cfg, summary
 
 
 def tokens_seen(cfg):
@@ -337,6 +371,9 @@ def main(argv=None):
                     help="share of the budget (after the probes) for teacher preparation (default 0.3)")
     ap.add_argument("--prep-steps", type=int, help="teacher preparation steps instead of sizing them")
     ap.add_argument("--steps", type=int, help="steps of every student run instead of sizing them")
+    ap.add_argument("--prepared-teacher", metavar="RUN",
+                    help="an earlier grid's OUT/teacher_prep: train the students from its teacher instead of "
+                         "preparing one")
     ap.add_argument("--widths", type=int, nargs="+", default=[48, 192], help="student widths (default 48 192)")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES + OTHER_METHODS,
                     help="default: the paper's four (the +soft modes add DistilBERT's terms, tinybert TinyBERT's; "
@@ -369,7 +406,10 @@ def main(argv=None):
         return _fail("--corpus, --heldout, --student-vocab and --teacher go together")
     if any(w <= 0 for w in args.widths):
         return _fail("--widths must be positive")
+    if args.prepared_teacher and args.prep_steps:
+        return _fail("--prep-steps and --prepared-teacher exclude each other (a prepared teacher has its steps)")
     out = os.path.abspath(args.out)
+    prep_dir = os.path.abspath(args.prepared_teacher) if args.prepared_teacher else os.path.join(out, "teacher_prep")
     t_start = time.time()
 
     def log(msg):
@@ -379,12 +419,13 @@ def main(argv=None):
     from mobile_bert_distill.distill.evaluation import evaluate_student, evaluate_teacher
 
     try:
+        prepared = check_prepared(prep_dir) if args.prepared_teacher else None
         inputs = dict(zip(("corpus", "heldout", "student_vocab", "teacher"), own)) if all(own) \
             else demo_inputs(args.demo)
         for key in ("corpus", "heldout", "student_vocab"):
             if not os.path.isfile(inputs[key]):
                 raise BenchError(f"no such file: {inputs[key]}")
-        grid = Grid(args.config, inputs, args.override, out)
+        grid = Grid(args.config, inputs, args.override, os.path.join(prep_dir, "teacher"))
     except BenchError as e:
         return _fail(str(e))
     os.makedirs(out, exist_ok=True)
@@ -393,6 +434,8 @@ def main(argv=None):
     key = {"budget_minutes": args.budget_minutes, "prep_share": args.prep_share, "widths": args.widths,
            "modes": args.modes, "seeds": args.seeds, "prep_steps": args.prep_steps, "steps": args.steps,
            "config": grid.kd, "inputs": inputs, "backend": os.environ.get("KERAS_BACKEND", "tensorflow")}
+    if prepared:
+        key["prepared_teacher"] = prep_dir
     key = json.loads(json.dumps(key))
     plan_path = os.path.join(out, "plan.json")
     plan = None
@@ -401,7 +444,8 @@ def main(argv=None):
             old = json.load(f)
         plan = old["plan"] if old.get("key") == key else None
     if plan is None:
-        plan = make_plan(args, grid, inputs, args.budget_minutes * 60, log)
+        prep_steps = prepared[0]["train"]["steps"] if prepared else args.prep_steps
+        plan = make_plan(args, grid, inputs, args.budget_minutes * 60, prep_steps, log)
         atomic_write_json(plan_path, {"key": key, "plan": plan})
     log(f"plan: teacher preparation {plan['prep_steps']} steps; students "
         + ", ".join(f"{w}-d {s} steps" for w, s in plan["steps"].items())
@@ -411,18 +455,21 @@ def main(argv=None):
     seq = grid.kd["data"]["seq_len"]
 
     # ------------------------------------------------------------ 1. teacher
-    prep_cfg = grid.teacher(plan["prep_steps"], args.widths[0])
-    summary, secs, reused = train(prep_cfg, os.path.join(out, "teacher_prep"), log)
+    if prepared:
+        (prep_cfg, summary), secs, reused = prepared, 0.0, True
+    else:
+        prep_cfg = grid.teacher(plan["prep_steps"], args.widths[0])
+        summary, secs, reused = train(prep_cfg, prep_dir, log)
     teacher_eval = evaluate_teacher(grid.prepared, [inputs["heldout"]], seq_len=seq, progress=False)
-    log(f"teacher ({'reused' if reused else f'{secs:.0f} s'}): teacher-vocabulary head "
+    log(f"teacher ({f'from {prep_dir}' if prepared else 'reused' if reused else f'{secs:.0f} s'}): teacher-vocabulary head "
         f"{100 * teacher_eval['teacher_vocab_head_accuracy']:.2f} %, student-vocabulary head "
         f"{100 * teacher_eval['student_vocab_head_accuracy']:.2f} %")
     res = {"command": "python benchmarks/table2.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "machine": machine(), "inputs": inputs, "widths": args.widths, "modes": args.modes,
            "seeds": args.seeds, "plan": plan,
            "teacher": {"steps": plan["prep_steps"], "tokens_seen": tokens_seen(prep_cfg),
-                       "seconds": round(secs, 1), "heldout": teacher_eval, "history": summary["history"],
-                       "config": prep_cfg},
+                       "seconds": summary["seconds"] if prepared else round(secs, 1), "heldout": teacher_eval,
+                       "history": summary["history"], "config": prep_cfg, "prepared_by": prep_dir},
            "student_configs": {}, "runs": []}
 
     # ------------------------------------------------------------ 2. students (seed-major: an

@@ -127,7 +127,7 @@ def test_tiny_grid_within_budget(tiny_setup, tmp_path, capsys):
     # the same student architecture within a width, a wider one is bigger
     assert abs(rows[(16, "nokd")]["int8_bytes"] - rows[(16, "dual+up")]["int8_bytes"]) < 0.01 * rows[(16, "nokd")]["int8_bytes"]
     assert rows[(24, "nokd")]["int8_bytes"] > rows[(16, "nokd")]["int8_bytes"]
-    assert "| 24 | dual+up |" in (out / "methods.md").read_text()
+    assert "| 24 | BERT | dual+up |" in (out / "methods.md").read_text() and rows[(24, "nokd")]["student_kind"] == "BERT"
     # rescoring with the costs of an earlier table: its rows are taken, the others measured
     earlier = tmp_path / "earlier.json"
     earlier.write_text(json.dumps({"rows": [dict(rows[(16, "dual+up")], step_seconds=9.0, int8_bytes=123)]}))
@@ -142,3 +142,52 @@ def test_methods_needs_a_grid(tmp_path, capsys):
     assert load_benchmark("methods").main(["--grid", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "results.json not found" in err[0]
+
+
+@pytest.mark.slow
+def test_grid_from_a_prepared_teacher(tiny_setup, tmp_path, capsys):
+    """A second grid reuses the first one's teacher preparation: an ALBERT-style student on the same teacher."""
+    first = tmp_path / "first"
+    assert _script().main(tiny_setup + ["--out", str(first), "--prep-steps", "20", "--steps", "10",
+                                        "--widths", "16", "--modes", "nokd", "--seeds", "0"]) == 0
+    capsys.readouterr()
+    prep = first / "teacher_prep"
+    stamp = (prep / "summary.json").stat().st_mtime_ns
+    second = tmp_path / "second"
+    argv = tiny_setup + ["--out", str(second), "--prepared-teacher", str(prep), "--steps", "10", "--widths", "24",
+                         "--modes", "nokd", "dual+up", "--seeds", "1",
+                         "--override", "student.embedding_dim=8", "student.share_layers=true"]
+    assert _script().main(argv) == 0
+    log = capsys.readouterr().out
+    assert f"teacher (from {prep})" in log and "probe" not in log
+    assert not (second / "teacher_prep").exists() and (prep / "summary.json").stat().st_mtime_ns == stamp
+    res = json.loads((second / "results.json").read_text())
+    assert res["teacher"]["prepared_by"] == str(prep) and res["plan"]["prep_steps"] == 20
+    assert res["teacher"]["history"] == json.loads((prep / "history.json").read_text())
+    assert res["teacher"]["heldout"] == json.loads((first / "results.json").read_text())["teacher"]["heldout"]
+    run_cfg = yaml.safe_load((second / "runs" / "24d_dual_up_seed1" / "config.yaml").read_text())
+    assert run_cfg["teacher"]["source"] == str(prep / "teacher")
+    assert run_cfg["student"]["embedding_dim"] == 8 and run_cfg["student"]["share_layers"] is True
+    student = json.loads((second / "runs" / "24d_nokd_seed1" / "student" / "config.json").read_text())
+    assert student["config"]["embedding_dim"] == 8 and student["config"]["num_groups"] == 1
+    methods = load_benchmark("methods")
+    assert methods.main(["--grid", str(second), "--steps", "2", "--repeats", "1"]) == 0
+    rows = json.loads((second / "methods.json").read_text())["rows"]
+    assert {r["student_kind"] for r in rows} == {"ALBERT-style, E = 8, shared layers"}
+    assert "| 24 | ALBERT-style, E = 8, shared layers | dual+up |" in (second / "methods.md").read_text()
+
+
+def test_a_prepared_teacher_must_be_one(tmp_path, capsys):
+    out = tmp_path / "out"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("mode: nokd\n")
+    (run / "summary.json").write_text("{}")
+    (run / "history.json").write_text("[]")
+    for argv, words in ((["--prepared-teacher", str(tmp_path / "none")], "no config.yaml"),
+                        (["--prepared-teacher", str(run)], "a 'nokd' run, not a teacher preparation"),
+                        (["--prepared-teacher", str(run), "--prep-steps", "10"], "exclude each other")):
+        assert _script().main(argv + ["--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("table2: error:") and words in err, err
+    assert not out.exists()
