@@ -10,7 +10,8 @@ import pytest
 
 from mobile_bert_distill.errors import UserError
 from mobile_bert_distill.export import mixed
-from mobile_bert_distill.export.mixed import PRECISIONS, as_out_in, plan_precisions, rounding_error, weight_bytes
+from mobile_bert_distill.export.mixed import (PRECISIONS, TIED, TIED_PRECISIONS, as_out_in, plan_precisions,
+                                              rounding_error, weight_bytes)
 
 
 def test_docstring_example():
@@ -33,6 +34,18 @@ def test_rounding_error_per_channel_and_order():
         rounding_error(w, "int2")
 
 
+def test_a_tied_head_rounds_with_one_scale_and_costs_no_bytes():
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((5, 12)) * np.array([[0.1], [1], [1], [1], [1]])
+    scale = np.abs(w).max() / 127
+    assert rounding_error(w, TIED) == pytest.approx(np.sum((np.round(w / scale) * scale - w) ** 2), rel=1e-12)
+    assert rounding_error(w, TIED) > rounding_error(w, "int8")  # the small row shares the big rows' step
+    same = np.sign(w) * np.abs(w).max()  # rows with one range: one scale is the per-row scale
+    assert rounding_error(same, TIED) == pytest.approx(rounding_error(same, "int8"))
+    assert weight_bytes(1000, TIED, 10) == 0 and weight_bytes(1000, "int4") == 500
+    assert weight_bytes(1000, "int4", 10) == 500 + 10 * 12 and weight_bytes(1000, "float16", 10) == 2000
+
+
 def test_as_out_in_layouts():
     dense = np.arange(12.0).reshape(3, 4)          # [in=3, out=4]
     assert as_out_in(dense).shape == (4, 3) and as_out_in(dense)[1, 2] == dense[2, 1]
@@ -42,16 +55,20 @@ def test_as_out_in_layouts():
 
 def _problem(seed=0, n=5):
     rng = np.random.default_rng(seed)
-    weights = {f"m{i}": rng.standard_normal((8 * (i + 1), 16)) * rng.uniform(0.1, 3) for i in range(n)}
+    weights = {f"m{i}": rng.standard_normal((8 * (i + 1), 64)) * rng.uniform(0.1, 3) for i in range(n)}
     sensitivity = {name: float(rng.uniform(0.01, 10)) for name in weights}
     return weights, sensitivity
 
 
+def _bytes(w, precision):
+    return weight_bytes(w.size, precision, w.shape[0])
+
+
 def test_plan_fits_the_budget_and_is_near_the_best_assignment():
     weights, sensitivity = _problem()
-    params = {k: w.size for k, w in weights.items()}
-    full = sum(weight_bytes(n, "float16") for n in params.values())
-    for fraction in (1.0, 0.7, 0.5, 0.4, 0.3, 0.25):
+    full = sum(_bytes(w, "float16") for w in weights.values())
+    floor = sum(_bytes(w, "int4") for w in weights.values())
+    for fraction in (1.0, 0.7, 0.5, 0.45, 0.4, floor / full):
         budget = full * fraction
         plan = plan_precisions(weights, sensitivity, budget)
         assert list(plan) == list(weights)
@@ -61,23 +78,79 @@ def test_plan_fits_the_budget_and_is_near_the_best_assignment():
         best = min(
             sum(0.5 * sensitivity[k] * rounding_error(weights[k], p) for k, p in zip(weights, combo))
             for combo in itertools.product(PRECISIONS, repeat=len(weights))
-            if sum(weight_bytes(params[k], p) for k, p in zip(weights, combo)) <= budget)
+            if sum(_bytes(weights[k], p) for k, p in zip(weights, combo)) <= budget)
         assert got <= 2 * best + 1e-12, (fraction, got, best)
     assert {row["precision"] for row in plan_precisions(weights, sensitivity, full).values()} == {"float16"}
+
+
+def test_a_tied_head_steps_to_the_table_instead_of_int4():
+    weights, sensitivity = _problem(seed=3, n=4)
+    head = "m3"
+    ladders = [TIED_PRECISIONS if k == head else PRECISIONS for k in weights]
+    full = sum(_bytes(w, "float16") for w in weights.values())
+    floor = sum(_bytes(w, "int4") for k, w in weights.items() if k != head)
+    seen = set()
+    for fraction in (1.0, 0.7, 0.5, 0.4, 0.3, floor / full):
+        budget = full * fraction
+        plan = plan_precisions(weights, sensitivity, budget, tied=[head])
+        assert sum(row["bytes"] for row in plan.values()) <= budget and plan[head]["precision"] != "int4"
+        seen.add(plan[head]["precision"])
+        got = sum(row["loss_increase"] for row in plan.values())
+        best = min(
+            sum(0.5 * sensitivity[k] * rounding_error(weights[k], p) for k, p in zip(weights, combo))
+            for combo in itertools.product(*ladders)
+            if sum(_bytes(weights[k], p) for k, p in zip(weights, combo)) <= budget)
+        assert got <= 2 * best + 1e-12, (fraction, got, best)
+    assert TIED in seen and plan[head]["bytes"] == 0
+    # below the untied floor (every matrix int4) yet fits: only the tied head makes room
+    assert floor < sum(_bytes(w, "int4") for w in weights.values())
+    with pytest.raises(UserError, match=r"all in int4 \(tied ones reading their table\) they take"):
+        plan_precisions(weights, sensitivity, floor - 1, tied=[head])
+
+
+def test_no_bytes_left_that_could_buy_a_matrix_back_up():
+    weights, sensitivity = _problem(seed=4, n=5)
+    head = "m4"
+    for tied in ((), (head,)):
+        full = sum(_bytes(w, "float16") for w in weights.values())
+        for fraction in np.linspace(0.36, 0.95, 24):
+            plan = plan_precisions(weights, sensitivity, full * fraction, tied=tied)
+            left = full * fraction - sum(row["bytes"] for row in plan.values())
+            for name, row in plan.items():
+                ladder = TIED_PRECISIONS if name in tied else PRECISIONS
+                k = ladder.index(row["precision"])
+                if k:
+                    up = ladder[k - 1]
+                    gain = row["loss_increase"] - 0.5 * sensitivity[name] * rounding_error(weights[name], up)
+                    cost = weight_bytes(row["params"], up, row["rows"]) - row["bytes"]
+                    assert cost > left or gain <= 0, (tied, fraction, name)
+
+
+def test_more_room_never_loses_more_with_a_tied_head():
+    rng = np.random.default_rng(5)
+    weights = {f"m{i}": rng.standard_normal((32, 64)) for i in range(6)}
+    weights["head"] = rng.standard_normal((400, 64)) * np.linspace(0.2, 1, 400)[:, None]  # a big tied table
+    sensitivity = {name: float(rng.uniform(0.5, 2)) for name in weights}
+    full = sum(_bytes(w, "float16") for w in weights.values())
+    losses = []
+    for fraction in np.linspace(0.2, 1.0, 33):
+        plan = plan_precisions(weights, sensitivity, full * fraction, tied=["head"])
+        losses.append(sum(row["loss_increase"] for row in plan.values()))
+    assert all(b <= a + 1e-12 for a, b in zip(losses, losses[1:])), losses
 
 
 def test_the_more_sensitive_matrix_keeps_more_bits():
     rng = np.random.default_rng(1)
     w = rng.standard_normal((16, 16))
     plan = plan_precisions({"sensitive": w, "robust": w.copy()}, {"sensitive": 5.0, "robust": 0.05},
-                           budget_bytes=weight_bytes(256, "int8") + weight_bytes(256, "int4"))
+                           budget_bytes=weight_bytes(256, "int8", 16) + weight_bytes(256, "int4", 16))
     assert plan["sensitive"]["precision"] == "int8" and plan["robust"]["precision"] == "int4"
     assert plan["sensitive"]["loss_increase"] == pytest.approx(0.5 * 5.0 * rounding_error(w, "int8"))
 
 
 def test_bad_budgets():
     weights, sensitivity = _problem()
-    floor = sum(weight_bytes(w.size, "int4") for w in weights.values())
+    floor = sum(_bytes(w, "int4") for w in weights.values())
     with pytest.raises(UserError, match=f"all in int4 they take {floor / 1e6:.3f} MB"):
         plan_precisions(weights, sensitivity, floor - 1)
     for bad in (0, -1.0):
@@ -138,11 +211,39 @@ def test_mixed_export_fits_the_target_and_stores_the_plan(tiny, tmp_path, capsys
     kinds = {}
     for r in mixed["matrices"]:
         kinds[r["precision"]] = kinds.get(r["precision"], 0) + r["ops"]
-        assert r["bytes"] == weight_bytes(r["params"], r["precision"])
+        assert r["bytes"] == weight_bytes(r["params"], r["precision"], r["rows"])
         assert r["trace_stderr"] >= 0 and r["sensitivity"] >= 0
     assert len(kinds) >= 2 and "int4" in kinds
-    assert _fc_weight_types(tight) == kinds
+    assert _fc_weight_types(tight) == {("int8" if p == TIED else p): n for p, n in kinds.items()}
     assert report["parity"]["masked_tokens"] > 0 and 0 <= report["parity"]["top1_agreement"] <= 1
+
+
+def test_the_head_reads_the_token_table_below_the_untied_floor(tiny, tmp_path, capsys):
+    import json
+    import os
+    import re
+
+    from mobile_bert_distill.litert.on_device_bench import Graph
+
+    pytest.importorskip("ai_edge_quantizer")
+    assert _export(tiny, tmp_path / "none.tflite", "--target-size-mb", "0.001") == 2
+    floor = float(re.search(r"about ([0-9.]+) MB", capsys.readouterr().err).group(1))
+    out = tmp_path / "tied.tflite"
+    target = floor * 1.12  # the tiny file's overhead is estimated roughly: leave room for a second try
+    assert _export(tiny, out, "--target-size-mb", f"{target:.6f}") == 0
+    assert "matrices tied; embedding tables int8 (the MLM head reads the token table)" in capsys.readouterr().out
+    report = json.loads((tmp_path / "tied.report.json").read_text())
+    rows = {r["name"]: r for r in report["mixed_precision"]["matrices"]}
+    head = rows["token_embedding"]
+    assert head["precision"] == TIED and head["bytes"] == 0
+    assert os.path.getsize(out) <= target * 1e6
+    # a copy of the head of its own, even in int4, costs more than the room above the floor
+    assert weight_bytes(head["params"], "int4", head["rows"]) > (target - floor) * 1e6
+    graph = Graph.from_file(str(out))
+    gather = next(op for op in graph.ops if op["type"] == "GATHER")
+    logits = [op for op in graph.ops if op["type"] == "FULLY_CONNECTED"][-1]
+    assert logits["inputs"][1] == gather["inputs"][0]  # the logits read the lookup's own int8 table
+    assert graph.tensors[gather["inputs"][0]]["dtype"] == "int8"
 
 
 @pytest.mark.parametrize("extra, fragment", [

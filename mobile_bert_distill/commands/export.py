@@ -113,11 +113,14 @@ def run(args):
         print(f"parity on {par['tokens']} tokens ({par['source']}): sequence-output cosine "
               f"{par['sequence_output_cosine_mean']:.5f} (min {par['sequence_output_cosine_min']:.5f})")
     if "mixed_precision" in report:
+        from mobile_bert_distill.export.mixed import TIED
+
         counts = {}
         for m in report["mixed_precision"]["matrices"]:
             counts[m["precision"]] = counts.get(m["precision"], 0) + 1
         print(f"mixed precision for {report['mixed_precision']['target_size_mb']:g} MB: "
-              + ", ".join(f"{n} matrices {p}" for p, n in counts.items()) + "; embedding tables int8")
+              + ", ".join(f"{n} matrices {p}" for p, n in counts.items()) + "; embedding tables int8"
+              + (" (the MLM head reads the token table)" if TIED in counts else ""))
     print(f"report: {report_path(args.out)}")
     if args.android_assets:
         files = ", ".join(report.get("android_assets", {}).get("files", []))

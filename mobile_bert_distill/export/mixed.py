@@ -4,8 +4,11 @@ Rounding a matrix ``m`` to fewer bits adds ``Δw_m``; to second order the masked
 ``½ · Tr(H_m)/n_m · ‖Δw_m‖²`` (:mod:`~mobile_bert_distill.export.sensitivity`).
 :func:`plan_precisions` starts every matrix at float16 and, while the weights are over the
 budget, takes the one step (float16 → int8 or int8 → int4 of one matrix) that adds the least loss
-per byte saved. Rounding is symmetric and per output channel, as LiteRT stores int8 and int4
-weights; matrices are given in LiteRT's ``[out, in]`` layout (:func:`as_out_in`).
+per byte saved; the bytes the last step saved beyond the budget then buy back the steps that
+remove the most loss per byte. Rounding is symmetric and per output channel, as LiteRT stores int8 and int4
+weights; matrices are given in LiteRT's ``[out, in]`` layout (:func:`as_out_in`). The MLM head,
+tied to the token table, has a cheaper last step than int4: ``tied``, reading the int8 table the
+lookup stores anyway (one scale for the whole table), which costs no bytes of its own.
 
 :func:`convert_mixed` applies a plan to the kit's float32 export with ai-edge-quantizer (the one
 route to int4 weights: TF 2.21's converter writes none): dynamic-range int8 or int4 per channel,
@@ -15,9 +18,9 @@ or float16, per FULLY_CONNECTED weight, and int8 embedding tables; what ``mbd ex
 Example:
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
->>> weights = {"a": rng.standard_normal((8, 8)), "b": rng.standard_normal((8, 8))}
+>>> weights = {"a": rng.standard_normal((8, 64)), "b": rng.standard_normal((8, 64))}
 >>> sensitivity = {"a": 10.0, "b": 0.01}   # trace per parameter
->>> plan = plan_precisions(weights, sensitivity, budget_bytes=8 * 8 * 1.5)
+>>> plan = plan_precisions(weights, sensitivity, budget_bytes=(512 + 8 * 12) + (256 + 8 * 12))  # int8 a, int4 b
 >>> plan["a"]["precision"], plan["b"]["precision"]
 ('int8', 'int4')
 """
@@ -34,6 +37,13 @@ from mobile_bert_distill.export.recipes import MIXED
 #: bits per stored weight of each precision, highest first
 BITS = {"float16": 16, "int8": 8, "int4": 4}
 PRECISIONS = tuple(BITS)
+#: the MLM head's own precision when it reads the int8 input table itself (one symmetric per-tensor
+#: int8 copy serves the lookup and the logits, as in the kit's int8 export): no bytes of its own
+TIED = "tied"
+#: the steps a tied head may take: it stays as precise as a separate copy until it shares the table
+TIED_PRECISIONS = ("float16", "int8", TIED)
+#: bytes of one output channel's quantization parameters: a float32 scale and an int64 zero point
+QPARAM_BYTES = 12
 
 
 def as_out_in(kernel, input_axes=1):
@@ -47,30 +57,35 @@ def as_out_in(kernel, input_axes=1):
 
 def rounding_error(matrix, precision, column_scale=None):
     """``‖(Q(w) − w)·diag(column_scale)‖²`` of ``matrix`` (``[out, in]``) stored in ``precision``:
-    float16, or symmetric integers with one scale per output row (``max|row| / (2^(b-1) − 1)``).
+    float16, symmetric integers with one scale per output row (``max|row| / (2^(b-1) − 1)``), or
+    ``tied``: int8 with one scale for the whole matrix (``max|w| / 127``).
     ``column_scale`` maps an error of the stored weight back to the model's own (the export
     folds a LayerNorm's gamma into the input columns of the next projection)."""
     w = np.asarray(matrix, np.float64)
     if precision == "float16":
         err = w.astype(np.float16).astype(np.float64) - w
-    elif precision in BITS:
-        levels = 2 ** (BITS[precision] - 1) - 1
-        scale = np.abs(w).max(axis=1, keepdims=True) / levels
+    elif precision in BITS or precision == TIED:
+        levels = 2 ** (BITS.get(precision, 8) - 1) - 1
+        scale = np.abs(w).max(axis=None if precision == TIED else 1, keepdims=True) / levels
         scale[scale == 0] = 1.0
         err = np.clip(np.round(w / scale), -levels, levels) * scale - w
     else:
-        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        raise ValueError(f"precision must be one of {PRECISIONS + (TIED,)}, not {precision!r}")
     if column_scale is not None:
         err = err * np.asarray(column_scale, np.float64)[None, :]
     return float(np.sum(err ** 2))
 
 
-def weight_bytes(params, precision):
-    """Bytes of ``params`` weights stored in ``precision`` (scales not counted)."""
-    return params * BITS[precision] / 8
+def weight_bytes(params, precision, rows=0):
+    """Bytes of ``params`` weights stored in ``precision``, with the scale (float32) and zero point
+    (int64) LiteRT stores per output row of an int8 or int4 matrix of ``rows`` rows. A tied head
+    stores nothing of its own."""
+    if precision == TIED:
+        return 0.0
+    return params * BITS[precision] / 8 + (QPARAM_BYTES * rows if precision != "float16" else 0)
 
 
-def plan_precisions(weights, sensitivity, budget_bytes, column_scales=None):
+def plan_precisions(weights, sensitivity, budget_bytes, column_scales=None, tied=()):
     """Assign float16, int8 or int4 to each matrix so that their weights fit ``budget_bytes``.
 
     Args:
@@ -78,10 +93,13 @@ def plan_precisions(weights, sensitivity, budget_bytes, column_scales=None):
         sensitivity: ``{name: Tr(H_m) / n_m}``, the mean Hessian eigenvalue of each matrix.
         budget_bytes: what the matrices' weights may take in all.
         column_scales: ``{name: [in] array}`` for :func:`rounding_error` (default: none).
+        tied: names of matrices that may instead read an int8 table stored anyway (the MLM head
+            tied to the token table): they step float16 → int8 → ``tied`` (:data:`TIED_PRECISIONS`).
 
     Returns:
-        ``{name: {"precision", "params", "bytes", "sensitivity", "loss_increase"}}`` in the order of
-        ``weights``; ``loss_increase`` is ``½ · sensitivity · ‖Q(w) − w‖²`` at the chosen precision.
+        ``{name: {"precision", "params", "rows", "bytes", "sensitivity", "loss_increase"}}`` in the
+        order of ``weights``; ``bytes`` as :func:`weight_bytes` counts them; ``loss_increase`` is
+        ``½ · sensitivity · ‖Q(w) − w‖²`` at the chosen precision.
 
     Raises:
         UserError: ``budget_bytes`` is not positive, or below what all-int4 weights take.
@@ -89,34 +107,67 @@ def plan_precisions(weights, sensitivity, budget_bytes, column_scales=None):
     if not budget_bytes > 0:
         raise UserError(f"the size budget must be positive, got {budget_bytes / 1e6:g} MB")
     params = {name: int(np.asarray(w).size) for name, w in weights.items()}
-    floor = sum(weight_bytes(n, "int4") for n in params.values())
+    rows = {name: int(np.asarray(w).shape[0]) for name, w in weights.items()}
+
+    def size(name, precision):
+        return weight_bytes(params[name], precision, rows[name])
+
+    steps = {}  # each matrix's precisions, each smaller than the one before (a row's scale outweighs a
+    for name in weights:  # few int8 columns)
+        for p in TIED_PRECISIONS if name in tied else PRECISIONS:
+            if name not in steps or size(name, p) < size(name, steps[name][-1]):
+                steps[name] = steps.get(name, ()) + (p,)
+
+    floor = sum(size(name, ladder[-1]) for name, ladder in steps.items())
     if budget_bytes < floor:
-        raise UserError(f"{budget_bytes / 1e6:.3f} MB cannot hold these weights: all in int4 they take "
+        raise UserError(f"{budget_bytes / 1e6:.3f} MB cannot hold these weights: all in int4 "
+                        f"{'(tied ones reading their table) ' if set(tied) & set(weights) else ''}they take "
                         f"{floor / 1e6:.3f} MB")
     column_scales = column_scales or {}
     loss = {name: {p: 0.5 * float(sensitivity[name]) * rounding_error(w, p, column_scales.get(name))
-                   for p in PRECISIONS}
+                   for p in steps[name]}
             for name, w in weights.items()}
-    chosen = dict.fromkeys(weights, 0)  # index into PRECISIONS
-    total = sum(weight_bytes(n, PRECISIONS[0]) for n in params.values())
-    while total > budget_bytes:
-        best, best_rate = None, None
-        for name, k in chosen.items():
-            if k + 1 == len(PRECISIONS):
-                continue
-            here, there = PRECISIONS[k], PRECISIONS[k + 1]
-            saved = weight_bytes(params[name], here) - weight_bytes(params[name], there)
-            rate = max(loss[name][there] - loss[name][here], 0.0) / saved
-            if best_rate is None or rate < best_rate:
-                best, best_rate = name, rate
-        here, there = PRECISIONS[chosen[best]], PRECISIONS[chosen[best] + 1]
-        total -= weight_bytes(params[best], here) - weight_bytes(params[best], there)
-        chosen[best] += 1
+
+    def greedy(chosen):  # ``chosen``: each matrix's index into its steps, moved down then back up
+        total = sum(size(name, steps[name][k]) for name, k in chosen.items())
+        while total > budget_bytes:
+            best, best_rate = None, None
+            for name, k in chosen.items():
+                if k + 1 == len(steps[name]):
+                    continue
+                here, there = steps[name][k], steps[name][k + 1]
+                rate = max(loss[name][there] - loss[name][here], 0.0) / (size(name, here) - size(name, there))
+                if best_rate is None or rate < best_rate:
+                    best, best_rate = name, rate
+            total -= size(best, steps[best][chosen[best]]) - size(best, steps[best][chosen[best] + 1])
+            chosen[best] += 1
+        while True:  # the last step may have saved more than needed: spend what is left on the best way
+            best, best_rate = None, None  # back up (a matrix whose estimated trace is 0 too: it is an estimate)
+            for name, k in chosen.items():
+                if k == 0:
+                    continue
+                here, up = steps[name][k], steps[name][k - 1]
+                cost = size(name, up) - size(name, here)
+                rate = (loss[name][here] - loss[name][up]) / cost
+                if total + cost <= budget_bytes and rate >= 0 and (best_rate is None or rate > best_rate):
+                    best, best_rate = name, rate
+            if best is None:
+                return chosen
+            total += size(best, steps[best][chosen[best] - 1]) - size(best, steps[best][chosen[best]])
+            chosen[best] -= 1
+
+    # a tied head's last step saves its whole copy at once, more than the greedy steps weigh:
+    # plan from float16 and from the head tied, and keep the plan that loses less
+    starts = [dict.fromkeys(weights, 0)]
+    if any(name in tied for name in weights):
+        starts.append({name: len(steps[name]) - 1 if name in tied else 0 for name in weights})
+    plans = [greedy(start) for start in starts]
+    chosen = min(plans, key=lambda c: sum(loss[name][steps[name][k]] for name, k in c.items()))
     out = {}
     for name, k in chosen.items():
-        precision = PRECISIONS[k]
+        precision = steps[name][k]
         out[name] = {"precision": precision, "params": params[name],
-                     "bytes": weight_bytes(params[name], precision),
+                     "rows": rows[name], "bytes": size(name, precision),
                      "sensitivity": float(sensitivity[name]), "loss_increase": loss[name][precision]}
     return out
 
@@ -242,15 +293,19 @@ def convert_mixed(model, float_flat, *, calibration_feeds, calibration_labels, t
     ``float_flat`` is the model's float32 export (the kit's graph). Each weight matrix's
     Hutchinson trace (``samples`` draws, on the first ``sensitivity_sequences`` calibration
     sequences) ranks it; :func:`plan_precisions` assigns float16/int8/int4 to the
-    FULLY_CONNECTED weights; the embedding tables are int8. The first plan's budget is
+    FULLY_CONNECTED weights, or ``tied`` to the MLM head (it then reads the token table:
+    :func:`~mobile_bert_distill.export.flatbuffer.share_tied_embedding`); the embedding tables
+    are int8. The first plan's budget is
     ``target_bytes`` less an estimate of everything else in the file (tables, biases, scales,
     the graph); while the written file is over ``target_bytes``, the plan is made again with the
     rest as measured in that file (four tries).
 
     Raises:
-        UserError: ``target_bytes`` is below the file with every weight matrix in int4, or no plan
+        UserError: ``target_bytes`` is below the file with every weight matrix in int4 and the head
+            tied, or no plan
             fits in four tries (:func:`check_mixed` refuses a target that is not positive).
     """
+    from mobile_bert_distill.export.flatbuffer import share_tied_embedding
     from mobile_bert_distill.export.sensitivity import hessian_sensitivity, weight_matrices
 
     variables = weight_matrices(model)
@@ -267,15 +322,19 @@ def convert_mixed(model, float_flat, *, calibration_feeds, calibration_labels, t
     planned = {name: w for name, (w, _) in stored.items()}
     column_scales = {name: c for name, (_, c) in stored.items()}
     # the float file stores each matrix once (a tied table serves GATHER and the logits); the
-    # quantizer writes the tables in int8 and the planned weights apart from them
-    stored_params = sum(matrices[n].size for n in dict.fromkeys([*planned, *tables]))
-    overhead = len(float_flat) - 4 * stored_params + sum(matrices[t].size for t in tables)
-    int4 = sum(weight_bytes(m.size, "int4") for m in planned.values())
+    # quantizer writes the looked-up tables in int8 and the planned weights apart from them (the
+    # position table is a float constant of the rows the sequence uses, in both files)
+    looked_up = ("token_embedding", "segment_embedding")
+    stored_params = sum(matrices[n].size for n in dict.fromkeys([*planned, *looked_up]))
+    overhead = len(float_flat) - 4 * stored_params + sum(matrices[t].size for t in looked_up)
+    tied = [name for name in planned if name in tables]  # the MLM head may read the int8 token table itself
+    int4 = sum(weight_bytes(m.size, "int4", m.shape[0]) for name, m in planned.items() if name not in tied)
 
     def check_floor():
         if target_bytes - overhead < int4:
             raise UserError(f"{target_bytes / 1e6:.3f} MB is below the smallest mixed-precision file of this "
-                            f"model, about {(overhead + int4) / 1e6:.3f} MB (every weight matrix in int4)")
+                            f"model, about {(overhead + int4) / 1e6:.3f} MB (every weight matrix in int4, "
+                            "the MLM head reading the token table)")
 
     check_floor()
     head = {k: v[:sensitivity_sequences] for k, v in calibration_feeds.items()}
@@ -286,9 +345,15 @@ def convert_mixed(model, float_flat, *, calibration_feeds, calibration_labels, t
     tries = []
     for _ in range(4):
         check_floor()
-        plan = plan_precisions(planned, trace, target_bytes - overhead, column_scales)
-        flat = quantize_with_plan(float_flat, [s for s, _ in fully_connected], [plan[n]["precision"] for n in names],
-                                  calib)
+        plan = plan_precisions(planned, trace, target_bytes - overhead, column_scales, tied=tied)
+        precisions = [plan[n]["precision"] for n in names]
+        flat = quantize_with_plan(float_flat, [s for s, _ in fully_connected],
+                                  ["int8" if p == TIED else p for p in precisions], calib)
+        if TIED in precisions:
+            flat, changes = share_tied_embedding(flat)
+            rows = sum(planned[n].shape[0] for n in tied if plan[n]["precision"] == TIED)
+            if changes["shared_embedding_rows"] != rows:
+                raise ValueError(f"the MLM head planned to read the token table ({rows} rows) did not match it")
         tries.append(len(flat))
         if len(flat) <= target_bytes:
             break
@@ -299,7 +364,8 @@ def convert_mixed(model, float_flat, *, calibration_feeds, calibration_labels, t
     report = {
         "target_size_mb": target_bytes / 1e6, "tries_mb": [round(t / 1e6, 4) for t in tries],
         "quantizer": "ai-edge-quantizer (dynamic-range int8/int4 per channel, float16 casting)",
-        "embedding_tables": "int8 (static, per tensor)",
+        "embedding_tables": f"int8 (static, per tensor); a matrix marked {TIED} is the token table, read by the "
+                            "MLM head too",
         "sensitivity": {"estimate": "Hutchinson trace of the masked-LM loss's Hessian, per matrix", "samples": samples,
                         "sequences": int(len(head["input_ids"]))},
         "matrices": [{"name": name, "ops": names.count(name), **plan[name],
