@@ -86,7 +86,7 @@ def weight_bytes(params, precision, rows=0):
 
 
 def plan_precisions(weights, sensitivity, budget_bytes, column_scales=None, tied=()):
-    """Assign float16, int8 or int4 to each matrix so that their weights fit ``budget_bytes``.
+    """Assign float16, int8 or int4 (or ``tied``) to each matrix so that their weights fit ``budget_bytes``.
 
     Args:
         weights: ``{name: [out, in] array}``.
@@ -95,6 +95,8 @@ def plan_precisions(weights, sensitivity, budget_bytes, column_scales=None, tied
         column_scales: ``{name: [in] array}`` for :func:`rounding_error` (default: none).
         tied: names of matrices that may instead read an int8 table stored anyway (the MLM head
             tied to the token table): they step float16 → int8 → ``tied`` (:data:`TIED_PRECISIONS`).
+            A step that would save no bytes is skipped (a row's scale and zero point outweigh
+            what a few input columns save).
 
     Returns:
         ``{name: {"precision", "params", "rows", "bytes", "sensitivity", "loss_increase"}}`` in the
@@ -102,7 +104,8 @@ def plan_precisions(weights, sensitivity, budget_bytes, column_scales=None, tied
         ``½ · sensitivity · ‖Q(w) − w‖²`` at the chosen precision.
 
     Raises:
-        UserError: ``budget_bytes`` is not positive, or below what all-int4 weights take.
+        UserError: ``budget_bytes`` is not positive, or below what all-int4 weights take (tied
+            ones taking none).
     """
     if not budget_bytes > 0:
         raise UserError(f"the size budget must be positive, got {budget_bytes / 1e6:g} MB")
@@ -112,8 +115,8 @@ def plan_precisions(weights, sensitivity, budget_bytes, column_scales=None, tied
     def size(name, precision):
         return weight_bytes(params[name], precision, rows[name])
 
-    steps = {}  # each matrix's precisions, each smaller than the one before (a row's scale outweighs a
-    for name in weights:  # few int8 columns)
+    steps = {}  # each matrix's precisions, each one smaller than the one before
+    for name in weights:
         for p in TIED_PRECISIONS if name in tied else PRECISIONS:
             if name not in steps or size(name, p) < size(name, steps[name][-1]):
                 steps[name] = steps.get(name, ()) + (p,)
@@ -141,8 +144,10 @@ def plan_precisions(weights, sensitivity, budget_bytes, column_scales=None, tied
                     best, best_rate = name, rate
             total -= size(best, steps[best][chosen[best]]) - size(best, steps[best][chosen[best] + 1])
             chosen[best] += 1
-        while True:  # the last step may have saved more than needed: spend what is left on the best way
-            best, best_rate = None, None  # back up (a matrix whose estimated trace is 0 too: it is an estimate)
+        # the last step may have saved more than needed: what is left buys steps back, the most loss
+        # removed per byte first (zero too: a trace of 0 is an estimate)
+        while True:
+            best, best_rate = None, None
             for name, k in chosen.items():
                 if k == 0:
                     continue
