@@ -257,6 +257,64 @@ def test_distill_then_eval_student_and_teacher(tiny_data, tmp_path, capsys):
         code, _, err = run_cli(["eval", f"--{who}", str(out / who), "--corpus", tiny_data["heldout"],
                                 "--seq-len", "100000"], capsys)
         assert_one_line_error(code, err, "sequence length 100000 is outside 1..512")
+    _eval_an_export(out / "student", tiny_data, tmp_path, capsys)
+
+
+def _eval_an_export(student, tiny_data, tmp_path, capsys):
+    """`mbd eval --litert`: the file and its preset on the same positions, at the file's length."""
+    import keras
+
+    from mobile_bert_distill.distill.student import build_student
+    from mobile_bert_distill.text import load_vocab
+
+    heldout = tiny_data["heldout"]
+    exported = tmp_path / "s.tflite"
+    code, _, _ = run_cli(["export", "--student", str(student), "--out", str(exported), "--quantization", "float32",
+                          "--seq-len", "24", "--calibration-corpus", heldout], capsys)
+    assert code == 0
+    code, out, _ = run_cli(["eval", "--student", str(student), "--litert", str(exported), "--corpus", heldout,
+                            "--json"], capsys)
+    res = json.loads(out)
+    code2, alone, _ = run_cli(["eval", "--student", str(student), "--corpus", heldout, "--seq-len", "24", "--json"],
+                              capsys)
+    alone = json.loads(alone)
+    assert code == code2 == 0 and res["seq_len"] == 24
+    assert res["student_accuracy"] == alone["student_accuracy"] and res["masked_tokens"] == alone["masked_tokens"]
+    # a float32 file gives the preset's answers: at most two near-ties flip
+    assert abs(res["drop_points"]) <= 100 * 2 / res["masked_tokens"]
+    assert res["drop_points"] == pytest.approx(100 * (res["student_accuracy"] - res["file_accuracy"]))
+    # the file is what is scored: another model with the same vocabulary scores otherwise
+    keras.utils.set_random_seed(3)
+    other = build_student(load_vocab(tiny_data["student_vocab"]), hidden_dim=16, num_layers=1, num_heads=2,
+                          seq_len=24)
+    other.save_to_preset(str(tmp_path / "other"))
+    code, _, _ = run_cli(["export", "--student", str(tmp_path / "other"), "--out", str(tmp_path / "o.tflite"),
+                          "--quantization", "float32", "--seq-len", "24", "--calibration-corpus", heldout], capsys)
+    code, out, _ = run_cli(["eval", "--student", str(student), "--litert", str(tmp_path / "o.tflite"),
+                            "--corpus", heldout, "--json"], capsys)
+    assert code == 0 and json.loads(out)["file_accuracy"] != res["file_accuracy"]
+    code, out, _ = run_cli(["eval", "--student", str(student), "--litert", str(exported), "--corpus", heldout],
+                           capsys)
+    assert code == 0 and "points lost" in out and "sequences of 24" in out
+    fewer = build_student(load_vocab(tiny_data["student_vocab"])[:-3], hidden_dim=16, num_layers=1, num_heads=2,
+                          seq_len=24)
+    fewer.save_to_preset(str(tmp_path / "fewer"))
+    for folder, name, extra in ((tmp_path / "fewer", "f.tflite", []), (student, "e.tflite", ["--task", "encoder"])):
+        code, _, _ = run_cli(["export", "--student", str(folder), "--out", str(tmp_path / name), "--quantization",
+                              "float32", "--seq-len", "24", "--calibration-corpus", heldout, *extra], capsys)
+        assert code == 0
+    for args, words in ((["--teacher", str(student), "--litert", str(exported)], "--litert needs --student"),
+                        (["--student", str(student), "--litert", str(exported), "--seq-len", "16"],
+                         "--seq-len does not apply with --litert"),
+                        (["--student", str(student), "--litert", str(tmp_path / "none.tflite")],
+                         "model file not found"),
+                        (["--student", str(student), "--litert", heldout], "is not a TFLite flatbuffer"),
+                        (["--student", str(student), "--litert", str(tmp_path / "e.tflite")],
+                         "is not a masked-LM export"),
+                        (["--student", str(student), "--litert", str(tmp_path / "f.tflite")],
+                         "it was exported from another student")):
+        code, _, err = run_cli(["eval", *args, "--corpus", heldout], capsys)
+        assert_one_line_error(code, err, words)
 
 
 def test_eval_positions_identical_for_two_students_with_one_vocab(tiny_data):

@@ -99,12 +99,15 @@ def test_the_walk_through_runs_as_written(tmp_path, monkeypatch, capsys):
         readme = readme.replace(fragment, small)
     walk = [argv for heading, cmds in bash_blocks(readme) if heading.startswith(WALK_THROUGH) for argv in cmds]
     assert [argv[0] for argv in walk] == ["vocab", "distill", "eval", "eval", "teacher-prep", "finetune",
-                                          "finetune", "export", "predict"]
+                                          "finetune", "export", "predict", "eval"]
+    outputs = []
     for argv in walk:
         code = main(argv)
         captured = capsys.readouterr()
         assert code == 0, f"mbd {shlex.join(argv)}: {captured.err[-2000:]}"
-    assert "[MASK]" in captured.out  # predict printed its fills
+        outputs.append(captured.out)
+    assert "[MASK]" in outputs[-2]  # predict printed its fills
+    assert "points lost" in outputs[-1]  # eval scored the file beside its student
     for path in ("vocab/vocab.txt", "out/student/config.json", "out/teacher", "prep/teacher", "teacher_clf/labels.json",
                  "clf/labels.json", "model.tflite", "model.report.json", "android_demo_assets/model_info.json"):
         assert os.path.exists(path), path

@@ -16,6 +16,9 @@ def register(sub):
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--student", metavar="DIR", help="student preset (OUT/student)")
     who.add_argument("--teacher", metavar="DIR", help="teacher checkpoint (OUT/teacher)")
+    p.add_argument("--litert", metavar="FILE",
+                   help="with --student: also score this masked-LM export of it (mbd export) on the same "
+                        "positions, at the file's sequence length, and print the accuracy drop")
     p.add_argument("--corpus", nargs="+", required=True, metavar="FILE", help="held-out text files")
     p.add_argument("--seq-len", type=T.positive_int, help="sequence length (default: the student's; 128 for a teacher)")
     p.add_argument("--batch-size", type=T.positive_int, default=32, help="sequences per batch (default: 32)")
@@ -28,11 +31,22 @@ def register(sub):
 
 def run(args):
     from mobile_bert_distill.errors import UserError
-    from mobile_bert_distill.distill.evaluation import evaluate_student, evaluate_teacher
+    from mobile_bert_distill.distill.evaluation import evaluate_export, evaluate_student, evaluate_teacher
 
     if args.seq_len is not None and args.seq_len < 3:
         raise UserError("--seq-len must be at least 3")
-    if args.student:
+    if args.litert and not args.student:
+        raise UserError("--litert needs --student: the preset the file was exported from")
+    if args.litert and args.seq_len is not None:
+        raise UserError("--seq-len does not apply with --litert: the file's sequence length is used")
+    if args.litert:
+        res = evaluate_export(args.student, args.litert, args.corpus, batch_size=args.batch_size,
+                              max_batches=args.max_batches, seed=args.seed)
+        lines = [f"student masked-token accuracy: {res['student_accuracy']:.4f} float, "
+                 f"{res['file_accuracy']:.4f} {args.litert} ({res['drop_points']:+.2f} points lost; "
+                 f"{res['masked_tokens']} masked pieces, {res['sequences']} sequences of {res['seq_len']}, "
+                 f"seed {res['seed']})"]
+    elif args.student:
         res = evaluate_student(args.student, args.corpus, seq_len=args.seq_len, batch_size=args.batch_size,
                                max_batches=args.max_batches, seed=args.seed)
         lines = [f"student masked-token accuracy: {res['student_accuracy']:.4f} "

@@ -6,6 +6,7 @@ the same vocabulary are scored on exactly the same masked positions.
 
 Example (command line):
     mbd eval --student out/student --corpus heldout.txt
+    mbd eval --student out/student --litert student.tflite --corpus heldout.txt
     mbd eval --teacher out/teacher --corpus heldout.txt
 """
 
@@ -87,6 +88,15 @@ def _check_seq_len(seq_len, max_positions, model_dir):
 def evaluate_student(student_dir, corpus, seq_len=None, batch_size=32, max_batches=None, seed=EVAL_SEED,
                      progress=True):
     """Masked-token top-1 accuracy of a student preset (BERT or ALBERT-style) over its vocabulary."""
+    maker, predict = _student_scoring(student_dir, corpus, seq_len, batch_size, seed)
+    acc, n, _ = _accuracy_loop(maker, predict, "s_mask_weights", "s_mask_ids", max_batches, "eval student",
+                               progress=progress)
+    return {"student_accuracy": acc, "masked_tokens": n, "sequences": maker.num_windows,
+            "seq_len": maker.seq_len, "seed": seed, "vocabulary_size": len(maker.student.vocab)}
+
+
+def _student_scoring(student_dir, corpus, seq_len, batch_size, seed):
+    """The held-out batch maker of a student preset and its ``batch -> top-1 ids``."""
     _check_preset(student_dir, "student")
     from mobile_bert_distill.architectures import CLASSIFIER_CLASSES
     from mobile_bert_distill.export import preset_task_class
@@ -111,7 +121,6 @@ def evaluate_student(student_dir, corpus, seq_len=None, batch_size=32, max_batch
     maker = DualBatchMaker(corpus_, PieceTable(vocab, corpus_.words), None, seq_len=seq_len,
                            batch_size=batch_size, max_predictions=max(1, round(seq_len * 0.15)),
                            seed=seed, eval_masking=True, sequential=True)
-
     top1 = _top1(mlm, lambda m, b: m(b, training=False))
 
     def predict(b):
@@ -119,10 +128,40 @@ def evaluate_student(student_dir, corpus, seq_len=None, batch_size=32, max_batch
         return top1({"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": b["s_padding_mask"],
                      "mask_positions": b["s_mask_positions"]})
 
-    acc, n, _ = _accuracy_loop(maker, predict, "s_mask_weights", "s_mask_ids", max_batches, "eval student",
+    return maker, predict
+
+
+def evaluate_export(student_dir, model_path, corpus, batch_size=32, max_batches=None, seed=EVAL_SEED,
+                    progress=True):
+    """Masked-token top-1 accuracy of a masked-LM LiteRT file (``mbd export``) and of the student
+    preset it was exported from, on the same masked positions at the file's sequence length: what
+    the file's quantization costs on held-out text (``drop_points``, float minus file)."""
+    from mobile_bert_distill.litert.tools import load_interpreter, run_batches, signature_io
+
+    interpreter, _ = load_interpreter(model_path)
+    io = signature_io(interpreter)
+    if "logits" not in io["outputs"]:
+        raise UserError(f"{model_path} is not a masked-LM export (its outputs are {sorted(io['outputs'])})")
+    seq_len = io["inputs"]["input_ids"]["shape"][1]
+    maker, predict_float = _student_scoring(student_dir, corpus, seq_len, batch_size, seed)
+    rows = io["outputs"]["logits"]["shape"][-1]
+    if rows != len(maker.student.vocab):
+        raise UserError(f"{model_path} scores {rows} pieces but the student in {student_dir} has "
+                        f"{len(maker.student.vocab)}: it was exported from another student")
+
+    def predict_file(b):
+        ids = b["s_token_ids"]
+        logits = run_batches(interpreter, {"input_ids": ids, "segment_ids": np.zeros_like(ids),
+                                           "padding_mask": b["s_padding_mask"]})["logits"]
+        return np.take_along_axis(logits, b["s_mask_positions"][..., None].astype(np.int64), axis=1).argmax(-1)
+
+    acc, n, _ = _accuracy_loop(maker, predict_float, "s_mask_weights", "s_mask_ids", max_batches, "eval student",
                                progress=progress)
-    return {"student_accuracy": acc, "masked_tokens": n, "sequences": maker.num_windows,
-            "seq_len": seq_len, "seed": seed, "vocabulary_size": len(vocab)}
+    file_acc, _, _ = _accuracy_loop(maker, predict_file, "s_mask_weights", "s_mask_ids", max_batches,
+                                    "eval file", progress=progress)
+    return {"student_accuracy": acc, "file_accuracy": file_acc, "drop_points": 100.0 * (acc - file_acc),
+            "masked_tokens": n, "sequences": maker.num_windows, "seq_len": seq_len, "seed": seed,
+            "file": str(model_path)}
 
 
 def load_teacher_checkpoint(teacher_dir):
