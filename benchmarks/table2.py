@@ -456,7 +456,8 @@ def main(argv=None):
 
     # ------------------------------------------------------------ 1. teacher
     if prepared:
-        (prep_cfg, summary), secs, reused = prepared, 0.0, True
+        (prep_cfg, summary), reused = prepared, True
+        secs = summary["seconds"]  # what the preparation took when it ran
     else:
         prep_cfg = grid.teacher(plan["prep_steps"], args.widths[0])
         summary, secs, reused = train(prep_cfg, prep_dir, log)
@@ -468,8 +469,8 @@ def main(argv=None):
            "machine": machine(), "inputs": inputs, "widths": args.widths, "modes": args.modes,
            "seeds": args.seeds, "plan": plan,
            "teacher": {"steps": plan["prep_steps"], "tokens_seen": tokens_seen(prep_cfg),
-                       "seconds": summary["seconds"] if prepared else round(secs, 1), "heldout": teacher_eval,
-                       "history": summary["history"], "config": prep_cfg, "prepared_by": prep_dir},
+                       "seconds": round(secs, 1), "heldout": teacher_eval, "history": summary["history"],
+                       "config": prep_cfg, "prepared_by": prep_dir},
            "student_configs": {}, "runs": []}
 
     # ------------------------------------------------------------ 2. students (seed-major: an
