@@ -98,7 +98,7 @@ def test_csv_reader_handles_bom_quotes_blank_lines_and_empty_text(tmp_path):
 def test_default_learning_rate_by_width():
     from mobile_bert_distill.downstream.finetune import default_learning_rate
 
-    assert [default_learning_rate(h) for h in (48, 192, 383, 384, 768)] == [5e-4, 5e-4, 5e-4, 5e-5, 5e-5]
+    assert [default_learning_rate(h) for h in (48, 191, 192, 383, 384, 768)] == [5e-4, 5e-4, 1e-4, 1e-4, 5e-5, 5e-5]
 
 
 def test_metrics():

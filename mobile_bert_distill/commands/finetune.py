@@ -34,7 +34,8 @@ def register(sub):
                    help="passes over the training CSV (default: 3; --arch bilstm: 3 over the augmented set)")
     p.add_argument("--batch-size", type=T.positive_int, help="texts per step (default: 32)")
     p.add_argument("--learning-rate", type=T.positive_float,
-                   help="peak learning rate (default: 5e-4; 5e-5 for models 384-d and wider, which diverge at 5e-4)")
+                   help="peak learning rate (default: 5e-4; 1e-4 from 192-d and 5e-5 from 384-d, which stay at chance "
+                        "or diverge at 5e-4)")
     p.add_argument("--seq-len", type=T.positive_int, help="tokens per text (default: 64)")
     p.add_argument("--teacher-classifier", metavar="DIR", help="fine-tuned teacher classifier for soft targets")
     p.add_argument("--temperature", type=T.positive_float, help="soft-target temperature (default: 2.0)")
