@@ -72,7 +72,7 @@ def targets(rows, small_mb, wide_mb):
 def table_md(rows, latency):
     lines = ["| file | MB | float preset % | file % | points lost | p50 ms at seq "
              f"{latency['seq_len']} | baseline int8 / file |", "|---|---:|---:|---:|---:|---:|---:|"]
-    base = latency["bert_base_p50_ms"]
+    base = latency["baseline_p50_ms"]
     for name, r in rows.items():
         ms = latency["p50_ms"].get(name)
         lines.append(f"| {name} ({r['hidden_dim']}-d {r['quantization']}) | {r['size_mb']:.3f} | "
@@ -134,8 +134,8 @@ def main(argv=None):
         print(f"mixed_precision: error: {e}", file=sys.stderr)
         return 2
     p50 = {r["model"]: r["latency_ms"]["p50"] for r in doc["results"] if r["seq_len"] == args.latency_seq_len}
-    base = p50[next(m["label"] for m in doc["models"] if m.get("role") == "baseline")]
-    latency = {"seq_len": args.latency_seq_len, "threads": 1, "bert_base_p50_ms": base,
+    baseline = next(m["label"] for m in doc["models"] if m.get("role") == "baseline")
+    latency = {"seq_len": args.latency_seq_len, "threads": 1, "baseline": baseline, "baseline_p50_ms": p50[baseline],
                "p50_ms": {k: v for k, v in p50.items() if k in rows}}
     res = {"command": "python benchmarks/mixed_precision.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "machine": {"cpu": cpu_flags(), **doc["host"]},

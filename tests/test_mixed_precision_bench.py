@@ -54,7 +54,7 @@ def test_scores_sizes_latency_and_verdicts(students, tmp_path, capsys):
         100 * (rows["wide_mixed"]["file_accuracy"] - rows["small_int8"]["file_accuracy"]))
     lat = doc["latency"]
     assert set(lat["p50_ms"]) == set(rows) and all(v > 0 for v in lat["p50_ms"].values())
-    assert lat["bert_base_p50_ms"] > 0 and lat["seq_len"] == 32
+    assert lat["baseline_p50_ms"] > 0 and lat["baseline"] and lat["seq_len"] == 32
     assert doc["machine"]["cpu"]["model"]
     printed = capsys.readouterr().out
     assert "| small_mixed (16-d mixed) |" in printed and "small student:" in printed
