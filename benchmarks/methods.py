@@ -9,8 +9,8 @@ every (width, mode) of the grid:
   own configuration (the speed benchmark's ``time_steps``: the kit's step over
   its real input, best of ``--repeats`` x ``--steps`` after compilation), one
   mode after another in this process, divided by ``nokd``'s at that width;
-* **student**: ``BERT``, or ALBERT-style with what makes it so (``student.embedding_dim``,
-  ``student.share_layers`` of the grid's runs);
+* **student**: the architecture of the first seed's student, as training logs it
+  (depth, width, and the factorised embedding and layer sharing of an ALBERT-style one);
 * **int8 size**: the first seed's student exported as ``mbd export`` does
   (int8, default recipe, the ``mlm`` task, calibrated on the grid's held-out
   text).
@@ -66,11 +66,11 @@ def int8_bytes(directory, heldout):
         return os.path.getsize(path)
 
 
-def student_kind(student_cfg):
-    """``BERT``, or what makes the student ALBERT-style (factorised embedding, shared layers)."""
-    parts = ([f"E = {student_cfg['embedding_dim']}"] if student_cfg.get("embedding_dim") else []) + \
-        (["shared layers"] if student_cfg.get("share_layers") else [])
-    return "ALBERT-style, " + ", ".join(parts) if parts else "BERT"
+def architecture(directory):
+    """The run's student in one line (``architectures.architecture_summary`` of its preset)."""
+    from mobile_bert_distill.architectures import architecture_summary, load_preset
+
+    return architecture_summary(load_preset(os.path.join(directory, "student"), "masked_lm", "student").backbone)
 
 
 def table_md(rows):
@@ -79,7 +79,7 @@ def table_md(rows):
              "|---:|---|---|---|---|---:|---:|---:|"]
     for r in rows:
         spread = f"{100 * r['std']:.2f}" if r["std"] is not None else "—"
-        lines.append(f"| {r['width']} | {r['student_kind']} | {r['mode']} | {100 * r['mean']:.2f} ± {spread} | "
+        lines.append(f"| {r['width']} | {r['architecture']} | {r['mode']} | {100 * r['mean']:.2f} ± {spread} | "
                      f"{', '.join(f'{100 * a:.2f}' for a in r['per_seed'])} | {r['step_cost_vs_nokd']:.2f}× | "
                      f"{1e3 * r['step_seconds']:.0f} | {r['int8_bytes'] / 1e6:.3f} |")
     return "\n".join(lines) + "\n"
@@ -117,15 +117,15 @@ def main(argv=None):
     rows = []
     for r in res["table"]:
         directory = run_dir(args.grid, r, res["seeds"][0])
-        kind = student_kind(res["student_configs"][str(r["width"])]["student"])
+        arch = architecture(directory)
         old = earlier.get((r["width"], r["mode"]))
         if old is not None:
             row = dict(r, step_seconds=old["step_seconds"], int8_bytes=old["int8_bytes"], student=directory,
-                       student_kind=kind, costs_from=args.costs_from)
+                       architecture=arch, costs_from=args.costs_from)
         else:
             row = dict(r, step_seconds=step_seconds(directory, args.steps, args.repeats),
                        int8_bytes=int8_bytes(directory, res["inputs"]["heldout"]), student=directory,
-                       student_kind=kind)
+                       architecture=arch)
         rows.append(row)
         print(f"{r['width']}-d {r['mode']}: {1e3 * row['step_seconds']:.0f} ms/step, "
               f"int8 {row['int8_bytes'] / 1e6:.3f} MB" + (f" (from {args.costs_from})" if old else ""), flush=True)

@@ -127,7 +127,8 @@ def test_tiny_grid_within_budget(tiny_setup, tmp_path, capsys):
     # the same student architecture within a width, a wider one is bigger
     assert abs(rows[(16, "nokd")]["int8_bytes"] - rows[(16, "dual+up")]["int8_bytes"]) < 0.01 * rows[(16, "nokd")]["int8_bytes"]
     assert rows[(24, "nokd")]["int8_bytes"] > rows[(16, "nokd")]["int8_bytes"]
-    assert "| 24 | BERT | dual+up |" in (out / "methods.md").read_text() and rows[(24, "nokd")]["student_kind"] == "BERT"
+    assert "| 24 | 2 layers, 24-d | dual+up |" in (out / "methods.md").read_text()
+    assert rows[(24, "nokd")]["architecture"] == "2 layers, 24-d"
     # rescoring with the costs of an earlier table: its rows are taken, the others measured
     earlier = tmp_path / "earlier.json"
     earlier.write_text(json.dumps({"rows": [dict(rows[(16, "dual+up")], step_seconds=9.0, int8_bytes=123)]}))
@@ -173,8 +174,9 @@ def test_grid_from_a_prepared_teacher(tiny_setup, tmp_path, capsys):
     methods = load_benchmark("methods")
     assert methods.main(["--grid", str(second), "--steps", "2", "--repeats", "1"]) == 0
     rows = json.loads((second / "methods.json").read_text())["rows"]
-    assert {r["student_kind"] for r in rows} == {"ALBERT-style, E = 8, shared layers"}
-    assert "| 24 | ALBERT-style, E = 8, shared layers | dual+up |" in (second / "methods.md").read_text()
+    shared = "2 layers, 24-d, 8-d factorised embedding, 1 distinct layer shared across depth"
+    assert {r["architecture"] for r in rows} == {shared}
+    assert f"| 24 | {shared} | dual+up |" in (second / "methods.md").read_text()
 
 
 def test_a_prepared_teacher_must_be_one(tmp_path, capsys):
